@@ -1,0 +1,110 @@
+"""The ClientApp: flwr records in, fedsec's local train/evaluate, flwr records out. Thin."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from flwr.app import Context, Message
+from flwr.client.mod import secaggplus_mod
+from flwr.clientapp import ClientApp
+from flwr.common import (
+    Code,
+    EvaluateRes,
+    FitRes,
+    Status,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.compat.common import recorddict_compat as compat
+
+from client.audit import make_reply_guard
+from client.local import evaluate_round, prepared_site, train_round
+from client.site import find_site_dirs
+from common.run_config import RunSettings
+
+SECAGG_CONFIGS = "secaggplus_configs"
+SITE_KEY = "site-id"
+ROUND_KEY = "server-round"
+
+log = logging.getLogger("fedsec.client")
+
+
+def site_location(context: Context) -> tuple[Path, Path | None]:
+    """(site folder, work folder): from node config in deployment, by partition in simulation."""
+    node_config = context.node_config
+    if "site-dir" in node_config:
+        work = node_config.get("work-dir")
+        return Path(str(node_config["site-dir"])), Path(str(work)) if work else None
+    data_dir = str(context.run_config.get("data-dir", ""))
+    if not data_dir or "partition-id" not in node_config:
+        raise ValueError("this node has no site: set node config site-dir=PATH "
+                         "(deployment) or run config data-dir (simulation)")
+    sites = find_site_dirs(Path(data_dir))
+    return sites[int(node_config["partition-id"]) % len(sites)], None
+
+
+def _site(context: Context):
+    site_dir, work_dir = site_location(context)
+    return prepared_site(site_dir, work_dir=work_dir)
+
+
+def _site_names(context: Context) -> frozenset[str]:
+    return _site(context).names
+
+
+def _audit_dir(context: Context) -> Path | None:
+    if not RunSettings.from_run_config(context.run_config).audit_replies:
+        return None
+    return _site(context).work_dir / "audit"
+
+
+app = ClientApp(mods=[make_reply_guard(site_names=_site_names, audit_dir=_audit_dir)])
+
+
+def _threads() -> None:
+    # Simulation packs several sites per core: one intra-op thread each avoids oversubscription.
+    torch.set_num_threads(1)
+
+
+def _fit(msg: Message, context: Context) -> Message:
+    _threads()
+    settings = RunSettings.from_run_config(context.run_config)
+    site = _site(context)
+    fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    server_round = int(fit_ins.config.get(ROUND_KEY, 0))
+    reply = train_round(site, global_arrays=parameters_to_ndarrays(fit_ins.parameters),
+                        settings=settings, server_round=server_round)
+    fit_res = FitRes(
+        status=Status(code=Code.OK, message=""),
+        parameters=ndarrays_to_parameters(reply.delta),
+        num_examples=reply.weight,
+        metrics={SITE_KEY: site.data.site_id, **reply.metrics},
+    )
+    return Message(compat.fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    # SecAgg+ exists only on flwr's legacy path; its mod wraps training when the server asks.
+    if SECAGG_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, _fit)
+    return _fit(msg, context)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    _threads()
+    site = _site(context)
+    evaluate_ins = compat.recorddict_to_evaluateins(msg.content, keep_input=True)
+    metrics = evaluate_round(site, global_arrays=parameters_to_ndarrays(evaluate_ins.parameters))
+    evaluate_res = EvaluateRes(
+        status=Status(code=Code.OK, message=""),
+        loss=1.0 - float(metrics["auc"]) if metrics["auc"] == metrics["auc"] else 1.0,
+        num_examples=int(metrics["test_domains"]),
+        metrics={SITE_KEY: site.data.site_id, **metrics},
+    )
+    return Message(compat.evaluateres_to_recorddict(evaluate_res), reply_to=msg)
+
+

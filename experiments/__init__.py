@@ -1,0 +1,1 @@
+"""Experiment scripts: synthetic sites, simulation runs, benchmarks."""

@@ -1,0 +1,171 @@
+"""Site profiles: how simulated organisations differ (families, mix, volume, label noise)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from experiments.generator.dga import FAMILIES
+from experiments.generator.streams import stream
+
+# category -> (share of benign queries, share of distinct names, Zipf exponent inside the category)
+CATEGORY_SHAPE: dict[str, tuple[float, float, float]] = {
+    "popular": (0.42, 0.07, 1.2),
+    "cdn": (0.12, 0.16, 0.9),
+    "telemetry": (0.07, 0.08, 0.9),
+    "ads": (0.08, 0.05, 1.0),
+    "longtail": (0.12, 0.36, 0.7),
+    "idn": (0.015, 0.04, 0.7),
+    "internal": (0.09, 0.10, 1.0),
+    "ptr": (0.035, 0.09, 0.6),
+    "short": (0.02, 0.03, 0.9),
+    "mdns": (0.005, 0.002, 1.0),
+}
+HOME_LANGUAGES = ("de", "es", "id", "tr", "pl", "zh", "ru")
+TZ_OFFSET_HOURS = {"de": 1, "es": 1, "id": 7, "tr": 3, "pl": 1, "zh": 8, "ru": 3}
+COMPANY_WORDS = (
+    "acme",
+    "globex",
+    "initech",
+    "umbrella",
+    "hooli",
+    "stark",
+    "wayne",
+    "tyrell",
+    "cyberdyne",
+    "soylent",
+    "wonka",
+    "oscorp",
+    "vandelay",
+    "aperture",
+    "massive",
+    "nakatomi",
+)
+LINES_PER_DAY_RANGE = (15_000, 60_000)
+
+
+@dataclass(frozen=True)
+class SiteProfile:
+    """Every knob of one simulated site, drawn once from the run seed."""
+
+    site_id: str
+    index: int
+    families: tuple[str, ...]
+    dga_unique_per_day: dict[str, int]  # at scale 1.0
+    lines_per_day: int  # at scale 1.0, DGA included
+    benign_mix: dict[str, float]
+    languages: dict[str, float]
+    internal_domain: str
+    subnet: tuple[int, int]
+    tz_offset_hours: int
+    miss_rate: float
+    error_rate: float
+    feed_extra_ratio: float
+    allowlist_size: int
+    benign_events_per_day: float
+    base_rate: float
+    analyst_count: int
+    minutes_per_alert: float
+
+
+def assign_families(
+    rng: np.random.Generator, n_sites: int, names: tuple[str, ...]
+) -> list[tuple[str, ...]]:
+    """2-4 families per site; every family is dealt once before any repeats (needs >= 3 sites)."""
+    counts = rng.integers(2, 5, size=n_sites)
+    while counts.sum() < len(names) and (counts < 4).any():
+        counts[rng.choice(np.flatnonzero(counts < 4))] += 1
+    assigned: list[list[str]] = [[] for _ in range(n_sites)]
+    tie_break = rng.permutation(n_sites)
+    for name in (names[i] for i in rng.permutation(len(names))):
+        free = [site for site in tie_break if len(assigned[site]) < counts[site]]
+        if not free:
+            break
+        target = max(free, key=lambda site: counts[site] - len(assigned[site]))
+        assigned[target].append(name)
+    for site in range(n_sites):
+        others = [name for name in names if name not in assigned[site]]
+        while len(assigned[site]) < counts[site]:
+            assigned[site].append(others.pop(int(rng.integers(len(others)))))
+    return [tuple(sorted(chosen)) for chosen in assigned]
+
+
+def _log_uniform(
+    rng: np.random.Generator, low: float, high: float, quantile: float | None = None
+) -> float:
+    position = rng.random() if quantile is None else quantile
+    return float(np.exp(np.log(low) + position * (np.log(high) - np.log(low))))
+
+
+def _languages(rng: np.random.Generator, home: str) -> dict[str, float]:
+    weights = {"en": float(rng.uniform(0.25, 0.6)), home: float(rng.uniform(0.25, 0.6))}
+    for other in rng.choice(
+        [lang for lang in HOME_LANGUAGES if lang != home], size=2, replace=False
+    ):
+        weights[str(other)] = float(rng.uniform(0.02, 0.1))
+    total = sum(weights.values())
+    return {lang: round(weight / total, 4) for lang, weight in sorted(weights.items())}
+
+
+def _benign_mix(rng: np.random.Generator) -> dict[str, float]:
+    names = sorted(CATEGORY_SHAPE)
+    typical = np.array([CATEGORY_SHAPE[name][0] for name in names])
+    typical = typical / typical.sum()
+    # e.g. a cloud-heavy shop vs a mail-heavy ISP
+    leaning = typical * rng.lognormal(0.0, 0.35, size=len(names))
+    mix = rng.dirichlet(leaning / leaning.sum() * 150)
+    mix = np.maximum(mix, 0.3 * typical)  # no hard class vanishes entirely
+    mix = mix / mix.sum()
+    return {name: round(float(share), 4) for name, share in zip(names, mix, strict=True)}
+
+
+def draw_profiles(*, seed: int, n_sites: int) -> list[SiteProfile]:
+    """All site profiles for one run; volumes and deployment sizes are stratified so they spread."""
+    rng = stream(seed, "profiles")
+    family_sets = assign_families(rng, n_sites, tuple(family.name for family in FAMILIES))
+    volume_rank = rng.permutation(n_sites)
+    homes = rng.permutation(len(HOME_LANGUAGES))
+    companies = rng.permutation(len(COMPANY_WORDS))
+    profiles = []
+    for index in range(n_sites):
+        site_rng = stream(seed, "profile", index)
+        quantile = (volume_rank[index] + site_rng.random()) / n_sites
+        # bigger deployments tend to ship bigger log samples, but not strictly
+        deployment_q = float(np.clip(quantile + site_rng.normal(0, 0.1), 0.0, 1.0))
+        home = HOME_LANGUAGES[homes[index % len(HOME_LANGUAGES)]]
+        company = COMPANY_WORDS[companies[index % len(COMPANY_WORDS)]] + (
+            "" if index < len(COMPANY_WORDS) else str(index)
+        )
+        internal = str(
+            site_rng.choice(
+                (f"corp.{company}.com", f"{company}.local", f"ad.{company}.net", f"{company}.lan")
+            )
+        )
+        profiles.append(
+            SiteProfile(
+                site_id=f"site-{index:02d}",
+                index=index,
+                families=family_sets[index],
+                dga_unique_per_day={
+                    name: int(site_rng.integers(120, 450)) for name in family_sets[index]
+                },
+                lines_per_day=int(_log_uniform(site_rng, *LINES_PER_DAY_RANGE, quantile)),
+                benign_mix=_benign_mix(site_rng),
+                languages=_languages(site_rng, home),
+                internal_domain=internal,
+                subnet=(10, int(site_rng.integers(1, 255))),
+                tz_offset_hours=TZ_OFFSET_HOURS[home],
+                miss_rate=round(float(site_rng.uniform(0.05, 0.30)), 4),
+                error_rate=round(_log_uniform(site_rng, 0.001, 0.01), 5),
+                feed_extra_ratio=round(float(site_rng.uniform(0.3, 1.5)), 3),
+                allowlist_size=int(site_rng.integers(40, 250)),
+                benign_events_per_day=float(
+                    f"{_log_uniform(site_rng, 1e8, 2e9, deployment_q):.4g}"
+                ),
+                base_rate=float(f"{_log_uniform(site_rng, 1e-5, 1e-3):.3g}"),
+                analyst_count=int(site_rng.integers(2, 13)),
+                minutes_per_alert=float(site_rng.integers(10, 31)),
+            )
+        )
+    return profiles

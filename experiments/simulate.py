@@ -1,0 +1,136 @@
+"""`fedsec simulate`: a federation of site folders on flwr's Simulation Engine, in this process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from client.site import find_site_dirs, load_site_config
+from common.config import ConfigError
+from common.run_config import RunSettings
+
+QUIET_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DISABLE_IMPORT_WARNING": "1",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+}
+
+
+def ensure_empty_output(out_dir: Path) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir}: output folder exists and is not empty "
+                          "(fix: pass a new --out, or remove the old run)")
+
+
+def validate_sites(data_dir: Path) -> list[Path]:
+    """Check every site configuration before anything is written."""
+    sites = find_site_dirs(data_dir)
+    site_ids: dict[str, Path] = {}
+    for site in sites:
+        site_id = load_site_config(site).site_id
+        if site_id in site_ids:
+            raise ConfigError(f"{site / 'site.toml'}: field site_id: '{site_id}' is also used by "
+                              f"{site_ids[site_id]} (fix: give every site its own site_id)")
+        site_ids[site_id] = site
+    return sites
+
+
+def _write_app_dir(app_dir: Path, run_config: dict[str, Any]) -> None:
+    """A minimal flwr app folder whose pyproject carries this run's full config to every node."""
+    project = {
+        "project": {"name": "fedsec-simulation", "version": "0.1.0"},
+        "tool": {"flwr": {"app": {
+            "publisher": "fedsec",
+            "components": {"serverapp": "server.app:app", "clientapp": "client.app:app"},
+            "config": run_config,
+        }}},
+    }
+    (app_dir / "pyproject.toml").write_bytes(tomli_w.dumps(project).encode())
+
+
+def quiet_frameworks() -> None:
+    """flwr and Ray are chatty: keep their warnings and errors, drop the rest."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    for name in ("flwr", "ray", "filelock"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
+def run_simulation(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any],
+                   ray_address: str | None = None, cpus_per_site: float = 1.0) -> dict[str, Any]:
+    """Run a whole federated training over the sites in `data_dir`; returns results.json.
+
+    The caller checks that `out_dir` is new (it may already hold the generated sites).
+    """
+    sites = validate_sites(data_dir)
+    settings = RunSettings.from_run_config({
+        **RunSettings().to_run_config(),
+        **overrides,
+        "data-dir": str(data_dir.resolve()),
+        "out-dir": str(out_dir.resolve()),
+        "min-nodes": len(sites),
+    })
+    if settings.mode == "secagg":
+        settings.secagg_shares(num_nodes=len(sites))  # fail now, not inside the ServerApp
+    quiet_frameworks()
+    from flwr.app import Context, RecordDict
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.constant import NOOP_FEDERATION_ID
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supercore.telemetry import EventType
+
+    import client.app
+    import server.app
+
+    quiet_frameworks()  # again: importing flwr resets its logger's level
+
+    run_config = settings.to_run_config()
+    run = Run.create_empty(run_id=generate_rand_int_from_bytes(8))
+    run.primary_task_id = generate_rand_int_from_bytes(8)
+    run.federation_id = NOOP_FEDERATION_ID
+    # What flwr's own `run_simulation` sets for an in-process run (its messages need it).
+    TaskIdentity.task_id = 1
+    TaskIdentity.run_id = run.run_id
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+    init_args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False,
+                                 "include_dashboard": False}
+    if ray_address:
+        init_args["address"] = ray_address
+    backend_config = {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": 0.0},
+                      "init_args": init_args}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fedsec-app-") as app_dir:
+        _write_app_dir(Path(app_dir), run_config)
+        context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(),
+                          run_config=dict(run_config))
+        _run_simulation(
+            num_supernodes=len(sites),
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client.app.app,
+            server_app=server.app.app,
+            backend_config=backend_config,
+            server_app_context=context,
+            app_dir=app_dir,
+            run=run,
+            is_app=True,
+        )
+    results_path = out_dir / "results.json"
+    if not results_path.is_file():
+        raise RuntimeError(f"the simulation ended without writing {results_path}; see the log")
+    return json.loads(results_path.read_text())

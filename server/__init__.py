@@ -1,0 +1,1 @@
+"""fedsec coordinator: the model team's ServerApp, aggregation strategy, checkpoints and reports."""

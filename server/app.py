@@ -1,0 +1,68 @@
+"""The ServerApp: wiring between flwr's legacy workflows (SecAgg+ lives only there) and fedsec."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Context
+from flwr.server import LegacyContext, ServerApp, ServerConfig
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.serverapp import Grid
+
+from common.model import ModelSpec, build_model, model_to_ndarrays
+from common.run_config import RunSettings
+from server.checkpoints import CheckpointStore
+from server.results import RunRecorder
+from server.strategy import DeltaFedAvg
+
+log = logging.getLogger("fedsec.server")
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    settings = RunSettings.from_run_config(context.run_config)
+    out_dir = Path(settings.out_dir).resolve()
+    spec = ModelSpec()
+    initial = model_to_ndarrays(build_model(spec, seed=settings.seed))
+    log.info(
+        "fedsec run: mode=%s rounds=%d nodes=%d params=%d out=%s",
+        settings.mode, settings.num_rounds, settings.min_nodes,
+        sum(int(np.prod(a.shape)) for a in initial), out_dir,
+    )
+    recorder = RunRecorder(out_dir, config=settings.to_run_config())
+    checkpoints = CheckpointStore(out_dir / "checkpoints", spec=spec)
+    strategy = DeltaFedAvg(
+        settings=settings,
+        initial_arrays=initial,
+        recorder=recorder,
+        on_checkpoint=checkpoints.save,
+    )
+    legacy_context = LegacyContext(
+        context=context,
+        config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=settings.round_timeout),
+        strategy=strategy,
+    )
+    workflow = DefaultWorkflow(fit_workflow=_fit_workflow(settings))
+    workflow(grid, legacy_context)
+    checkpoints.save_final(strategy.global_arrays, out_dir / "model.npz")
+    recorder.flush()
+
+
+def _fit_workflow(settings: RunSettings) -> SecAggPlusWorkflow | None:
+    if settings.mode == "fedavg":
+        return None
+    num_shares, threshold = settings.secagg_shares(num_nodes=settings.min_nodes)
+    # Clients clip their delta to an L2 norm of `delta_clip_norm`, so no single value can
+    # exceed it: that is the smallest clipping range that never clamps (a larger one only
+    # coarsens the quantization step, 2 * range / 2**22).
+    return SecAggPlusWorkflow(
+        num_shares=num_shares,
+        reconstruction_threshold=threshold,
+        clipping_range=settings.delta_clip_norm,
+        max_weight=settings.max_weight,
+        timeout=settings.round_timeout,
+    )
