@@ -12,7 +12,8 @@ from common.config import ConfigError, describe_validation_error
 class RunSettings(BaseModel):
     """Every knob of a training run; pyproject's `[tool.flwr.app.config]` mirrors the defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, coerce_numbers_to_str=True)
 
     mode: Literal["secagg", "fedavg"] = "secagg"
     num_rounds: int = Field(default=5, ge=1, alias="num-rounds")
@@ -26,7 +27,7 @@ class RunSettings(BaseModel):
     delta_clip_norm: float = Field(default=10.0, gt=0, alias="delta-clip-norm")
     num_shares: int = Field(default=0, ge=0, alias="num-shares")
     reconstruction_threshold: int = Field(default=0, ge=0, alias="reconstruction-threshold")
-    max_weight: float = Field(default=100000.0, gt=0, alias="max-weight")
+    max_weight: float = Field(default=10000.0, gt=0, alias="max-weight")
     round_timeout: float = Field(default=600.0, gt=0, alias="round-timeout")
     fail_sites: str = Field(default="", alias="fail-sites")
     fail_rounds: str = Field(default="", alias="fail-rounds")
