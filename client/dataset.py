@@ -51,6 +51,7 @@ class SiteData:
     train_days: tuple[str, ...]
     test_days: tuple[str, ...]
     train_families: frozenset[str]
+    intel_only: Examples
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -150,6 +151,20 @@ def _examples(counts: Counter, intel: Intel, stats: Counter, *, keep) -> Example
     )
 
 
+def _intel_only(intel: Intel, logged: set[str]) -> Examples:
+    """Blocklisted names this site never queried: real names of families it may never have seen."""
+    logged_registered = {registered_domain(name) for name in logged}
+    names = sorted(name for name in intel.blocklist
+                   if name not in logged and registered_domain(name) not in logged_registered)
+    return Examples(
+        domains=np.array(names, dtype=object),
+        labels=np.ones(len(names), dtype=np.int8),
+        families=np.array([intel.blocklist[name] for name in names], dtype=object),
+        query_counts=np.zeros(len(names), dtype=np.int64),
+        registered=np.array([registered_domain(name) for name in names], dtype=object),
+    )
+
+
 def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> SiteData:
     """Read, normalise, label and split one site's logs (the result stays on the premises)."""
     site_dir = site_dir.resolve()
@@ -184,9 +199,11 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> SiteData:
     train_registered = set(train.registered.tolist())
     test = _examples(test_counts, intel, stats, keep=lambda r: r not in train_registered)
     stats.pop("unlisted_policy_ignore")
+    logged = set(train_counts) | set(test_counts)
     return SiteData(
         site_id=config.site_id, site_dir=site_dir, config=config, train=train, test=test,
         train_days=tuple(train_days), test_days=tuple(test_days),
         train_families=frozenset(train.families[train.labels == 1].tolist()),
+        intel_only=_intel_only(intel, logged),
         stats=dict(stats),
     )

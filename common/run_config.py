@@ -32,6 +32,7 @@ class RunSettings(BaseModel):
     fail_sites: str = Field(default="", alias="fail-sites")
     fail_rounds: str = Field(default="", alias="fail-rounds")
     audit_replies: bool = Field(default=False, alias="audit-replies")
+    resume: bool = False
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> RunSettings:

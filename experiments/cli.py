@@ -68,6 +68,9 @@ def simulate(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="run-config override KEY=VALUE (repeatable), e.g. --set fail-sites=site-01")
     ] = None,
+    resume: Annotated[bool, typer.Option(
+        help="continue the run in --out from its last completed round, with its own config")
+    ] = False,
 ) -> None:
     """Train one model over many simulated sites on flwr's Simulation Engine."""
     from experiments.simulate import ensure_empty_output, run_simulation, validate_sites
@@ -78,7 +81,10 @@ def simulate(
         overrides["local-steps"] = local_steps
     try:
         overrides.update(_parse_overrides(set_ or []))
-        ensure_empty_output(out)
+        if resume:
+            overrides, data = _resume_overrides(out)
+        else:
+            ensure_empty_output(out)
         if data is None:
             from experiments.generator import generate_sites
 
@@ -93,6 +99,18 @@ def simulate(
         _fail(str(error))
     print_site_table(results)
     typer.echo(f"results: {out / 'results.json'}   model: {out / 'model.npz'}")
+
+
+def _resume_overrides(out: Path) -> tuple[dict[str, Any], Path]:
+    """The interrupted run's own config (from its results.json), with resume switched on."""
+    import json
+
+    path = out / "results.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing, nothing to resume (fix: pass the --out of a run "
+                          "that completed at least one round)")
+    config = json.loads(path.read_text())["config"]
+    return {**config, "resume": True}, Path(config["data-dir"])
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, Any]:

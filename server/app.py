@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from flwr.app import Context
 from flwr.server import LegacyContext, ServerApp, ServerConfig
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
 from common.model import ModelSpec, build_model, model_to_ndarrays
@@ -16,6 +16,7 @@ from common.run_config import RunSettings
 from server.checkpoints import CheckpointStore
 from server.results import RunRecorder
 from server.strategy import DeltaFedAvg
+from server.workflow import ResumableWorkflow
 
 log = logging.getLogger("fedsec.server")
 
@@ -35,6 +36,13 @@ def main(grid: Grid, context: Context) -> None:
     )
     recorder = RunRecorder(out_dir, config=settings.to_run_config())
     checkpoints = CheckpointStore(out_dir / "checkpoints", spec=spec)
+    first_round = 1
+    completed = checkpoints.completed_rounds() if settings.resume else []
+    if completed:
+        initial = checkpoints.load(completed[-1])
+        recorder.load_completed(up_to_round=completed[-1])
+        first_round = completed[-1] + 1
+        log.info("resuming after round %d of %d", completed[-1], settings.num_rounds)
     strategy = DeltaFedAvg(
         settings=settings,
         initial_arrays=initial,
@@ -46,8 +54,9 @@ def main(grid: Grid, context: Context) -> None:
         config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=settings.round_timeout),
         strategy=strategy,
     )
-    workflow = DefaultWorkflow(fit_workflow=_fit_workflow(settings))
-    workflow(grid, legacy_context)
+    if first_round <= settings.num_rounds:
+        workflow = ResumableWorkflow(first_round=first_round, fit_workflow=_fit_workflow(settings))
+        workflow(grid, legacy_context)
     checkpoints.save_final(strategy.global_arrays, out_dir / "model.npz")
     recorder.flush()
 

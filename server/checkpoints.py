@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import random
 import re
 from pathlib import Path
 
 import numpy as np
 
-from common.model import ModelSpec, model_to_bytes, ndarrays_to_model
+from common.model import (
+    ModelSpec,
+    model_from_bytes,
+    model_to_bytes,
+    model_to_ndarrays,
+    ndarrays_to_model,
+)
 from server.results import write_atomic
 
 _ROUND_FILE = re.compile(r"^round-(\d{3,})\.npz$")
@@ -24,16 +32,41 @@ class CheckpointStore:
         return self.directory / f"round-{server_round:03d}.npz"
 
     def save(self, server_round: int, arrays: list[np.ndarray]) -> Path:
+        """The model after a completed round, then its state file (the commit point)."""
         path = self.path_for(server_round)
         write_atomic(path, model_to_bytes(ndarrays_to_model(arrays, spec=self.spec)))
+        # Python's `random` drives SecAgg+'s neighbour shuffle; keep it so a resumed run
+        # draws what an uninterrupted one would have drawn.
+        state = {"round": server_round, "python_random": _jsonable(random.getstate())}
+        write_atomic(path.with_suffix(".state.json"), json.dumps(state).encode())
         return path
+
+    def load(self, server_round: int) -> list[np.ndarray]:
+        """Restore the model of a completed round and the RNG state saved with it."""
+        model, spec = model_from_bytes(self.path_for(server_round).read_bytes())
+        if spec != self.spec:
+            raise ValueError(f"{self.path_for(server_round)}: saved with {spec}, run uses "
+                             f"{self.spec} (fix: resume with the same model settings)")
+        state = json.loads(self.path_for(server_round).with_suffix(".state.json").read_text())
+        random.setstate(_tupled(state["python_random"]))
+        return model_to_ndarrays(model)
 
     def save_final(self, arrays: list[np.ndarray], path: Path) -> Path:
         write_atomic(path, model_to_bytes(ndarrays_to_model(arrays, spec=self.spec)))
         return path
 
     def completed_rounds(self) -> list[int]:
+        """Rounds whose model and state file both exist (a crash between them is no round)."""
         if not self.directory.is_dir():
             return []
         found = (_ROUND_FILE.match(p.name) for p in self.directory.iterdir())
-        return sorted(int(match.group(1)) for match in found if match)
+        rounds = sorted(int(match.group(1)) for match in found if match)
+        return [r for r in rounds if self.path_for(r).with_suffix(".state.json").is_file()]
+
+
+def _jsonable(value):
+    return [_jsonable(item) for item in value] if isinstance(value, tuple | list) else value
+
+
+def _tupled(value):
+    return tuple(_tupled(item) for item in value) if isinstance(value, list) else value

@@ -44,6 +44,15 @@ class RunRecorder:
         self.config = dict(config)
         self.rounds: dict[int, dict[str, Any]] = {}
 
+    def load_completed(self, *, up_to_round: int) -> None:
+        """On resume: keep the rounds a previous process completed, drop anything later."""
+        path = self.out_dir / "results.json"
+        if not path.is_file():
+            return
+        previous = json.loads(path.read_text())
+        self.rounds = {entry["round"]: entry for entry in previous.get("rounds", [])
+                       if entry["round"] <= up_to_round}
+
     def _round(self, server_round: int) -> dict[str, Any]:
         return self.rounds.setdefault(
             server_round,

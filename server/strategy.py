@@ -37,6 +37,8 @@ _MEAN_KEYS = ("auc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-4")
 class DeltaFedAvg(FedAvg):
     """Clients reply `local - global`; the new global model is `global + weighted mean delta`.
 
+    `on_checkpoint(round, arrays)` runs once a round is trained, evaluated and recorded.
+
     Under SecAgg+ the workflow hands `aggregate_fit` the already-unmasked weighted mean as
     every result's parameters, so the same code serves both modes.
     """
@@ -107,7 +109,6 @@ class DeltaFedAvg(FedAvg):
         self.global_arrays = weights.add(self.global_arrays, mean_delta)
         train["mean_delta_norm"] = weights.global_norm(mean_delta)
         self.recorder.record_train(server_round, train)
-        self.on_checkpoint(server_round, self.global_arrays)
         return ndarrays_to_parameters(self.global_arrays), {"sites": len(results)}
 
     def configure_evaluate(
@@ -145,6 +146,8 @@ class DeltaFedAvg(FedAvg):
             server_round, train=trained - started, evaluate=now - trained, total=now - started
         )
         self.recorder.flush()
+        # The round is complete only now (trained, evaluated, recorded): checkpoint it.
+        self.on_checkpoint(server_round, self.global_arrays)
         log.info("%s", _progress_line(server_round, self.settings.num_rounds, sites, now - started))
         loss = float(np.mean([res.loss for _, res in results])) if results else None
         return loss, {key: value for key, value in aggregate.items() if isinstance(value, float)}

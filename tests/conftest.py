@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -43,3 +44,27 @@ def small_federation(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("federation") / "sites"
     generate_sites(out_dir=out, n_sites=4, n_days=3, seed=7, scale=0.15)
     return out
+
+
+def pids_with_env(key: str, value: str) -> list[int]:
+    """Processes whose environment holds KEY=VALUE: how a test finds what it started."""
+    needle = f"{key}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def kill_started(tmp_path: Path) -> None:
+    """Kill, by PID, every process still running with this test's own FLWR_HOME."""
+    import signal
+
+    for pid in pids_with_env("FLWR_HOME", str(tmp_path / ".flwr")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -123,6 +123,6 @@ def site_toml(site: SiteProfile) -> str:
                 "productive_hours_per_day": 5.6,
                 "minutes_per_alert": site.minutes_per_alert,
             },
-            "share": {"level": "rates"},
+            "share": {"level": site.share_level},
         }
     )

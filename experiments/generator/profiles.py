@@ -67,6 +67,7 @@ class SiteProfile:
     base_rate: float
     analyst_count: int
     minutes_per_alert: float
+    share_level: str
 
 
 def assign_families(
@@ -160,12 +161,15 @@ def draw_profiles(*, seed: int, n_sites: int) -> list[SiteProfile]:
                 error_rate=round(_log_uniform(site_rng, 0.001, 0.01), 5),
                 feed_extra_ratio=round(float(site_rng.uniform(0.3, 1.5)), 3),
                 allowlist_size=int(site_rng.integers(40, 250)),
+                # From a small enterprise SOC (1e6 queries/day) to an ISP (2e9).
                 benign_events_per_day=float(
-                    f"{_log_uniform(site_rng, 1e8, 2e9, deployment_q):.4g}"
+                    f"{_log_uniform(site_rng, 1e6, 2e9, deployment_q):.4g}"
                 ),
                 base_rate=float(f"{_log_uniform(site_rng, 1e-5, 1e-3):.3g}"),
                 analyst_count=int(site_rng.integers(2, 13)),
                 minutes_per_alert=float(site_rng.integers(10, 31)),
+                # Most data holders share volumes with the federation; some only rates.
+                share_level="rates" if index % 3 == 2 else "rates+volumes",
             )
         )
     return profiles

@@ -1,0 +1,43 @@
+"""flwr's legacy round loop, able to start at any round: what resuming from a checkpoint needs."""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import ConfigRecord, Context
+from flwr.server import LegacyContext
+from flwr.server.compat.app_utils import start_update_client_manager_thread
+from flwr.server.workflow import DefaultWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
+from flwr.server.workflow.default_workflows import default_init_params_workflow
+from flwr.serverapp import Grid
+
+log = logging.getLogger("fedsec.server")
+
+
+class ResumableWorkflow(DefaultWorkflow):
+    """`DefaultWorkflow` whose rounds run from `first_round` (round numbers seed the clients)."""
+
+    def __init__(self, *, first_round: int = 1, **workflows) -> None:
+        super().__init__(**workflows)
+        if first_round < 1:
+            raise ValueError(f"first_round must be >= 1, got {first_round}")
+        self.first_round = first_round
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"expected a LegacyContext, got {type(context).__name__}")
+        thread, stop, registered = start_update_client_manager_thread(
+            grid, context.client_manager)
+        try:
+            registered.wait()
+            default_init_params_workflow(grid, context)
+            config = ConfigRecord()
+            context.state.config_records[MAIN_CONFIGS_RECORD] = config
+            for server_round in range(self.first_round, context.config.num_rounds + 1):
+                config[Key.CURRENT_ROUND] = server_round
+                self.fit_workflow(grid, context)
+                self.evaluate_workflow(grid, context)
+        finally:
+            stop.set()
+            thread.join()

@@ -1,0 +1,52 @@
+"""The reply guard: a reply naming the site's traffic is withheld; clean ones pass, audited."""
+
+from __future__ import annotations
+
+import pytest
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app.message_type import MessageType
+from flwr.supercore.task_identity import TaskIdentity
+
+from client.audit import LeakError, leaked_names, make_reply_guard
+
+NAMES = frozenset({"evil-dga-qwkz.com", "intranet.acme.example", "acme.example"})
+
+
+def test_leaked_names_finds_full_and_registered_names_in_bytes():
+    payload = b"\x00\x12www.evil-dga-qwkz.com\x08foo\x00mail.acme.example\x01"
+    assert leaked_names(payload, NAMES) == {"evil-dga-qwkz.com", "acme.example"}
+    assert leaked_names(b"fitres.metrics\x00site-id\x00auc", NAMES) == set()
+
+
+@pytest.fixture
+def message() -> Message:
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    return Message(content=RecordDict({"config": ConfigRecord({"server-round": 1})}),
+                   dst_node_id=7, message_type=MessageType.EVALUATE, group_id="1")
+
+
+def _context() -> Context:
+    return Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+
+
+def _guard(audit_dir=None):
+    return make_reply_guard(site_names=lambda _: NAMES, audit_dir=lambda _: audit_dir)
+
+
+def test_reply_with_a_domain_is_withheld(message):
+    def handler(msg, context):
+        return Message(RecordDict({"m": ConfigRecord({"top_fp": "intranet.acme.example"})}),
+                       reply_to=msg)
+
+    with pytest.raises(LeakError, match="withheld"):
+        _guard()(message, _context(), handler)
+
+
+def test_clean_reply_passes_and_is_audited(message, tmp_path):
+    def handler(msg, context):
+        return Message(RecordDict({"m": MetricRecord({"auc": 0.97})}), reply_to=msg)
+
+    reply = _guard(tmp_path / "audit")(message, _context(), handler)
+    assert reply.content["m"]["auc"] == 0.97
+    written = list((tmp_path / "audit").glob("evaluate-1-reply-*.bin"))
+    assert len(written) == 1 and b"auc" in written[0].read_bytes()
