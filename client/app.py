@@ -23,6 +23,7 @@ from client.audit import make_reply_guard
 from client.local import evaluate_round, prepared_site, train_round
 from client.site import find_site_dirs
 from common.run_config import RunSettings
+from common.share import share_subset
 
 SECAGG_CONFIGS = "secaggplus_configs"
 SITE_KEY = "site-id"
@@ -97,13 +98,18 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     _threads()
     site = _site(context)
+    settings = RunSettings.from_run_config(context.run_config)
     evaluate_ins = compat.recorddict_to_evaluateins(msg.content, keep_input=True)
-    metrics = evaluate_round(site, global_arrays=parameters_to_ndarrays(evaluate_ins.parameters))
+    report = evaluate_round(site, global_arrays=parameters_to_ndarrays(evaluate_ins.parameters),
+                            settings=settings,
+                            server_round=int(evaluate_ins.config.get(ROUND_KEY, 0)))
+    # Only the share policy's subset leaves; the full report stays in the site's work folder.
+    shared = share_subset(report.metrics, level=site.data.config.share.level)
     evaluate_res = EvaluateRes(
         status=Status(code=Code.OK, message=""),
-        loss=1.0 - float(metrics["auc"]) if metrics["auc"] == metrics["auc"] else 1.0,
-        num_examples=int(metrics["test_domains"]),
-        metrics={SITE_KEY: site.data.site_id, **metrics},
+        loss=float(shared.get("brier", 0.0)),
+        num_examples=1,  # a count of test domains is a volume: it travels only in `shared`
+        metrics={SITE_KEY: site.data.site_id, **shared},
     )
     return Message(compat.evaluateres_to_recorddict(evaluate_res), reply_to=msg)
 

@@ -105,6 +105,14 @@ def _normalise(table: pa.Table, quarantine: Quarantine, stats: Counter) -> pa.Ta
         pc.invert(bad))
 
 
+def _count_duplicates(table: pa.Table) -> int:
+    """Records repeating another's timestamp and name exactly (double-logged, replayed files)."""
+    if table.num_rows == 0:
+        return 0
+    groups = table.select(["ts", "query"]).group_by(["ts", "query"]).aggregate([])
+    return table.num_rows - groups.num_rows
+
+
 def _count_by_day(table: pa.Table) -> dict[str, Counter]:
     day_index = pc.cast(pc.floor(pc.divide(table["ts"], SECONDS_PER_DAY)), pa.int64())
     grouped = pa.table({"day": day_index, "query": table["query"]}).group_by(
@@ -179,6 +187,7 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> SiteData:
                            quarantine, stats)
         from_logs = stats["quarantined"] + stats["invalid_domains"]
         stats["intel_quarantined"] = quarantine.total - from_logs
+    stats["duplicate_records"] = _count_duplicates(table)
     per_day = _count_by_day(table)
     days = sorted(per_day)
     test_count = config.split.test_days
@@ -198,6 +207,10 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> SiteData:
     train = _examples(train_counts, intel, stats, keep=keep_train)
     train_registered = set(train.registered.tolist())
     test = _examples(test_counts, intel, stats, keep=lambda r: r not in train_registered)
+    # Natural leakage: test-day names whose registered domain was also trained on (removed).
+    stats["test_candidates"] = len(test_counts)
+    stats["leaked_test_domains"] = sum(
+        1 for name in test_counts if registered_domain(name) in train_registered)
     stats.pop("unlisted_policy_ignore")
     logged = set(train_counts) | set(test_counts)
     return SiteData(

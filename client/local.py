@@ -11,14 +11,31 @@ from pathlib import Path
 import numpy as np
 
 from client.dataset import SiteData, prepare_site
+from client.fragility import (
+    SiteReport,
+    choose_operating_point,
+    resolve_base_rate,
+    site_fragility_report,
+    threshold_metrics,
+)
 from common import weights
 from common.features import encode_domains
-from common.metrics import roc_auc, tpr_at_fpr
-from common.model import ModelSpec, model_to_ndarrays, ndarrays_to_model
+from common.metrics import tpr_at_fpr
+from common.model import (
+    ModelSpec,
+    build_model,
+    model_from_bytes,
+    model_to_bytes,
+    model_to_ndarrays,
+    ndarrays_to_model,
+)
 from common.run_config import RunSettings
 from common.training import TrainConfig, predict_scores, train_model
 
 SPEC = ModelSpec()
+
+
+PSI_SAMPLE = 5_000
 
 
 @dataclass(frozen=True)
@@ -26,6 +43,8 @@ class PreparedSite:
     data: SiteData
     train_encoded: np.ndarray
     test_encoded: np.ndarray
+    train_sample_encoded: np.ndarray
+    intel_only_encoded: np.ndarray
     work_dir: Path
 
     @functools.cached_property
@@ -47,13 +66,21 @@ def prepared_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSi
         if key not in _cache:
             work = (work_dir or site_dir / "work").resolve()
             data = prepare_site(site_dir, work_dir=work)
+            train_encoded = _encode(data.train.domains)
+            sample = np.random.default_rng(0).permutation(len(data.train))[:PSI_SAMPLE]
             _cache[key] = PreparedSite(
                 data=data,
                 work_dir=work,
-                train_encoded=encode_domains(data.train.domains.tolist(), max_chars=SPEC.max_chars),
-                test_encoded=encode_domains(data.test.domains.tolist(), max_chars=SPEC.max_chars),
+                train_encoded=train_encoded,
+                test_encoded=_encode(data.test.domains),
+                train_sample_encoded=train_encoded[np.sort(sample)],
+                intel_only_encoded=_encode(data.intel_only.domains),
             )
         return _cache[key]
+
+
+def _encode(domains: np.ndarray) -> np.ndarray:
+    return encode_domains(domains.tolist(), max_chars=SPEC.max_chars)
 
 
 def site_rng(*, seed: int, server_round: int, site_id: str, purpose: str) -> np.random.Generator:
@@ -101,23 +128,100 @@ def train_round(site: PreparedSite, *, global_arrays: list[np.ndarray], settings
     return TrainReply(delta=delta, weight=weight, metrics=metrics)
 
 
-def evaluate_round(
-    site: PreparedSite, *, global_arrays: list[np.ndarray]
-) -> dict[str, float | int]:
-    """Score the site's test days with the global model: ranking metrics and sample sizes."""
+def _scores(model, encoded: np.ndarray) -> np.ndarray:
+    if encoded.shape[0] == 0:
+        return np.zeros(0, dtype=np.float64)
+    return predict_scores(model, domains=encoded)
+
+
+def evaluate_round(site: PreparedSite, *, global_arrays: list[np.ndarray], settings: RunSettings,
+                   server_round: int) -> SiteReport:
+    """Score the test days with the global model and write this round's fragility report."""
     data = site.data
     model = ndarrays_to_model(global_arrays, spec=SPEC)
-    scores = predict_scores(model, domains=site.test_encoded)
-    labels = data.test.labels
-    metrics: dict[str, float | int] = {
-        "auc": roc_auc(scores=scores, labels=labels),
-        "test_domains": len(data.test),
-        "test_positives": data.test.positives,
-        "train_domains": len(data.train),
-        "train_positives": data.train.positives,
+    test_scores = _scores(model, site.test_encoded)
+    extra = None
+    if settings.compare_local:
+        extra = federated_gain(site, global_scores=test_scores, settings=settings,
+                               server_round=server_round)
+    return site_fragility_report(
+        data=data,
+        intel_only=data.intel_only,
+        test_scores=test_scores,
+        train_scores=_scores(model, site.train_sample_encoded),
+        intel_only_scores=_scores(model, site.intel_only_encoded),
+        server_round=server_round,
+        work_dir=site.work_dir,
+        dqa=data_quality_rates(data),
+        extra=extra,
+    )
+
+
+def data_quality_rates(data: SiteData) -> dict[str, float]:
+    """The DESIGN's four data-quality rates, from what preparing the site counted."""
+    stats = data.stats
+    names = len(data.train) + len(data.test) + stats.get("label_conflicts", 0)
+    return {
+        "malformed_rate": _ratio(stats.get("quarantined", 0) + stats.get("invalid_domains", 0),
+                                 stats.get("lines_read", 0)),
+        "duplicate_rate": _ratio(stats.get("duplicate_records", 0), stats.get("records", 0)),
+        "label_conflict_rate": _ratio(stats.get("label_conflicts", 0), names),
+        "leakage_rate": _ratio(stats.get("leaked_test_domains", 0),
+                               stats.get("test_candidates", 0)),
     }
-    for target in (1e-3, 1e-4):
-        point = tpr_at_fpr(scores=scores, labels=labels, target_fpr=target)
-        metrics[f"tpr_at_fpr_{target:.0e}".replace("e-0", "e-")] = point.tpr
-        metrics[f"tpr_at_fpr_{target:.0e}_resolvable".replace("e-0", "e-")] = int(point.resolvable)
-    return metrics
+
+
+def _ratio(part: float, whole: float) -> float:
+    return float(part) / float(whole) if whole else float("nan")
+
+
+def _gain_metrics(site: PreparedSite, scores: np.ndarray) -> dict[str, float]:
+    data = site.data
+    base_rate, source = resolve_base_rate(data.config, data.test)
+    choice = choose_operating_point(scores, data.test.labels, config=data.config,
+                                    base_rate=base_rate, base_rate_source=source)
+    at_threshold = threshold_metrics(data.test, scores, choice=choice, config=data.config)
+    return {
+        "tpr_at_fpr_1e-4": tpr_at_fpr(scores=scores, labels=data.test.labels,
+                                      target_fpr=1e-4).tpr,
+        "recall_at_budget": choice.budget.tpr,
+        "fp_per_day": at_threshold["fp_per_day"],
+    }
+
+
+def federated_gain(site: PreparedSite, *, global_scores: np.ndarray, settings: RunSettings,
+                   server_round: int) -> dict[str, float]:
+    """Global minus a local-only model trained here with the same steps per round."""
+    local = LocalOnlyModel(site.work_dir / "local-only", spec=SPEC)
+    model = local.advance_to(server_round, site=site, settings=settings)
+    global_metrics = _gain_metrics(site, global_scores)
+    local_metrics = _gain_metrics(site, _scores(model, site.test_encoded))
+    return {f"federated_gain_{key}": global_metrics[key] - local_metrics[key]
+            for key in global_metrics}
+
+
+class LocalOnlyModel:
+    """A model trained only on this site's data, kept on disk so any process can continue it."""
+
+    def __init__(self, directory: Path, *, spec: ModelSpec) -> None:
+        self.path = directory / "model.npz"
+        self.round_path = directory / "round.txt"
+        self.spec = spec
+
+    def advance_to(self, server_round: int, *, site: PreparedSite, settings: RunSettings):
+        trained = int(self.round_path.read_text()) if self.round_path.is_file() else 0
+        if 0 < trained <= server_round and self.path.is_file():
+            model, _ = model_from_bytes(self.path.read_bytes())
+        else:  # a new run (or a rerun of an earlier round): start from the global init
+            trained, model = 0, build_model(self.spec, seed=settings.seed)
+        config = TrainConfig(steps=settings.local_steps, batch_size=settings.batch_size,
+                             learning_rate=settings.learning_rate)
+        for catch_up in range(trained + 1, server_round + 1):
+            rng = site_rng(seed=settings.seed, server_round=catch_up,
+                           site_id=site.data.site_id, purpose="local-only")
+            train_model(model, domains=site.train_encoded, labels=site.data.train.labels,
+                        config=config, generator=rng)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_bytes(model_to_bytes(model))
+        self.round_path.write_text(str(server_round))
+        return model

@@ -33,6 +33,7 @@ class RunSettings(BaseModel):
     fail_rounds: str = Field(default="", alias="fail-rounds")
     audit_replies: bool = Field(default=False, alias="audit-replies")
     resume: bool = False
+    compare_local: bool = Field(default=False, alias="compare-local")
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> RunSettings:

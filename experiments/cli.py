@@ -15,7 +15,8 @@ from common.config import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Federated DGA detection with secure aggregation and fragility reports.")
-console = Console()
+# Wide enough for the fragility table when stdout is a file or a pipe (CI logs, tee).
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(message: str) -> None:
@@ -97,8 +98,26 @@ def simulate(
                                  ray_address=ray_address)
     except ConfigError as error:
         _fail(str(error))
-    print_site_table(results)
+    truth = None
+    if (data / "truth.csv").is_file():
+        from experiments.truth_eval import truth_evaluation
+
+        truth = truth_evaluation(run_dir=out, data_dir=data)
+    print_site_table(results, truth=truth)
     typer.echo(f"results: {out / 'results.json'}   model: {out / 'model.npz'}")
+    print_report_paths(out, data, len(results.get("rounds", [])))
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="run folder with results.json")]) -> None:
+    """Rebuild the federation report (report.json, report.html) from results.json alone."""
+    from server.report import write_federation_report
+
+    try:
+        json_path, html_path = write_federation_report(run_dir)
+    except ValueError as error:
+        _fail(str(error))
+    typer.echo(f"federation report: {html_path} (data: {json_path})")
 
 
 def _resume_overrides(out: Path) -> tuple[dict[str, Any], Path]:
@@ -131,25 +150,56 @@ def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    if isinstance(value, int | float) and value == value:
-        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-    return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return "-"
+    if abs(value) >= 1e6:
+        return f"{value:.2g}"
+    return f"{value:,.{digits}f}"
 
 
-def print_site_table(results: dict[str, Any]) -> None:
-    """The last round's per-site evaluation."""
+FRAGILITY_COLUMNS = (
+    ("AUC", "auc", 4),
+    ("TPR@FPR=1e-4", "tpr_at_fpr_1e-4", 3),
+    ("FP/day [upper95]", None, 0),
+    ("precision@base rate", "precision_at_base_rate", 4),
+    ("recall@budget", "recall_at_budget", 3),
+    ("analyst h/day", "analyst_hours_per_day", 1),
+    ("unseen-family recall", "unseen_family_recall", 3),
+)
+
+
+def print_site_table(results: dict[str, Any], *, truth: dict[str, Any] | None = None) -> None:
+    """The last round's fragility figures as the coordinator received them ("-" = not shared)."""
     if not results.get("rounds"):
         typer.echo("no round completed")
         return
     last = results["rounds"][-1]
-    table = Table(title=f"per-site evaluation after round {last['round']}")
-    for column in ("site", "AUC", "TPR@FPR=1e-3", "TPR@FPR=1e-4", "test domains", "test DGA"):
-        table.add_column(column, justify="left" if column == "site" else "right")
+    table = Table(title=f"per-site fragility after round {last['round']} (as shared)")
+    table.add_column("site")
+    for title, _, _ in FRAGILITY_COLUMNS:
+        table.add_column(title, justify="right")
+    if truth:
+        table.add_column("AUC vs truth", justify="right")
     for site, metrics in sorted(last["sites"].items()):
-        table.add_row(site, _fmt(metrics.get("auc")), _fmt(metrics.get("tpr_at_fpr_1e-3")),
-                      _fmt(metrics.get("tpr_at_fpr_1e-4")), _fmt(metrics.get("test_domains")),
-                      _fmt(metrics.get("test_positives")))
+        row = [site]
+        for _, key, digits in FRAGILITY_COLUMNS:
+            if key is None:
+                point, upper = metrics.get("fp_per_day"), metrics.get("fp_per_day_upper95")
+                row.append(f"{_fmt(point, 0)} [{_fmt(upper, 0)}]" if point is not None else "-")
+            else:
+                row.append(_fmt(metrics.get(key), digits))
+        if truth:
+            row.append(_fmt(truth.get(site, {}).get("true_auc")))
+        table.add_row(*row)
     console.print(table)
+
+
+def print_report_paths(out: Path, data: Path, rounds: int) -> None:
+    typer.echo(f"federation report: {out / 'report.html'}")
+    site_reports = sorted(data.glob(f"*/work/fragility/round-{rounds:03d}.html"))
+    if site_reports:
+        typer.echo(f"site reports (they stay on each site): {site_reports[0]}"
+                   + (f" and {len(site_reports) - 1} more" if len(site_reports) > 1 else ""))
 
 
 def main() -> None:

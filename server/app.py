@@ -14,6 +14,7 @@ from flwr.serverapp import Grid
 from common.model import ModelSpec, build_model, model_to_ndarrays
 from common.run_config import RunSettings
 from server.checkpoints import CheckpointStore
+from server.report import write_federation_report
 from server.results import RunRecorder
 from server.strategy import DeltaFedAvg
 from server.workflow import ResumableWorkflow
@@ -59,6 +60,8 @@ def main(grid: Grid, context: Context) -> None:
         workflow(grid, legacy_context)
     checkpoints.save_final(strategy.global_arrays, out_dir / "model.npz")
     recorder.flush()
+    _, html_path = write_federation_report(out_dir)
+    log.info("federation report: %s", html_path)
 
 
 def _fit_workflow(settings: RunSettings) -> SecAggPlusWorkflow | None:

@@ -14,6 +14,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write via a temp file and rename, so a reader or a crash never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp_name, 0o666 & ~umask)  # mkstemp's 0600 would hide results from the team
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)

@@ -131,7 +131,9 @@ class DeltaFedAvg(FedAvg):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
-        sites = {_site_of(proxy, res.metrics): _plain(res.metrics, res.num_examples)
+        # Exactly what each site's share policy let through (its EvaluateRes count is a dummy).
+        sites = {_site_of(proxy, res.metrics): {k: v for k, v in res.metrics.items()
+                                                if k != SITE_KEY}
                  for proxy, res in results}
         aggregate = _aggregate(sites)
         aggregate["failures"] = len(failures)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.share import SHARE_KEYS, is_shared
 from tests.conftest import run_fedsec
 
 pytestmark = pytest.mark.slow
@@ -38,6 +39,12 @@ def runs(small_federation, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     return found
 
 
+def _share_level(site: Path) -> str:
+    import tomllib
+
+    return tomllib.loads((site / "site.toml").read_text())["share"]["level"]
+
+
 def _site_ids(data: Path) -> set[str]:
     return {p.name for p in data.iterdir() if (p / "site.toml").is_file()}
 
@@ -49,17 +56,29 @@ def test_every_site_every_round_in_results(runs, small_federation, mode):
     assert [r["round"] for r in results["rounds"]] == list(range(1, ROUNDS + 1))
     for entry in results["rounds"]:
         assert set(entry["sites"]) == _site_ids(small_federation)
-        for metrics in entry["sites"].values():
+        for site, metrics in entry["sites"].items():
+            level = _share_level(small_federation / site)
+            assert all(is_shared(key, level=level) for key in metrics), (site, level, metrics)
             assert 0.0 <= metrics["auc"] <= 1.0
             assert 0.0 <= metrics["tpr_at_fpr_1e-4"] <= 1.0
-            assert metrics["test_domains"] > metrics["test_positives"] > 0
+            assert 0.0 <= metrics["recall_at_budget"] <= 1.0
+            if level == "rates+volumes":
+                assert metrics["test_domains"] > metrics["test_positives"] > 0
+                assert metrics["fp_per_day_upper95"] >= metrics["fp_per_day"] >= 0
+            else:
+                assert "test_domains" not in metrics and "fp_per_day" not in metrics
         assert entry["train"]["status"] == "aggregated"
         assert entry["train"]["results"] == len(_site_ids(small_federation))
         assert (out / "checkpoints" / f"round-{entry['round']:03d}.npz").is_file()
     assert (out / "model.npz").is_file()
     stdout = results["_stdout"]
     assert re.search(rf"round {ROUNDS}/{ROUNDS}: 4 sites, mean AUC", stdout)
-    assert "per-site evaluation" in stdout
+    assert "per-site fragility" in stdout and "federation report:" in stdout
+    assert (out / "report.html").is_file() and (out / "report.json").is_file()
+    for site in _site_ids(small_federation):
+        fragility = small_federation / site / "work" / "fragility"
+        assert (fragility / f"round-{ROUNDS:03d}.json").is_file()
+        assert (fragility / f"round-{ROUNDS:03d}.html").is_file()
 
 
 def _arrays(path: Path) -> list[np.ndarray]:
@@ -120,6 +139,21 @@ def _leaks(payload: bytes, names: set[str]) -> set[str]:
     return found
 
 
+def _evaluate_reply_keys(paths: list[Path]) -> list[set[str]]:
+    """Decode the audited evaluate replies exactly as the coordinator would."""
+    from flwr.common.serde import recorddict_from_proto
+    from flwr.compat.common.recorddict_compat import recorddict_to_evaluateres
+    from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
+
+    assert paths, "no evaluate reply was audited"
+    keys = []
+    for path in paths:
+        content = recorddict_from_proto(ProtoRecordDict.FromString(path.read_bytes()))
+        metrics = recorddict_to_evaluateres(content).metrics
+        keys.append(set(metrics) - {"site-id"})
+    return keys
+
+
 def _site_names(site: Path) -> set[str]:
     from client.dataset import prepare_site
 
@@ -131,14 +165,30 @@ def _site_names(site: Path) -> set[str]:
 def test_no_domain_leaves_a_site(small_federation, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(small_federation, data, ignore=shutil.ignore_patterns("work"))
-    _simulate(data, tmp_path / "audited", tmp_path, "--mode", "secagg",
-              "--set", "audit-replies=true")
+    levels = {"site-00": "rates+volumes", "site-01": "none", "site-02": "rates"}
+    for site, level in levels.items():
+        config = data / site / "site.toml"
+        text = config.read_text()
+        config.write_text(re.sub(r'level = "[^"]*"', f'level = "{level}"', text))
+    results = _simulate(data, tmp_path / "audited", tmp_path, "--mode", "secagg",
+                        "--set", "audit-replies=true")
+    assert results["rounds"][-1]["sites"]["site-01"] == {"ack": 1.0}
     for site in sorted(p for p in data.iterdir() if (p / "site.toml").is_file()):
         replies = sorted((site / "work" / "audit").glob("*.bin"))
         kinds = {path.name.split("-")[0] for path in replies}
         assert {"train", "evaluate"} <= kinds, kinds
         # SecAgg+ sends four train replies per round (setup, share keys, masked vector, unmask).
         assert sum(path.name.startswith("train") for path in replies) == 4 * ROUNDS
+        evaluate_keys = _evaluate_reply_keys([p for p in replies if p.name.startswith("evaluate")])
+        level = levels.get(site.name, _share_level(site))
+        for keys in evaluate_keys:
+            if level == "none":
+                assert keys == {"ack"}
+            else:
+                assert "auc" in keys and keys <= SHARE_KEYS[level] | {
+                    k for k in keys if k.startswith("recall_family_")}
+                if level == "rates":
+                    assert not keys & {"fp_per_day", "test_domains", "analyst_hours_per_day"}
         payload = b"".join(path.read_bytes() for path in replies)
         names = _site_names(site)
         assert len(names) > 100

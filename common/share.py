@@ -1,0 +1,146 @@
+"""The share policy: which fragility metrics leave a site at each share level, and how rounded.
+
+An allow-list, never a deny-list: a metric passes only if its name is listed for the level (or
+starts with a listed prefix, for per-family recall). Values are rounded to 2 significant figures
+and non-finite values are not sent at all.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+__all__ = [
+    "SHARE_KEYS",
+    "SHARE_LEVELS",
+    "SHARE_PREFIXES",
+    "is_shared",
+    "round_significant",
+    "share_subset",
+]
+
+ShareLevel = Literal["none", "rates", "rates+volumes"]
+SHARE_LEVELS: tuple[ShareLevel, ...] = ("none", "rates", "rates+volumes")
+
+# Dimensionless: rates, ratios, scores and 0/1 flags. Nothing here scales with traffic volume.
+_RATE_KEYS = frozenset({
+    "auc",
+    "pauc_fpr_1e-3",
+    "tpr_at_fpr_1e-3",
+    "tpr_at_fpr_1e-4",
+    "tpr_at_fpr_1e-5",
+    "tpr_at_fpr_1e-3_resolvable",
+    "tpr_at_fpr_1e-4_resolvable",
+    "tpr_at_fpr_1e-5_resolvable",
+    "fpr",
+    "fpr_upper95",
+    "fpr_query",
+    "fpr_unique",
+    "precision_at_base_rate",
+    "recall_at_budget",
+    "budget_utilisation",
+    "threshold_feasible",
+    "ece",
+    "brier",
+    "churn",
+    "new_fp_rate",
+    "unseen_family_recall",
+    "psi_score",
+    "shortcut_ratio",
+    "malformed_rate",
+    "duplicate_rate",
+    "label_conflict_rate",
+    "leakage_rate",
+    "federated_gain_tpr_at_fpr_1e-4",
+    "federated_gain_recall_at_budget",
+})
+
+# Volumes reveal how big a site is (traffic, team, data set): shared only at "rates+volumes".
+_VOLUME_KEYS = frozenset({
+    "fp_per_day",
+    "fp_per_day_upper95",
+    "alerts_per_day",
+    "alerts_per_incident",
+    "alert_budget_per_day",
+    "analyst_hours_per_day",
+    "test_domains",
+    "test_positives",
+    "test_queries",
+    "unseen_families",
+    "federated_gain_fp_per_day",
+})
+
+SHARE_KEYS: dict[ShareLevel, frozenset[str]] = {
+    "none": frozenset(),
+    "rates": _RATE_KEYS,
+    "rates+volumes": _RATE_KEYS | _VOLUME_KEYS,
+}
+SHARE_PREFIXES: dict[ShareLevel, tuple[str, ...]] = {
+    "none": (),
+    "rates": ("recall_family_",),
+    "rates+volumes": ("recall_family_",),
+}
+_SLUG = re.compile(r"[a-z0-9_]+")
+# What a site at level "none" replies, so the coordinator can tell "evaluated" from "failed".
+_ACK = {"ack": 1.0}
+
+
+def _check_level(level: str) -> None:
+    if level not in SHARE_KEYS:
+        raise ValueError(f"share level must be one of {list(SHARE_LEVELS)}; got {level!r}")
+
+
+def is_shared(key: str, *, level: ShareLevel) -> bool:
+    """Whether metric ``key`` may leave the site at ``level`` (before the finiteness check).
+
+    A prefixed key passes only with a non-empty ``[a-z0-9_]`` suffix (a family slug), so no
+    dotted name can ride along in a key.
+    """
+    _check_level(level)
+    if key in SHARE_KEYS[level]:
+        return True
+    return any(key.startswith(prefix) and _SLUG.fullmatch(key[len(prefix):])
+               for prefix in SHARE_PREFIXES[level])
+
+
+def round_significant(value: float, digits: int = 2) -> float:
+    """``value`` rounded to ``digits`` significant figures; 0, nan and +-inf come back unchanged.
+
+    Values within a rounding step of the largest float round up to inf.
+
+    >>> round_significant(0.0123456), round_significant(123456), round_significant(-0.987)
+    (0.012, 120000.0, -0.99)
+    """
+    if int(digits) != digits or digits < 1:
+        raise ValueError(f"digits must be a whole number >= 1; got {digits}")
+    value = float(value)
+    if value == 0.0 or not math.isfinite(value):
+        return value + 0.0  # turns -0.0 into 0.0
+    # Formatting in scientific notation rounds the decimal mantissa exactly once.
+    return float(f"{value:.{int(digits) - 1}e}")
+
+
+def share_subset(metrics: Mapping[str, float], *, level: ShareLevel) -> dict[str, float]:
+    """The metrics a site sends at ``level``: allowed keys, finite values, 2 significant figures.
+
+    ``none`` sends only ``{"ack": 1.0}``. Values become plain Python floats; a value that is not
+    a real number under an allowed key raises ``TypeError`` (a bug upstream, not data to send).
+    """
+    _check_level(level)
+    if level == "none":
+        return dict(_ACK)
+    shared: dict[str, float] = {}
+    for key in sorted(metrics):
+        if not is_shared(key, level=level):
+            continue
+        value = metrics[key]
+        if not isinstance(value, numbers.Real):
+            raise TypeError(f"metric {key!r} must be a real number to be shared; got {value!r}")
+        rounded = round_significant(float(value)) if math.isfinite(value) else math.nan
+        # Rounding can overflow at the very top of the float range (1.79e308 -> 1.8e308 = inf).
+        if math.isfinite(rounded):
+            shared[key] = rounded
+    return shared

@@ -1,0 +1,370 @@
+"""The federation report as one self-contained HTML page: tables plus inline PNG plots."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Callable, Mapping, Sequence
+from html import escape
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+NOT_SHARED = "not shared by this site's policy"
+NOT_COMPUTED = "shared, but not computable or not resolvable this round (too few test samples)"
+NO_REPLY = "this site did not reply in this round"
+NO_FAMILY = "no test examples of this family at this site"
+_SITE_COLOUR = "tab:blue"
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #222; line-height: 1.4; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; }
+th { background: #f3f3f3; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.missing { text-align: center; color: #999; cursor: help; }
+td.worst { background: #fde2e1; font-weight: 600; }
+.scroll { overflow-x: auto; }
+.note { color: #666; font-size: 0.9em; }
+.flag { color: #a40000; }
+img { max-width: 100%; display: block; margin: 0.8em 0; }
+"""
+
+
+def render_federation_html(report: Mapping[str, Any]) -> str:
+    """The whole page for a report built by `server.report.build_federation_report`."""
+    sections: tuple[Callable[[Mapping[str, Any]], str], ...] = (
+        _summary_section, _headline_section, _sites_section,
+        _families_section, _trends_section, _rounds_section,
+    )
+    body = "\n".join(section(report) for section in sections)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<title>fedsec federation report</title>\n"
+        f"<style>{_CSS}</style>\n</head>\n<body>\n<h1>fedsec federation report</h1>\n"
+        f"{body}\n</body>\n</html>\n"
+    )
+
+
+def format_number(value: Any) -> str:
+    """Four significant digits for small floats, thousands separators for large numbers."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    # Volumes (false positives, alerts per day) read better as whole numbers.
+    if 1e3 <= abs(value) < 1e12:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """`rows` hold ready-made `<td>` cells; `header` holds plain text (empty: no header)."""
+    head = "".join(f"<th>{escape(name)}</th>" for name in header)
+    body = "\n".join(f"<tr>{''.join(row)}</tr>" for row in rows)
+    head_row = f"<tr>{head}</tr>\n" if header else ""
+    return f'<div class="scroll"><table>\n{head_row}{body}\n</table></div>'
+
+
+def _td(text: Any, *, numeric: bool = False, css: str = "", title: str = "") -> str:
+    classes = " ".join(part for part in ("num" if numeric else "", css) if part)
+    attributes = (f' class="{classes}"' if classes else "") + (
+        f' title="{escape(title)}"' if title else "")
+    shown = format_number(text) if numeric else str(text)
+    return f"<td{attributes}>{escape(shown)}</td>"
+
+
+def _missing(title: str) -> str:
+    return f'<td class="missing" title="{escape(title)}">—</td>'
+
+
+def _metric_cell(metrics: Mapping[str, Any] | None, name: str, *, worst: bool) -> str:
+    if metrics is None:
+        return _missing(NO_REPLY)
+    unresolvable = metrics.get(f"{name}_resolvable") == 0
+    if name not in metrics:
+        return _missing(NOT_COMPUTED if unresolvable else NOT_SHARED)
+    value = metrics[name]
+    if unresolvable:
+        return _td(value, numeric=True, css="missing", title=NOT_COMPUTED)
+    if value is None:
+        return _td("n/a", css="missing", title=NOT_COMPUTED)
+    return _td(value, numeric=True, css="worst" if worst else "")
+
+
+def _summary_section(report: Mapping[str, Any]) -> str:
+    summary, last = report["summary"], report["last_round"]
+    seconds = summary["seconds"]
+    first, later = seconds["first_round"] or {}, seconds["mean_after_first"]
+    replied = len(last["sites"])
+    rows = [
+        ("mode", summary["mode"] or "unknown"),
+        ("rounds recorded / configured",
+         f"{summary['rounds_recorded']} / {summary['rounds_configured'] or 'unknown'}"),
+        ("sites", f"{replied} replied in round {last['round']}, "
+                  f"{len(summary['sites_seen'])} seen in any round"),
+        ("seconds, round 1 (includes cold starts)", format_number(first.get("total"))),
+        (f"mean seconds per round, rounds ≥ 2 ({seconds['rounds_in_mean']} rounds)",
+         f"{format_number(later['total'])} (train {format_number(later['train'])}, "
+         f"evaluate {format_number(later['evaluate'])})"),
+        ("failed site replies (train / evaluate)",
+         f"{summary['train_failures']} / {summary['evaluate_failures']}"),
+        ("halted rounds (model unchanged)", _round_list(summary["halted_rounds"])),
+        ("rounds with no training results", _round_list(summary["no_result_rounds"])),
+    ]
+    table = _table([], [[f"<th>{escape(key)}</th>", _td(value)] for key, value in rows])
+    flags = "".join(
+        f'<li class="flag">{escape(flag["site"])}: {escape(flag["metric"])} = '
+        f'{escape(format_number(flag["value"]))} &gt; {escape(format_number(flag["limit"]))}: '
+        f'{escape(flag["why"])}</li>'
+        for flag in report["flags"]
+    )
+    flag_list = f"<h3>Flags</h3><ul>{flags}</ul>" if flags else ""
+    return f"<h2>Run summary</h2>\n{table}\n{flag_list}"
+
+
+def _round_list(rounds: Sequence[int]) -> str:
+    return ", ".join(str(number) for number in rounds) or "none"
+
+
+def _headline_section(report: Mapping[str, Any]) -> str:
+    header = ["metric", "better", "worst site", "worst value", "min", "median", "max",
+              "sites shared", "not shared", "not computable"]
+    rows = []
+    for name, entry in report["headline"].items():
+        worst, spread = entry["worst"] or {}, entry["spread"]
+        rows.append([
+            _td(name), _td(entry["direction"] or "—"),
+            _td(worst.get("site", "—")), _td(worst.get("value"), numeric=True),
+            *(_td(spread[key], numeric=True) for key in ("min", "median", "max")),
+            _td(spread["sites"], numeric=True),
+            _td(", ".join(entry["not_shared"]) or "—"),
+            _td(", ".join(entry["not_computed"]) or "—"),
+        ])
+    return (f"<h2>Worst site and spread, round {report['last_round']['round']}</h2>\n"
+            f"{_table(header, rows)}")
+
+
+def _sites_section(report: Mapping[str, Any]) -> str:
+    last = report["last_round"]
+    names = last["metrics"]
+    worst_of = {name: (entry["worst"] or {}).get("site") for name, entry
+                in report["headline"].items()}
+    rows = [
+        [_td(site), *(_metric_cell(last["sites"].get(site), name, worst=worst_of.get(name) == site)
+                      for name in names)]
+        for site in [*last["sites"], *last["no_reply"]]
+    ]
+    note = "" if last["is_final_round"] else (
+        '<p class="note">The final round has no evaluation replies; this is the last round '
+        "that has.</p>")
+    plot = _plot_or_note(plot_fp_per_day(last), "fp_per_day_upper95 per site (log scale)")
+    not_sharing = [site for site, m in last["sites"].items() if "fp_per_day_upper95" not in m]
+    listed = (f'<p class="note">Not shared (fp_per_day_upper95): {escape(", ".join(not_sharing))}'
+              "</p>") if not_sharing else ""
+    return (
+        f"<h2>Every site, round {last['round']}</h2>\n{note}"
+        '<p class="note">— = not shared by the site\'s policy (hover for details); '
+        "shaded = worst site for a headline metric.</p>\n"
+        f"{_table(['site', *names], rows)}\n<h3>False positives per day (upper 95%)</h3>\n"
+        f"{plot}\n{listed}"
+    )
+
+
+def _families_section(report: Mapping[str, Any]) -> str:
+    families = report["families"]
+    if not families["families"]:
+        return "<h2>Recall per DGA family</h2>\n<p>No site shared per-family recall.</p>"
+    rows = []
+    for family in families["families"]:
+        cells = [_td(family)]
+        for site in families["sites"]:
+            value = families["recall"][family][site]
+            if site in families["not_shared"]:
+                cells.append(_missing(NOT_SHARED))
+            elif value is None:
+                cells.append(_missing(NO_FAMILY))
+            else:
+                cells.append(_td(value, numeric=True))
+        rows.append(cells)
+    plot = _plot_or_note(plot_family_heatmap(families), "recall per family and site")
+    return (f"<h2>Recall per DGA family × site, round {report['last_round']['round']}</h2>\n"
+            f"{_table(['family', *families['sites']], rows)}\n{plot}")
+
+
+def _trends_section(report: Mapping[str, Any]) -> str:
+    trends = report["trends"]
+    rounds = trends["rounds"]
+    rows = []
+    for name in report["headline"]:
+        columns = trends["metrics"].get(name)
+        if columns is None:
+            continue
+        cells = [
+            _td(f"{format_number(mean)} ({format_number(low)}–{format_number(high)})")
+            if mean is not None else _missing("no site shared it this round")
+            for mean, low, high in zip(columns["mean"], columns["min"], columns["max"],
+                                       strict=True)
+        ]
+        rows.append([_td(name), *cells])
+    table = _table(["metric", *(f"round {number}" for number in rounds)], rows)
+    plot = _plot_or_note(plot_trends(trends), "headline metrics per round")
+    return (
+        "<h2>Trends over rounds</h2>\n"
+        '<p class="note">Mean over sites (min–max). In the plots each faint line is one '
+        "site, the dark line the mean.</p>\n"
+        f"{table}\n{plot}"
+    )
+
+
+def _rounds_section(report: Mapping[str, Any]) -> str:
+    header = ["round", "status", "trained", "train failures", "evaluated",
+              "evaluate failures", "train s", "evaluate s", "total s"]
+    rows, reasons = [], []
+    for row in report["summary"]["rounds"]:
+        seconds = row["seconds"]
+        css = "worst" if row["status"] != "aggregated" else ""
+        rows.append([
+            _td(row["round"]), _td(row["status"], css=css),
+            *(_td(row[key], numeric=True) for key in
+              ("train_results", "train_failures", "evaluate_sites", "evaluate_failures")),
+            *(_td(seconds[phase], numeric=True) for phase in ("train", "evaluate", "total")),
+        ])
+        reasons += [f"round {row['round']}: {reason}" for reason in row["failure_reasons"]]
+    listed = "".join(f"<li>{escape(reason)}</li>" for reason in reasons)
+    plot = _plot_or_note(plot_seconds(report["summary"]), "seconds per round")
+    return (f"<h2>Rounds</h2>\n{_table(header, rows)}\n{plot}\n"
+            + (f"<h3>Failure reasons</h3><ul>{listed}</ul>" if listed else ""))
+
+
+def _plot_or_note(png_base64: str | None, alt: str) -> str:
+    if png_base64 is None:
+        return f'<p class="note">No data to plot: {escape(alt)}.</p>'
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{png_base64}">'
+
+
+def _png(figure: Figure) -> str:
+    buffer = io.BytesIO()
+    # No Software/date metadata: the same report renders to the same bytes.
+    figure.savefig(buffer, format="png", dpi=96, metadata={"Software": None})
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+
+def plot_trends(trends: Mapping[str, Any]) -> str | None:
+    """One panel per headline metric: a faint line per site and the mean across sites."""
+    rounds, per_site = trends["rounds"], trends["per_site"]
+    names = [name for name, series in per_site.items() if series]
+    if not names or not rounds:
+        return None
+    columns = min(3, len(names))
+    rows = math.ceil(len(names) / columns)
+    figure = Figure(figsize=(4.2 * columns, 2.8 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).flat
+    for ax, name in zip(axes, names, strict=False):
+        for series in per_site[name].values():
+            ax.plot(rounds, _floats(series), color=_SITE_COLOUR, alpha=0.3, lw=1, marker=".")
+        mean = _floats(trends["metrics"][name]["mean"])
+        ax.plot(rounds, mean, color="black", lw=2, marker="o", label="mean")
+        finite = [v for s in per_site[name].values() for v in s if v is not None]
+        if name.startswith("fp_per_day") and finite and min(finite) > 0:
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("round")
+        ax.set_xticks(rounds)
+        ax.grid(alpha=0.3)
+    for ax in list(axes)[len(names):]:
+        ax.set_visible(False)
+    return _png(figure)
+
+
+def plot_fp_per_day(last_round: Mapping[str, Any]) -> str | None:
+    """fp_per_day_upper95 per site on a log scale; non-sharing sites are labelled, no bar."""
+    metric = "fp_per_day_upper95"
+    sites = list(last_round["sites"])
+    heights = [last_round["sites"][site].get(metric) for site in sites]
+    if not any(isinstance(h, int | float) and h > 0 for h in heights):
+        return None
+    figure = Figure(figsize=(max(5.0, 0.55 * len(sites) + 2), 3.6), layout="constrained")
+    ax = figure.subplots()
+    positions = np.arange(len(sites))
+    bars = [h if isinstance(h, int | float) and h > 0 else np.nan for h in heights]
+    ax.bar(positions, bars, color="tab:red")
+    ax.set_yscale("log")
+    for position, site, height in zip(positions, sites, heights, strict=True):
+        if metric not in last_round["sites"][site]:
+            label = "not shared"
+        elif height is None:
+            label = "n/a"
+        elif height <= 0:
+            label = "0"
+        else:
+            continue
+        ax.text(position, 0.03, label, transform=ax.get_xaxis_transform(), rotation=90,
+                ha="center", va="bottom", color="#777", fontsize=8)
+    ax.set_xticks(positions, sites, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("false positives / day (95% upper)")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(figure)
+
+
+def plot_family_heatmap(families: Mapping[str, Any]) -> str | None:
+    """Recall in [0, 1] per family (rows) and site (columns); grey where there is none."""
+    names, sites = families["families"], families["sites"]
+    if not names or not sites:
+        return None
+    matrix = np.ma.masked_invalid(
+        np.array([_floats([families["recall"][f][s] for s in sites]) for f in names]))
+    figure = Figure(figsize=(max(4.5, 0.6 * len(sites) + 3), max(2.5, 0.35 * len(names) + 1.5)),
+                    layout="constrained")
+    ax = figure.subplots()
+    colours = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
+    image = ax.imshow(matrix, cmap=colours, vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(sites)), sites, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    if matrix.size <= 400:
+        for (row, column), value in np.ndenumerate(matrix.filled(np.nan)):
+            if not np.isnan(value):
+                ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if value < 0.5 else "black")
+    for column, site in enumerate(sites):
+        if site in families["not_shared"]:
+            ax.text(column, (len(names) - 1) / 2, "not shared", rotation=90, ha="center",
+                    va="center", color="#777", fontsize=8)
+    figure.colorbar(image, ax=ax, label="recall")
+    return _png(figure)
+
+
+def plot_seconds(summary: Mapping[str, Any]) -> str | None:
+    """Train and evaluate seconds stacked per round, with the mean over rounds >= 2."""
+    per_round = summary["seconds"]["per_round"]
+    if not any(row["total"] is not None or row["train"] is not None for row in per_round):
+        return None
+    rounds = [row["round"] for row in per_round]
+    train = np.nan_to_num(_floats([row["train"] for row in per_round]))
+    evaluate = np.nan_to_num(_floats([row["evaluate"] for row in per_round]))
+    figure = Figure(figsize=(max(5.0, 0.4 * len(rounds) + 3), 3.2), layout="constrained")
+    ax = figure.subplots()
+    ax.bar(rounds, train, label="train", color="tab:blue")
+    ax.bar(rounds, evaluate, bottom=train, label="evaluate", color="tab:orange")
+    tops = dict(zip(rounds, train + evaluate, strict=True))
+    mean_total = summary["seconds"]["mean_after_first"]["total"]
+    if mean_total is not None:
+        ax.axhline(mean_total, color="black", ls="--", lw=1, label="mean total, rounds ≥ 2")
+    for number in summary["halted_rounds"]:
+        ax.annotate("halted", (number, tops.get(number, 0.0)), xytext=(0, 3),
+                    textcoords="offset points", ha="center", color="#a40000", fontsize=8)
+    ax.set_xlabel("round")
+    ax.set_ylabel("seconds")
+    ax.set_xticks(rounds)
+    ax.legend(fontsize=8)
+    return _png(figure)
