@@ -15,12 +15,11 @@ import pyarrow.compute as pc
 
 from client.domains import normalise_domains, registered_domain
 from client.quarantine import Quarantine
+from client.readers import READERS
 from client.site import SITE_FILE, Intel, load_intel, load_site_config
-from client.zeek import read_zeek_tsv
 from common.config import ConfigError, SiteConfig
 
 SECONDS_PER_DAY = 86_400
-READERS = {"zeek-tsv": read_zeek_tsv}
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,8 @@ def _read_logs(files: list[Path], config: SiteConfig, quarantine: Quarantine,
         )
     tables = []
     for path in files:
-        table, read_stats = reader(path, quarantine=quarantine, columns=("ts", "query"))
+        table, read_stats = reader(path, quarantine=quarantine, columns=("ts", "query"),
+                                   mapping=config.logs.columns)
         stats["lines_read"] += read_stats.lines_read
         stats["records"] += read_stats.records
         stats["quarantined"] += sum(read_stats.quarantined.values())

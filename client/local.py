@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from client.check import Assessment, assess_site, thresholds_for
 from client.dataset import SiteData, prepare_site
+from client.dqa import enforce_quality_gate
 from client.fragility import (
     SiteReport,
     choose_operating_point,
@@ -46,6 +48,7 @@ class PreparedSite:
     train_sample_encoded: np.ndarray
     intel_only_encoded: np.ndarray
     work_dir: Path
+    quality: Assessment
 
     @functools.cached_property
     def names(self) -> frozenset[str]:
@@ -66,6 +69,8 @@ def prepared_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSi
         if key not in _cache:
             work = (work_dir or site_dir / "work").resolve()
             data = prepare_site(site_dir, work_dir=work)
+            # The quality gate reads the logs again on its own; once per process.
+            quality = assess_site(site_dir, work_dir=work / "check")
             train_encoded = _encode(data.train.domains)
             sample = np.random.default_rng(0).permutation(len(data.train))[:PSI_SAMPLE]
             _cache[key] = PreparedSite(
@@ -75,6 +80,7 @@ def prepared_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSi
                 test_encoded=_encode(data.test.domains),
                 train_sample_encoded=train_encoded[np.sort(sample)],
                 intel_only_encoded=_encode(data.intel_only.domains),
+                quality=quality,
             )
         return _cache[key]
 
@@ -103,6 +109,9 @@ def train_round(site: PreparedSite, *, global_arrays: list[np.ndarray], settings
     if settings.fails_at(site_id=data.site_id, server_round=server_round):
         raise RuntimeError(
             f"fault injected for {data.site_id} in round {server_round} (fail-sites)")
+    # A site whose logs fail its own quality gate refuses to train rather than poison the
+    # federation; the round goes on without it and the reason reaches the coordinator.
+    enforce_quality_gate(site.quality.report, thresholds_for(data.config), site_id=data.site_id)
     if len(data.train) == 0:
         raise ValueError(f"{data.site_id}: no training examples after labelling and split")
     model = ndarrays_to_model(global_arrays, spec=SPEC)
@@ -152,27 +161,9 @@ def evaluate_round(site: PreparedSite, *, global_arrays: list[np.ndarray], setti
         intel_only_scores=_scores(model, site.intel_only_encoded),
         server_round=server_round,
         work_dir=site.work_dir,
-        dqa=data_quality_rates(data),
+        dqa=site.quality.report.metrics(),
         extra=extra,
     )
-
-
-def data_quality_rates(data: SiteData) -> dict[str, float]:
-    """The DESIGN's four data-quality rates, from what preparing the site counted."""
-    stats = data.stats
-    names = len(data.train) + len(data.test) + stats.get("label_conflicts", 0)
-    return {
-        "malformed_rate": _ratio(stats.get("quarantined", 0) + stats.get("invalid_domains", 0),
-                                 stats.get("lines_read", 0)),
-        "duplicate_rate": _ratio(stats.get("duplicate_records", 0), stats.get("records", 0)),
-        "label_conflict_rate": _ratio(stats.get("label_conflicts", 0), names),
-        "leakage_rate": _ratio(stats.get("leaked_test_domains", 0),
-                               stats.get("test_candidates", 0)),
-    }
-
-
-def _ratio(part: float, whole: float) -> float:
-    return float(part) / float(whole) if whole else float("nan")
 
 
 def _gain_metrics(site: PreparedSite, scores: np.ndarray) -> dict[str, float]:

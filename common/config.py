@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 LogFormat = Literal["zeek-tsv", "zeek-json", "csv", "parquet"]
 ShareLevel = Literal["none", "rates", "rates+volumes"]
@@ -18,6 +25,22 @@ class _Strict(BaseModel):
 class LogsConfig(_Strict):
     paths: list[str] = Field(min_length=1, description="glob patterns relative to the site folder")
     format: LogFormat = "zeek-tsv"
+    columns: dict[str, str] | None = Field(
+        default=None,
+        description="column -> the file's field/header name, e.g. {ts = 'timestamp', "
+                    "query = 'qname'}; csv, parquet, zeek-json (Zeek TSV names its own fields)")
+
+    @model_validator(mode="after")
+    def _columns_fit_the_format(self) -> LogsConfig:
+        if not self.columns:
+            return self
+        if self.format == "zeek-tsv" and any(k != v for k, v in self.columns.items()):
+            raise ValueError("columns does not apply to format 'zeek-tsv' (Zeek names its "
+                             "fields in '#fields'); remove it or set the right format")
+        if (any(not k or not v for k, v in self.columns.items())
+                or len(set(self.columns.values())) != len(self.columns)):
+            raise ValueError("columns must map each column to its own non-empty field name")
+        return self
 
 
 class LabelsConfig(_Strict):
@@ -61,6 +84,21 @@ class OperatingConfig(_Strict):
         default=None, gt=0, lt=1, description="fixed FPR instead of the alert budget")
 
 
+class DqaConfig(_Strict):
+    """The quality gate: a site outside these bounds refuses to train (and says why)."""
+
+    max_malformed_rate: float = Field(default=0.05, ge=0, le=1)
+    max_duplicate_rate: float = Field(default=0.10, ge=0, le=1)
+    max_out_of_order_rate: float = Field(default=0.05, ge=0, le=1)
+    max_missing_days: int = Field(default=1, ge=0)
+    max_label_conflict_rate: float = Field(default=0.01, ge=0, le=1)
+    max_leakage_rate: float = Field(default=0.0, ge=0, le=1)
+    min_train_positives: int = Field(default=5, ge=0)
+    min_train_negatives: int = Field(default=5, ge=0)
+    gap_seconds: float = Field(default=3600.0, gt=0)
+    reorder_tolerance_seconds: float = Field(default=60.0, ge=0)
+
+
 class SiteConfig(_Strict):
     """The schema of `site.toml` (see DESIGN.md)."""
 
@@ -72,6 +110,7 @@ class SiteConfig(_Strict):
     share: ShareConfig = ShareConfig()
     split: SplitConfig = SplitConfig()
     operating: OperatingConfig = OperatingConfig()
+    dqa: DqaConfig = DqaConfig()
 
 
 class ConfigError(ValueError):

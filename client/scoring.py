@@ -1,0 +1,409 @@
+"""Score DNS logs with a model, streaming: parse, normalise, deduplicate, cached scores, alerts.
+
+Memory stays flat as the logs grow: files are read in blocks, each block is reduced to its
+distinct names before anything runs in Python, scores live in a bounded LRU cache, and only
+names at or above the threshold keep state (query count, first and last seen).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from client.domains import REASON_PREFIX, normalise_domain_array, registered_domain
+from client.quarantine import Quarantine
+from client.readers import STREAMS, Progress, detect_format
+from common.features import encode_domains
+from common.model import CharCNN
+from common.training import predict_scores
+
+CACHE_SIZE = 1 << 19  # names; ~100 MB of Python objects at most
+# main thread: parse (waiting for the readers), dedup, normalise, model_wait (blocked on the
+# model thread), write; model thread: model, alerts. Stages overlap, so they sum past wall time.
+STAGES = ("parse", "dedup", "normalise", "model_wait", "model", "alerts", "write")
+
+
+class ScoreCache:
+    """Scores by normalised name, least recently used evicted beyond ``capacity``."""
+
+    def __init__(self, capacity: int = CACHE_SIZE) -> None:
+        if capacity < 1:
+            raise ValueError(f"cache capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._scores: OrderedDict[str, float] = OrderedDict()
+        self.hits = self.misses = self.evictions = 0
+
+    def lookup(self, names: Sequence[str]) -> np.ndarray:
+        """float64 scores in order of ``names``; NaN where the name is not cached."""
+        scores, touch, found = [], self._scores.move_to_end, self._scores.get
+        for name in names:
+            score = found(name)
+            if score is None:
+                scores.append(math.nan)
+            else:
+                touch(name)
+                scores.append(score)
+        result = np.array(scores, dtype=np.float64)
+        misses = int(np.isnan(result).sum())
+        self.misses += misses
+        self.hits += len(names) - misses
+        return result
+
+    def store(self, names: Sequence[str], scores: np.ndarray) -> None:
+        for name, score in zip(names, scores.tolist(), strict=True):
+            self._scores[name] = score
+        overflow = len(self._scores) - self.capacity
+        for _ in range(max(0, overflow)):
+            self._scores.popitem(last=False)
+        self.evictions += max(0, overflow)
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+
+@dataclass
+class Sighting:
+    """One alerting name: its score, how often it was queried, first and last seen (epoch s)."""
+
+    score: float
+    query_count: int
+    first_seen: float
+    last_seen: float
+
+    @property
+    def priority(self) -> float:
+        return self.score * self.query_count
+
+
+@dataclass
+class ScoreSummary:
+    """What one scoring run read, scored and wrote; ``seconds`` is the time per stage."""
+
+    files: int = 0
+    lines_read: int = 0
+    records: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    records_without_query: int = 0
+    invalid_domains: int = 0
+    domains_looked_up: int = 0
+    domains_scored: int = 0
+    cache_evictions: int = 0
+    alerts: int = 0
+    threshold: float = math.nan
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+
+class _Clock:
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds, self._last = seconds, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] += now - self._last
+        self._last = now
+
+
+class LogScorer:
+    """Feeds tables of parsed records through dedup, normalisation, the cache and the model.
+
+    Call :meth:`add` per table, then :meth:`finish` before reading ``alerts``; :meth:`close`
+    stops the model thread.
+    """
+
+    def __init__(self, model: CharCNN, *, threshold: float, quarantine: Quarantine,
+                 cache_size: int = CACHE_SIZE, batch_size: int = 1024) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        self.model, self.threshold, self.quarantine = model, threshold, quarantine
+        self.cache = ScoreCache(cache_size)
+        self.batch_size = batch_size
+        self.alerts: dict[str, Sighting] = {}
+        self.summary = ScoreSummary(threshold=threshold)
+        # The model runs on its own thread, so a block's names are scored while the next
+        # block is deduplicated and normalised; cache and alerts are touched only there.
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedsec-model")
+        self._pending: deque[Future] = deque()
+        self.blocks_ahead = 2
+
+    def add(self, table: pa.Table, *, source: Path, clock: _Clock) -> None:
+        """Score one table with ``ts``, ``query`` and ``line`` columns from ``source``."""
+        summary = self.summary
+        missing = pc.is_null(table["query"])
+        without = int(pc.sum(missing).as_py() or 0)
+        if without:
+            summary.records_without_query += without
+            table = table.filter(pc.invert(missing))
+        grouped = table.select(["query", "ts"]).group_by("query", use_threads=False).aggregate(
+            [("ts", "count"), ("ts", "min"), ("ts", "max")])
+        clock.lap("dedup")
+        names, reasons = normalise_domain_array(grouped["query"])
+        invalid = pc.is_null(names)
+        if pc.any(invalid).as_py():
+            self._quarantine_invalid(table, grouped["query"].filter(invalid),
+                                     reasons.filter(invalid), source=source)
+            names, grouped = names.filter(pc.invert(invalid)), grouped.filter(pc.invert(invalid))
+        per_name = pa.table({"name": names, "count": grouped["ts_count"],
+                             "first": grouped["ts_min"], "last": grouped["ts_max"]})
+        if len(pc.unique(names)) < len(names):  # spellings of one name: 'A.com', 'a.com.'
+            per_name = per_name.group_by("name", use_threads=False).aggregate(
+                [("count", "sum"), ("first", "min"), ("last", "max")]).rename_columns(
+                ["name", "count", "first", "last"])
+        clock.lap("normalise")
+        self._pending.append(self._model_thread.submit(self._score, per_name))
+        while len(self._pending) > self.blocks_ahead:
+            self._pending.popleft().result()
+        clock.lap("model_wait")
+
+    def finish(self) -> None:
+        """Wait for every block handed to the model thread."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        self._model_thread.shutdown(wait=True, cancel_futures=True)
+
+    def _score(self, per_name: pa.Table) -> None:
+        """Cache lookups, the model for the misses, and alert state (on the model thread)."""
+        clock = _Clock(self.summary.seconds)
+        unique = per_name["name"].to_pylist()
+        scores = self.cache.lookup(unique)
+        todo = np.flatnonzero(np.isnan(scores))
+        if todo.size:
+            fresh = [unique[index] for index in todo]
+            scores[todo] = predict_scores(self.model, domains=encode_domains(
+                fresh, max_chars=self.model.spec.max_chars), batch_size=self.batch_size)
+            self.cache.store(fresh, scores[todo])
+        self.summary.domains_looked_up += len(unique)
+        self.summary.domains_scored += int(todo.size)
+        clock.lap("model")
+        self._remember(per_name, unique, scores)
+        clock.lap("alerts")
+
+    def _quarantine_invalid(self, table: pa.Table, raw: pa.Array, reasons: pa.Array,
+                            *, source: Path) -> None:
+        reason_of = dict(zip(raw.to_pylist(), reasons.to_pylist(), strict=True))
+        rows = table.filter(pc.is_in(table["query"], value_set=raw))
+        for line, query in zip(rows["line"].to_pylist(), rows["query"].to_pylist(), strict=True):
+            self.quarantine.add(source=source, line_number=line,
+                                reason=REASON_PREFIX + reason_of[query], raw=query)
+        self.summary.invalid_domains += rows.num_rows
+
+    def _remember(self, per_name: pa.Table, names: list[str], scores: np.ndarray) -> None:
+        hits = np.flatnonzero(scores >= self.threshold)
+        if hits.size == 0:
+            return
+        taken = per_name.take(pa.array(hits))
+        counts, firsts, lasts = (taken[column].to_pylist() for column in ("count", "first", "last"))
+        for index, count, first, last in zip(hits.tolist(), counts, firsts, lasts, strict=True):
+            seen = self.alerts.get(names[index])
+            if seen is None:
+                self.alerts[names[index]] = Sighting(float(scores[index]), count, first, last)
+            else:
+                seen.query_count += count
+                seen.first_seen = min(seen.first_seen, first)
+                seen.last_seen = max(seen.last_seen, last)
+
+    def ranked(self) -> list[tuple[str, Sighting]]:
+        """Alerts by score x query count, highest first (ties by name)."""
+        return sorted(self.alerts.items(), key=lambda item: (-item[1].priority, item[0]))
+
+
+def _iso(seconds: float) -> str:
+    moment = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def alert_records(ranked: list[tuple[str, Sighting]]) -> list[dict]:
+    """The alerts.jsonl records, in rank order."""
+    return [{"rank": rank, "domain": name, "registered_domain": registered_domain(name),
+             "score": seen.score, "query_count": seen.query_count,
+             "priority": seen.priority, "first_seen": _iso(seen.first_seen),
+             "last_seen": _iso(seen.last_seen)}
+            for rank, (name, seen) in enumerate(ranked, start=1)]
+
+
+def write_alerts(path: Path, records: list[dict]) -> None:
+    """One JSON object per line, written to a temporary file and renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
+
+
+def score_logs(
+    model: CharCNN, paths: Sequence[Path], *, out: Path, threshold: float,
+    quarantine_dir: Path, log_format: str | None = None, mapping: dict[str, str] | None = None,
+    cache_size: int = CACHE_SIZE, on_progress: Progress | None = None,
+    on_file: Callable[[Path], None] | None = None, block_bytes: int | None = None,
+    model_threads: int = 1,
+) -> ScoreSummary:
+    """Score every record of ``paths`` and write ``out`` (alerts.jsonl); return the summary.
+
+    ``log_format`` None detects each file's format from its first bytes. Bad lines and invalid
+    names go to ``quarantine_dir`` (one TSV per log file, with line numbers). The model runs
+    with ``model_threads`` torch threads (restored afterwards): the parser and the Python
+    stages need the other cores, and oversubscribed OpenMP threads were 6x slower, not faster.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, model_threads))
+    with Quarantine(quarantine_dir) as quarantine:
+        scorer = LogScorer(model, threshold=threshold, quarantine=quarantine,
+                           cache_size=cache_size)
+        try:
+            _feed(scorer, paths, quarantine=quarantine, log_format=log_format, mapping=mapping,
+                  on_progress=on_progress, on_file=on_file, block_bytes=block_bytes)
+        finally:
+            scorer.close()
+            torch.set_num_threads(threads)
+        clock = _Clock(scorer.summary.seconds)
+        records = alert_records(scorer.ranked())
+        write_alerts(out, records)
+        clock.lap("write")
+    scorer.summary.alerts = len(records)
+    scorer.summary.cache_evictions = scorer.cache.evictions
+    return scorer.summary
+
+
+def _feed(scorer: LogScorer, paths: Sequence[Path], *, quarantine: Quarantine,
+          log_format: str | None, mapping: dict[str, str] | None, on_progress: Progress | None,
+          on_file: Callable[[Path], None] | None, block_bytes: int | None) -> None:
+    summary = scorer.summary
+    clock = _Clock(summary.seconds)
+    reasons: Counter = Counter()
+    for path in paths:
+        if on_file is not None:
+            on_file(path)
+        fmt = log_format or detect_format(path)
+        sizing = {} if block_bytes is None else {"block_bytes": block_bytes}
+        stream = STREAMS[fmt](path, quarantine=quarantine, columns=("ts", "query"),
+                              mapping=mapping, on_progress=on_progress, **sizing)
+        while True:
+            try:
+                table = next(stream)
+            except StopIteration as stop:
+                stats = stop.value
+                break
+            clock.lap("parse")
+            scorer.add(table, source=path, clock=clock)
+        clock.lap("parse")
+        summary.files += 1
+        summary.lines_read += stats.lines_read
+        summary.records += stats.records
+        reasons.update(stats.quarantined)
+    scorer.finish()
+    clock.lap("model_wait")
+    summary.quarantined = dict(reasons)
+
+
+# --- the `fedsec score` command -----------------------------------------------------------------
+
+DEFAULT_THRESHOLD = 0.5
+FRAGILITY_DIR = Path("work") / "fragility"
+
+
+def resolve_threshold(*, threshold: float | None, site_dir: Path | None) -> tuple[float, str]:
+    """(tau, where it came from): ``--threshold``; else the site's latest fragility report's
+    ``metrics.threshold`` (``SITE/work/fragility/round-NNN.json``, highest NNN); else 0.5."""
+    if threshold is not None:
+        return float(threshold), "--threshold"
+    if site_dir is not None:
+        reports = sorted((site_dir / FRAGILITY_DIR).glob("round-*.json"),
+                         key=lambda path: (len(path.stem), path.stem))
+        for report in reversed(reports):
+            try:
+                document = json.loads(report.read_text(encoding="utf-8"))
+                value = float(document["metrics"]["threshold"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if 0.0 <= value <= 1.0:
+                return value, str(report)
+    return DEFAULT_THRESHOLD, "default"
+
+
+def _log_paths(logs: list[Path]) -> list[Path]:
+    paths: list[Path] = []
+    for path in logs:
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such log file or folder (fix: check --logs)")
+    if not paths:
+        raise FileNotFoundError(f"no log files in {[str(p) for p in logs]} (fix: check --logs)")
+    return paths
+
+
+def score_command(*, model: Path, logs: list[Path], out: Path, site_dir: Path | None,
+                  threshold: float | None) -> int:
+    """`fedsec score`: alerts.jsonl from logs; prints the summary; 0 on success, 2 on bad input.
+
+    With ``site_dir`` the logs are read in the site's configured format (and column mapping);
+    without it each file's format is detected. Bad lines go to ``OUT.quarantine/``.
+    """
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from client.site import load_site_config
+    from client.zeek import LogFormatError
+    from common.config import ConfigError
+    from common.model import model_from_bytes
+
+    console = Console(stderr=True)
+    try:
+        network, _ = model_from_bytes(Path(model).read_bytes())
+        fmt, mapping = None, None
+        if site_dir is not None:
+            config = load_site_config(Path(site_dir))
+            fmt, mapping = config.logs.format, getattr(config.logs, "columns", None)
+        paths = _log_paths([Path(p) for p in logs])
+        tau, source = resolve_threshold(threshold=threshold, site_dir=site_dir)
+        quarantine_dir = out.parent / f"{out.name}.quarantine"
+        with Progress("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                      console=console, disable=not console.is_terminal, transient=True) as bar:
+            task = bar.add_task("scoring", total=sum(p.stat().st_size for p in paths))
+            summary = score_logs(
+                network, paths, out=out, threshold=tau, quarantine_dir=quarantine_dir,
+                log_format=fmt, mapping=mapping,
+                on_progress=lambda size: bar.advance(task, size),
+                on_file=lambda path: bar.update(task, description=f"scoring {path.name}"))
+    except (ConfigError, LogFormatError, FileNotFoundError, ValueError, OSError) as error:
+        for line in str(error).splitlines():
+            print(f"fedsec: error: {line}", file=sys.stderr)
+        return 2
+    for line in summary_lines(summary, out=out, threshold_source=source,
+                              quarantine_dir=quarantine_dir):
+        print(line)
+    return 0
+
+
+def summary_lines(summary: ScoreSummary, *, out: Path, threshold_source: str,
+                  quarantine_dir: Path) -> list[str]:
+    total = sum(summary.seconds.values()) or math.nan
+    quarantined = sum(summary.quarantined.values())
+    return [
+        f"read {summary.lines_read:,} lines from {summary.files} file(s): "
+        f"{summary.records:,} records, {quarantined:,} quarantined, "
+        f"{summary.invalid_domains:,} invalid names (see {quarantine_dir})",
+        f"scored {summary.domains_scored:,} distinct names "
+        f"({summary.records / total:,.0f} records/s)",
+        f"threshold {summary.threshold:g} ({threshold_source}): "
+        f"{summary.alerts:,} alerting names written to {out}",
+    ]
