@@ -132,6 +132,18 @@ def score(
 
 
 @app.command()
+def certs(
+    out: Annotated[Path, typer.Option(help="folder for the CA, server certificate and node keys")],
+    host: Annotated[list[str], typer.Option(help="SuperLink DNS name or IP (repeatable)")],
+    node: Annotated[list[str] | None, typer.Option(help="node key to create (repeatable)")] = None,
+) -> None:
+    """A development PKI: CA, SuperLink TLS certificate with these SANs, node ECDSA keys."""
+    from server.certs import certs_command
+
+    raise typer.Exit(code=certs_command(out, hosts=host, nodes=node or []))
+
+
+@app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="run folder with results.json")]) -> None:
     """Rebuild the federation report (report.json, report.html) from results.json alone."""
     from server.report import write_federation_report

@@ -1,0 +1,441 @@
+"""The Deployment Engine exactly as docker-compose.yml describes it, run as local processes.
+
+There is no Docker engine here. server/deployment.py reads docker-compose.yml and turns each
+service's own command into a local process (container paths, addresses and ports rewritten
+for loopback), so the compose file and this test cannot drift apart: a real TLS SuperLink
+with node authentication, the nginx Fleet proxy, three SuperNodes each with its own site
+folder and key, and the model team's `flwr run` over a connection file fedsec writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from server.deployment import (
+    COMPOSE_FILE,
+    LocalService,
+    Mount,
+    Service,
+    command_flags,
+    connection_entry,
+    default_executable,
+    load_compose,
+    local_service,
+    local_services,
+    materialise,
+    node_register_command,
+    process_env,
+    write_connection,
+)
+from tests.conftest import ROOT, TEST_ENV
+from tests.integration.procs import Processes, free_ports, port_open, wait_until
+
+SITES = ("site-00", "site-01", "site-02")
+CONNECTION = "fedsec-deploy"
+START_SECONDS = 90  # per process; SuperLink healthy in ~4 s, SuperNodes active ~5 s later
+RUN_SECONDS = 420  # one SecAgg+ round with 3 nodes: ~60-100 s on 2 shared cores
+# The app as `flwr run .` ships it: what pyproject's fab-include selects, plus its metadata.
+APP_FILES = ("pyproject.toml", "LICENSE", "README.md")
+APP_PACKAGES = ("common", "client", "server")
+
+
+def _compose_env(root: Path) -> dict[str, str]:
+    return {"FEDSEC_PKI": str(root / "pki"), "FEDSEC_SITES": str(root / "sites")}
+
+
+def _data_holders(services: dict[str, Service]) -> list[str]:
+    return sorted(name for name, s in services.items() if s.command[0] == "flower-supernode")
+
+
+def _require(program: str) -> str:
+    found = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+    if found is None:
+        message = f"{program} is not installed (CI installs it: see .ci/run)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+# ----------------------------------------------------------------- the compose file itself
+
+
+def _compose_cli() -> list[str] | None:
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(command[0]) is None:
+            continue
+        probe = subprocess.run([*command, "version"], capture_output=True, timeout=30,
+                               check=False)
+        if probe.returncode == 0:
+            return command
+    return None
+
+
+def test_compose_file_is_valid(tmp_path):
+    compose = _compose_cli()
+    if compose is None:
+        message = "no Docker Compose CLI to validate docker-compose.yml (see .ci/run)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    result = subprocess.run([*compose, "-f", str(COMPOSE_FILE), "config", "--quiet"],
+                            cwd=tmp_path, env={**os.environ, **_compose_env(tmp_path)},
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_builds_existing_dockerfile_stages_without_secrets_in_context():
+    import yaml
+
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = set(re.findall(r"(?im)^FROM\s+\S+\s+AS\s+(\S+)", dockerfile))
+    targets = {spec["build"]["target"] for spec in compose["services"].values() if "build" in spec}
+    assert targets == {"coordinator", "client"} <= stages
+    for source in re.findall(r"(?m)^COPY\s+(?!--)(.+)\s+\S+$", dockerfile):
+        for name in source.split():
+            assert (ROOT / name).exists(), name
+    assert re.search(r"(?m)^USER fedsec$", dockerfile)
+    # The build context is an allow-list: keys and site data can never be sent to a builder.
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignore[ignore.index("**") + 1:] and not any(
+        line.startswith("!deploy") for line in ignore)
+
+
+def _help_flags(program: str) -> set[str]:
+    result = subprocess.run([default_executable(program), "--help"], capture_output=True,
+                            text=True, timeout=60, check=False, env={**os.environ, **TEST_ENV})
+    assert result.returncode == 0, result.stderr
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", result.stdout))
+
+
+def test_every_flag_in_the_compose_file_exists_in_the_installed_programs():
+    services = load_compose(env={})
+    checked = 0
+    for service in services.values():
+        program = service.command[0]
+        if program == "nginx":
+            continue  # checked below: nginx has single-dash options only
+        flags = command_flags(service.command)
+        unknown = set(flags) - _help_flags(program)
+        assert not unknown, f"{service.name}: {program} has no {sorted(unknown)}"
+        checked += len(flags)
+    assert checked > 15
+    proxy = services["fleet-proxy"].command
+    assert proxy[0] == "nginx" and {"-c", "-g"} <= set(proxy[1:])
+
+
+def test_compose_keeps_tls_node_auth_and_read_only_site_data():
+    services = load_compose(env={})
+    superlink = services["superlink"].command
+    assert "--enable-supernode-auth" in superlink
+    assert {"--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile", "--database"} <= set(superlink)
+    assert all("--insecure" not in s.command for s in services.values())
+    holders = _data_holders(services)
+    assert holders == list(SITES)
+    # The start order the federation fixture below follows.
+    assert services["fleet-proxy"].depends_on == ("superlink",)
+    assert all(services[name].depends_on == ("fleet-proxy",) for name in holders)
+    keys = set()
+    for name in holders:
+        command = services[name].command
+        # Data holders reach the proxy only, never the SuperLink's shared port.
+        assert command[command.index("--superlink") + 1].startswith("fleet-proxy:")
+        mounts = {m.target: m for m in services[name].mounts}
+        for target in ("/site/site.toml", "/site/logs", "/site/intel", "/keys/node.key"):
+            assert mounts[target].read_only, (name, target)
+            assert f"/{name}" in mounts[target].source, (name, target)
+        keys.add(mounts["/keys/node.key"].source)
+    assert len(keys) == len(holders)  # one key per data holder
+
+
+def test_local_commands_are_the_compose_commands(tmp_path):
+    """Only paths, addresses and ports differ; every flag is the same, in the same place."""
+    services = load_compose(env=_compose_env(tmp_path))
+    need = [(s.name, p) for s in services.values() for p in s.ports]
+    ports = dict(zip(need, range(20000, 20000 + len(need)), strict=True))
+    local = local_services(services, root=tmp_path / "local", ports=ports)
+    for name, service in services.items():
+        argv = local[name].argv
+        assert Path(argv[0]).name == service.command[0]
+        assert len(argv) == len(service.command)
+        for theirs, ours in zip(service.command[1:], argv[1:], strict=True):
+            if theirs != ours:
+                assert str(tmp_path) in ours or "127.0.0.1" in ours or ours.isdigit(), (
+                    name, theirs, ours)
+    assert local["site-00"].argv[local["site-00"].argv.index("--superlink") + 1] == \
+        f"127.0.0.1:{ports[('fleet-proxy', 8443)]}"
+
+
+# ------------------------------------------------------------ operator commands (quick)
+
+
+def test_certs_command_writes_a_pki_that_flwr_and_tls_accept(tmp_path, capsys):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import (
+        load_ssh_private_key,
+        load_ssh_public_key,
+    )
+
+    from server.certs import PkiPaths, certs_command, server_hosts
+
+    out = tmp_path / "pki"
+    assert certs_command(out, hosts=["coordinator.example.org", "10.0.0.5"],
+                         nodes=["site-00"]) == 0
+    paths = PkiPaths(out)
+    ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
+    server.verify_directly_issued_by(ca)
+    assert server_hosts(paths.server_cert) == [
+        "superlink", "fleet-proxy", "localhost", "coordinator.example.org", "127.0.0.1",
+        "10.0.0.5"]
+    context = ssl.create_default_context(cafile=str(paths.ca_cert))
+    context.load_cert_chain(paths.server_cert, paths.server_key)  # key matches certificate
+    private = load_ssh_private_key(paths.node_key("site-00").read_bytes(), password=None)
+    public = load_ssh_public_key(paths.node_public_key("site-00").read_bytes())
+    assert isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp384r1"
+    assert private.public_key().public_numbers() == public.public_numbers()
+    for secret in (paths.ca_key, paths.server_key, paths.node_key("site-00")):
+        assert secret.stat().st_mode & 0o777 == 0o600, secret
+    # Run again to add a data holder: nothing that exists is replaced.
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert certs_command(out, hosts=[], nodes=["site-00", "site-01"]) == 0
+    assert all(path.read_bytes() == data for path, data in before.items())
+    assert paths.node_key("site-01").is_file()
+    capsys.readouterr()
+    assert certs_command(tmp_path / "bad", hosts=["not a host"], nodes=[]) == 2
+    assert "not a host" in capsys.readouterr().err
+
+
+def test_connection_file_is_read_by_flwr(tmp_path, monkeypatch):
+    from flwr.cli.flower_config import read_superlink_connection
+
+    from server.deployment import simulation_entry
+
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-")
+    home = tmp_path / ".flwr"
+    write_connection(home, "sim", simulation_entry(num_supernodes=3))
+    write_connection(home, CONNECTION,
+                     connection_entry(address="127.0.0.1:8000", root_certificates=ca),
+                     default=True)
+    monkeypatch.setenv("FLWR_HOME", str(home))
+    deployed = read_superlink_connection(None)  # the default
+    assert (deployed.name, deployed.address) == (CONNECTION, "127.0.0.1:8000")
+    assert deployed.root_certificates == str(ca.resolve()) and not deployed.insecure
+    simulated = read_superlink_connection("sim")
+    assert simulated.address == ":local:" and simulated.options.num_supernodes == 3
+
+
+# ------------------------------------------------------------------ the running federation
+
+
+@dataclass
+class Federation:
+    root: Path
+    services: dict[str, Service]
+    local: dict[str, LocalService]
+    ports: dict[tuple[str, int], int]
+    processes: Processes
+    model_team_home: Path
+    env: dict[str, str]
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "pki" / "ca.crt"
+
+    def start(self, local: LocalService):
+        materialise(local)
+        return self.processes.start(local.name, local.argv, env=process_env(local, self.env),
+                                    cwd=local.cwd)
+
+    def variant(self, name: str, service: Service) -> LocalService:
+        """Another data holder built from a compose service (own runtime port and FLWR_HOME)."""
+        service = dataclasses.replace(service, name=name)
+        ports = {**self.ports, **{(name, p): free_ports(1)[0] for p in service.ports}}
+        return local_service(service, root=self.root, ports=ports)
+
+
+def _copy_app(target: Path) -> Path:
+    target.mkdir(parents=True)
+    for name in APP_FILES:
+        shutil.copy2(ROOT / name, target / name)
+    for package in APP_PACKAGES:
+        shutil.copytree(ROOT / package, target / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def _healthy(local: LocalService) -> bool:
+    assert local.healthcheck is not None
+    return subprocess.run(local.healthcheck, capture_output=True, timeout=10,
+                          check=False).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory) -> Iterator[Federation]:
+    from experiments.generator import generate_sites
+    from server.certs import write_pki
+
+    _require("nginx")
+    root = tmp_path_factory.mktemp("deployment")
+    generate_sites(out_dir=root / "sites", n_sites=len(SITES), n_days=3, seed=1, scale=0.1)
+    write_pki(root / "pki", hosts=["superlink", "fleet-proxy", "localhost", "127.0.0.1"],
+              nodes=[*SITES, "intruder"])
+    services = load_compose(env=_compose_env(root))
+    need = [(s.name, p) for s in services.values() for p in s.ports]
+    ports = dict(zip(need, free_ports(len(need)), strict=True))
+    local = local_services(services, root=root, ports=ports)
+    env = {**os.environ, **TEST_ENV}
+    processes = Processes(root / "logs")
+    federation = Federation(root, services, local, ports, processes,
+                            root / "model-team" / ".flwr", env)
+    try:
+        superlink = federation.start(local["superlink"])
+        wait_until(lambda: superlink.popen.poll() is not None or _healthy(local["superlink"]),
+                   timeout=START_SECONDS, what="SuperLink health", on_timeout=superlink.tail)
+        assert superlink.popen.poll() is None, superlink.tail()
+        proxy = federation.start(local["fleet-proxy"])
+        wait_until(lambda: port_open(ports[("fleet-proxy", 8443)]), timeout=START_SECONDS,
+                   what="Fleet proxy", on_timeout=proxy.tail)
+        # The model team, on the coordinator's side: connection file, then node registration.
+        write_connection(federation.model_team_home, CONNECTION,
+                         connection_entry(address=f"127.0.0.1:{ports[('superlink', 8000)]}",
+                                          root_certificates=federation.ca), default=True)
+        for site in SITES:
+            key = root / "pki" / "nodes" / f"{site}.pub"
+            assert node_register_command(key, connection=CONNECTION,
+                                         flwr_home=federation.model_team_home) == 0
+        nodes = [federation.start(local[site]) for site in SITES]
+        for node in nodes:
+            node.wait_for_log(r"SuperNode ID", timeout=START_SECONDS)
+        yield federation
+    finally:
+        processes.stop()
+
+
+def _flwr_run(federation: Federation, app: Path, run_config: str) -> subprocess.CompletedProcess:
+    command = [default_executable("flwr"), "run", str(app), CONNECTION, "--stream",
+               "--run-config", run_config]
+    env = {**federation.env, "FLWR_HOME": str(federation.model_team_home)}
+    try:
+        return subprocess.run(command, env=env, cwd=app.parent, capture_output=True, text=True,
+                              timeout=RUN_SECONDS, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"flwr run took over {RUN_SECONDS}s\n{federation.processes.tails()}")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_secagg_round_over_tls_through_the_proxy(federation, tmp_path):
+    pyproject = _sha256(ROOT / "pyproject.toml")
+    app = _copy_app(tmp_path / "app")
+    out = tmp_path / "run"
+    result = _flwr_run(federation, app, f"mode='secagg' num-rounds=1 min-nodes={len(SITES)} "
+                                        f"local-steps=10 out-dir='{out}'")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    (entry,) = results["rounds"]
+    assert entry["train"]["status"] == "aggregated"
+    assert entry["train"]["results"] == len(SITES)
+    assert sorted(entry["sites"]) == list(SITES)
+    for metrics in entry["sites"].values():
+        assert 0.0 <= metrics["auc"] <= 1.0
+    # The SuperNodes' traffic really went through the proxy.
+    access = federation.processes.get("fleet-proxy").log()
+    assert re.search(r'"POST /v1/fleet/push-messages HTTP/1\.1" 200', access)
+    assert _sha256(ROOT / "pyproject.toml") == pyproject  # flwr run rewrote nothing of ours
+
+
+def _https_status(port: int, ca: Path, method: str, raw_path: str) -> int:
+    """Status of one request sent byte for byte (no client-side path normalisation)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(f"{method} {raw_path} HTTP/1.1\r\nHost: localhost\r\n"
+                    "Content-Type: application/protobuf\r\nContent-Length: 0\r\n"
+                    "Connection: close\r\n\r\n".encode())
+        status_line = tls.recv(1024).split(b"\r\n", 1)[0].decode()
+    return int(status_line.split()[1])
+
+
+@pytest.mark.slow
+def test_proxy_refuses_control_and_runtime_api_and_passes_fleet(federation):
+    proxy = federation.ports[("fleet-proxy", 8443)]
+    superlink = federation.ports[("superlink", 8000)]
+    ca = federation.ca
+    # The teeth: straight to the SuperLink, the Control API answers anyone.
+    assert _https_status(superlink, ca, "POST", "/v1/control/list-runs") == 200
+    for method, path in [
+        ("POST", "/v1/control/list-runs"),
+        ("POST", "/v1/control/start-run"),
+        ("POST", "/v1/control/register-node"),
+        ("POST", "/v1/runtime/get-nodes"),
+        ("GET", "/health"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("POST", "/v1/fleet/../control/list-runs"),
+        ("POST", "/v1/fleet/%2e%2e/control/list-runs"),
+        ("POST", "/v1/fleet/..%2Fcontrol%2Flist-runs"),
+        ("POST", "/v1/fleet/get-run?x=/v1/control/list-runs"),
+        ("GET", "/v1/fleet/get-run"),
+    ]:
+        assert _https_status(proxy, ca, method, path) == 403, (method, path)
+    # A Fleet call passes the proxy and is answered by the SuperLink's node authentication.
+    assert _https_status(proxy, ca, "POST", "/v1/fleet/get-run") == 401
+
+
+def _data_holder_without(federation: Federation, name: str, *, key: Path | None = None,
+                         ca: bool = True) -> LocalService:
+    base = federation.services[SITES[0]]
+    # Its own named volumes (work folder, FLWR_HOME), as another data holder would have.
+    mounts = tuple(Mount("volume", m.source.replace(SITES[0], name), m.target)
+                   if m.kind == "volume" else m for m in base.mounts)
+    command = base.command
+    if key is not None:
+        mounts = tuple(dataclasses.replace(m, source=str(key)) if m.target == "/keys/node.key"
+                       else m for m in mounts)
+    if not ca:
+        at = command.index("--root-certificates")
+        command = command[:at] + command[at + 2:]
+        mounts = tuple(m for m in mounts if m.target != "/certs/ca.crt")
+    return federation.variant(name, dataclasses.replace(base, command=command, mounts=mounts))
+
+
+@pytest.mark.slow
+def test_unregistered_node_key_is_refused(federation):
+    intruder = _data_holder_without(federation, "intruder",
+                                    key=federation.root / "pki" / "nodes" / "intruder.key")
+    proc = federation.start(intruder)
+    code = proc.wait_exit(timeout=START_SECONDS)
+    assert code not in (None, 0), proc.tail()
+    assert "[code: 2004] Failed to activate SuperNode" in proc.log(), proc.tail()
+    assert "SuperNode ID" not in proc.log()
+
+
+@pytest.mark.slow
+def test_node_without_the_ca_certificate_is_refused(federation):
+    stranger = _data_holder_without(federation, "no-ca", ca=False)
+    assert "--root-certificates" not in stranger.argv
+    proc = federation.start(stranger)
+    code = proc.wait_exit(timeout=START_SECONDS)
+    assert code not in (None, 0), proc.tail()
+    assert "CERTIFICATE_VERIFY_FAILED" in proc.log(), proc.tail()
+    assert "SuperNode ID" not in proc.log()
