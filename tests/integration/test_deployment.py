@@ -18,6 +18,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,8 @@ def _require(program: str) -> str:
 
 
 def _compose_cli() -> list[str] | None:
-    for command in (["docker", "compose"], ["docker-compose"]):
+    beside_python = str(Path(sys.executable).parent / "docker-compose")  # the test extra's CLI
+    for command in (["docker", "compose"], ["docker-compose"], [beside_python]):
         if shutil.which(command[0]) is None:
             continue
         probe = subprocess.run([*command, "version"], capture_output=True, timeout=30,
