@@ -134,13 +134,46 @@ def score(
 @app.command()
 def certs(
     out: Annotated[Path, typer.Option(help="folder for the CA, server certificate and node keys")],
-    host: Annotated[list[str], typer.Option(help="SuperLink DNS name or IP (repeatable)")],
+    host: Annotated[list[str] | None, typer.Option(
+        help="extra SuperLink DNS name or IP (repeatable)")] = None,
     node: Annotated[list[str] | None, typer.Option(help="node key to create (repeatable)")] = None,
 ) -> None:
     """A development PKI: CA, SuperLink TLS certificate with these SANs, node ECDSA keys."""
     from server.certs import certs_command
 
-    raise typer.Exit(code=certs_command(out, hosts=host, nodes=node or []))
+    raise typer.Exit(code=certs_command(out, hosts=host or [], nodes=node or []))
+
+
+@app.command()
+def connection(
+    name: Annotated[str, typer.Argument(help="connection name for `flwr run . NAME`")],
+    address: Annotated[str, typer.Option(help="the SuperLink's Control API, host:port")],
+    root_certificates: Annotated[Path, typer.Option(help="ca.crt from `fedsec certs`")],
+    flwr_home: Annotated[Path | None, typer.Option(help="default: $FLWR_HOME or ~/.flwr")] = None,
+) -> None:
+    """Write the model team's TLS connection into $FLWR_HOME/config.toml."""
+    from server.deployment import connection_command
+
+    raise typer.Exit(code=connection_command(name, address=address,
+                                             root_certificates=root_certificates,
+                                             flwr_home=flwr_home))
+
+
+node_app = typer.Typer(no_args_is_help=True, help="Data-holder nodes of a deployment.")
+app.add_typer(node_app, name="node")
+
+
+@node_app.command("register")
+def node_register(
+    public_key: Annotated[Path, typer.Argument(help="nodes/NAME.pub from `fedsec certs`")],
+    connection: Annotated[str, typer.Option(help="the connection to the SuperLink")],
+    flwr_home: Annotated[Path | None, typer.Option(help="default: $FLWR_HOME or ~/.flwr")] = None,
+) -> None:
+    """Register a data holder's public key with the SuperLink (coordinator side)."""
+    from server.deployment import node_register_command
+
+    raise typer.Exit(code=node_register_command(public_key, connection=connection,
+                                                flwr_home=flwr_home))
 
 
 @app.command()
