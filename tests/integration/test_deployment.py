@@ -42,7 +42,14 @@ from server.deployment import (
     write_connection,
 )
 from tests.conftest import ROOT, TEST_ENV
-from tests.integration.procs import Processes, free_ports, port_open, wait_until
+from tests.integration.procs import (
+    Processes,
+    free_ports,
+    kill_pids,
+    port_open,
+    process_tree,
+    wait_until,
+)
 
 SITES = ("site-00", "site-01", "site-02")
 CONNECTION = "fedsec-deploy"
@@ -441,3 +448,41 @@ def test_node_without_the_ca_certificate_is_refused(federation):
     assert code not in (None, 0), proc.tail()
     assert "CERTIFICATE_VERIFY_FAILED" in proc.log(), proc.tail()
     assert "SuperNode ID" not in proc.log()
+
+
+def _serverapp_pids(federation: Federation) -> list[int]:
+    """The coordinator's ServerApp processes: descendants of the SuperLink we started."""
+    superlink = federation.processes.get("superlink").pid
+    return [pid for pid in process_tree(superlink)
+            if b"flwr-serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+@pytest.mark.slow
+def test_killed_serverapp_resumes_without_losing_or_repeating_a_round(federation, tmp_path):
+    app = _copy_app(tmp_path / "app")
+    out = tmp_path / "run"
+    config = f"mode='fedavg' num-rounds=2 min-nodes={len(SITES)} local-steps=10 out-dir='{out}'"
+    command = [default_executable("flwr"), "run", str(app), CONNECTION, "--stream",
+               "--run-config", config]
+    env = {**federation.env, "FLWR_HOME": str(federation.model_team_home)}
+    first = subprocess.Popen(command, env=env, cwd=app.parent, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        state = out / "checkpoints" / "round-001.state.json"
+        wait_until(lambda: state.exists(), timeout=RUN_SECONDS, what="round 1 checkpoint",
+                   on_timeout=federation.processes.tails)
+        victims = _serverapp_pids(federation)
+        assert victims, "no flwr-serverapp process under the SuperLink"
+        kill_pids(victims, grace_seconds=0.0)  # mid-run: round 2 is under way or about to be
+    finally:
+        kill_pids([first.pid])
+        first.wait(timeout=60)
+    assert not (out / "checkpoints" / "round-002.npz").exists()
+    round_one = _sha256(out / "checkpoints" / "round-001.npz")
+    result = _flwr_run(federation, app, config + " resume=true")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert [entry["round"] for entry in results["rounds"]] == [1, 2]
+    assert all(sorted(entry["sites"]) == list(SITES) for entry in results["rounds"])
+    assert _sha256(out / "checkpoints" / "round-001.npz") == round_one  # not repeated
+    assert (out / "checkpoints" / "round-002.npz").is_file() and (out / "model.npz").is_file()
