@@ -1,11 +1,15 @@
-"""The ClientApp: flwr records in, fedsec's local train/evaluate, flwr records out. Thin."""
+"""The ClientApp: flwr records in, fedsec's local train/evaluate, flwr records out. Thin.
+
+In deployment every message starts a fresh process. Three of SecAgg+'s four train messages
+(setup, key sharing, unmasking) need no model, so torch and the training stack are imported
+only by the handlers that train or evaluate; the reply guard needs only the site's names.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import torch
 from flwr.app import Context, Message
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
@@ -20,7 +24,6 @@ from flwr.common import (
 from flwr.compat.common import recorddict_compat as compat
 
 from client.audit import make_reply_guard
-from client.local import evaluate_round, prepared_site, train_round
 from client.site import find_site_dirs
 from common.run_config import RunSettings
 from common.share import share_subset
@@ -47,30 +50,51 @@ def site_location(context: Context) -> tuple[Path, Path | None]:
 
 
 def _site(context: Context):
+    from client.local import prepared_site  # torch: only for messages that need the model
+
     site_dir, work_dir = site_location(context)
     return prepared_site(site_dir, work_dir=work_dir)
 
 
+_names: dict[tuple[Path, Path | None], frozenset[str]] = {}
+
+
 def _site_names(context: Context) -> frozenset[str]:
-    return _site(context).names
+    """Every name of the site's traffic, for the reply guard (no model, no torch needed)."""
+    from client.dataset import prepare_site
+
+    site_dir, work_dir = site_location(context)
+    key = (site_dir.resolve(), work_dir)
+    if key not in _names:
+        work = (work_dir or site_dir / "work").resolve()
+        data = prepare_site(site_dir, work_dir=work)
+        parts = (data.train.domains, data.test.domains, data.train.registered,
+                 data.test.registered)
+        _names[key] = frozenset(name for part in parts for name in part.tolist())
+    return _names[key]
 
 
 def _audit_dir(context: Context) -> Path | None:
     if not RunSettings.from_run_config(context.run_config).audit_replies:
         return None
-    return _site(context).work_dir / "audit"
+    site_dir, work_dir = site_location(context)
+    return (work_dir or site_dir / "work").resolve() / "audit"
 
 
 app = ClientApp(mods=[make_reply_guard(site_names=_site_names, audit_dir=_audit_dir)])
 
 
 def _threads() -> None:
+    import torch
+
     # Simulation packs several sites per core: one intra-op thread each avoids oversubscription.
     torch.set_num_threads(1)
 
 
 def _fit(msg: Message, context: Context) -> Message:
     _threads()
+    from client.local import train_round
+
     settings = RunSettings.from_run_config(context.run_config)
     site = _site(context)
     fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
@@ -96,6 +120,8 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
+    from client.local import evaluate_round
+
     _threads()
     site = _site(context)
     settings = RunSettings.from_run_config(context.run_config)
