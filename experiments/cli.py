@@ -188,6 +188,28 @@ def report(run_dir: Annotated[Path, typer.Argument(help="run folder with results
     typer.echo(f"federation report: {html_path} (data: {json_path})")
 
 
+@app.command()
+def experiment(
+    name: Annotated[str, typer.Argument(
+        help="value | secagg-cost | dropouts | scale | ray | noniid")],
+    full: Annotated[bool, typer.Option("--full", help="the large size (hours on 2 cores)")] = False,
+    tiny: Annotated[bool, typer.Option("--tiny", help="the smoke-test size")] = False,
+    out: Annotated[Path | None, typer.Option(help="results root [experiments/results]")] = None,
+) -> None:
+    """Run one experiment; writes JSON, CSV, plots and a markdown table under results/NAME/."""
+    import importlib
+
+    from experiments.lab import EXPERIMENTS, RESULTS_ROOT, setup_logging
+
+    if name not in EXPERIMENTS:
+        _fail(f"unknown experiment '{name}' (fix: one of {', '.join(EXPERIMENTS)})")
+    if full and tiny:
+        _fail("--full and --tiny exclude each other (fix: pass one)")
+    setup_logging()
+    module = importlib.import_module(EXPERIMENTS[name])
+    module.run(size="full" if full else "tiny" if tiny else "default", root=out or RESULTS_ROOT)
+
+
 def _resume_overrides(out: Path) -> tuple[dict[str, Any], Path]:
     """The interrupted run's own config (from its results.json), with resume switched on."""
     import json
