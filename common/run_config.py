@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.config import ConfigError, describe_validation_error
+
+AUTO_MAX_SHARES = 15
+"""fedsec's default (`num-shares = 0`): min(15, nodes) shares, odd, threshold just over half."""
 
 
 class RunSettings(BaseModel):
@@ -25,8 +29,11 @@ class RunSettings(BaseModel):
     batch_size: int = Field(default=128, ge=1, alias="batch-size")
     learning_rate: float = Field(default=0.003, gt=0, alias="learning-rate")
     delta_clip_norm: float = Field(default=10.0, gt=0, alias="delta-clip-norm")
-    num_shares: int = Field(default=0, ge=0, alias="num-shares")
-    reconstruction_threshold: int = Field(default=0, ge=0, alias="reconstruction-threshold")
+    # 0: fedsec's default; 0 < x <= 1: a fraction (of the sampled nodes for num-shares, of
+    # the shares for the threshold), resolved by flwr each round; above 1: a whole count.
+    num_shares: float = Field(default=0.0, ge=0, allow_inf_nan=False, alias="num-shares")
+    reconstruction_threshold: float = Field(default=0.0, ge=0, allow_inf_nan=False,
+                                            alias="reconstruction-threshold")
     max_weight: float = Field(default=10000.0, gt=0, alias="max-weight")
     round_timeout: float = Field(default=600.0, gt=0, alias="round-timeout")
     fail_sites: str = Field(default="", alias="fail-sites")
@@ -51,26 +58,64 @@ class RunSettings(BaseModel):
         rounds = {int(r) for r in self.fail_rounds.split(",") if r.strip()}
         return site_id in sites and (not rounds or server_round in rounds)
 
-    def secagg_shares(self, *, num_nodes: int) -> tuple[int, int]:
-        """(num_shares, reconstruction_threshold) for a round over `num_nodes` nodes.
+    @field_validator("num_shares", "reconstruction_threshold")
+    @classmethod
+    def _fraction_or_whole_count(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(
+                f"{value:g} is neither a fraction in (0, 1] nor a whole count "
+                f"(fix: {math.ceil(value)}, a fraction such as 0.6, or 0 for fedsec's default)")
+        return value
 
-        An explicit integer beats flwr's fractional default, which makes large rounds ~60x
-        slower than FedAvg; 0 means: min(15, nodes), odd, with a threshold just over half.
+    def secagg_shares(self, *, num_nodes: int) -> tuple[int | float, int | float]:
+        """(num_shares, reconstruction_threshold) as `SecAggPlusWorkflow` takes them.
+
+        An int is a count; a float is a fraction flwr resolves each round (shares of the
+        sampled nodes, threshold of the shares). Checked against `num_nodes` first, so a
+        setting that could never aggregate fails here and not inside a round.
+        """
+        shares, threshold = self.resolved_secagg_shares(num_nodes=num_nodes)
+        passed_shares: int | float = (float(self.num_shares) if 0 < self.num_shares <= 1
+                                      else shares)
+        passed_threshold: int | float = (float(self.reconstruction_threshold)
+                                         if 0 < self.reconstruction_threshold <= 1 else threshold)
+        return passed_shares, passed_threshold
+
+    def resolved_secagg_shares(self, *, num_nodes: int) -> tuple[int, int]:
+        """The (shares, threshold) a round over `num_nodes` sampled nodes really uses.
+
+        An explicit integer beats a large fraction, which makes big rounds ~60x slower than
+        FedAvg (shares grow with the nodes); 0 means min(15, nodes), odd, threshold just over
+        half. Fractions follow flwr 1.42's `SecAggPlusWorkflow.setup_stage` exactly.
         """
         if num_nodes < 3:
             raise ConfigError(
                 f"run config: secure aggregation needs at least 3 nodes, got {num_nodes} "
                 "(fix: add sites, or set mode = \"fedavg\")"
             )
-        shares = self.num_shares or min(15, num_nodes)
-        shares = min(shares, num_nodes)
-        if shares % 2 == 0 and shares < num_nodes:
-            shares += 1
-        shares = max(3, shares)
-        threshold = self.reconstruction_threshold or shares // 2 + 1
+        if 0 < self.num_shares <= 1:
+            shares = flwr_fraction_of_nodes(self.num_shares, num_nodes=num_nodes)
+        else:
+            shares = min(int(self.num_shares) or min(AUTO_MAX_SHARES, num_nodes), num_nodes)
+            if shares % 2 == 0 and shares < num_nodes:
+                shares += 1
+            shares = max(3, shares)
+        if 0 < self.reconstruction_threshold <= 1:
+            threshold = max(round(self.reconstruction_threshold * shares), 2)
+        else:
+            threshold = int(self.reconstruction_threshold) or shares // 2 + 1
         if not 1 <= threshold < shares:
             raise ConfigError(
-                f"run config: reconstruction-threshold {threshold} must be in [1, {shares - 1}] "
-                f"for {shares} shares (fix: lower reconstruction-threshold or set it to 0)"
+                f"run config: reconstruction-threshold {self.reconstruction_threshold:g} gives "
+                f"{threshold} of {shares} shares over {num_nodes} nodes; it must be in "
+                f"[1, {shares - 1}] (fix: lower reconstruction-threshold or set it to 0)"
             )
         return shares, threshold
+
+
+def flwr_fraction_of_nodes(fraction: float, *, num_nodes: int) -> int:
+    """Shares flwr 1.42 derives from a float `num_shares`: rounded, made odd, at least 3."""
+    shares = round(fraction * num_nodes)
+    if shares < num_nodes and shares % 2 == 0:
+        shares += 1
+    return num_nodes if shares <= 2 else shares

@@ -67,7 +67,11 @@ def main(grid: Grid, context: Context) -> None:
 def _fit_workflow(settings: RunSettings) -> SecAggPlusWorkflow | None:
     if settings.mode == "fedavg":
         return None
+    # A float is a fraction flwr resolves every round; ints are counts (see RunSettings).
     num_shares, threshold = settings.secagg_shares(num_nodes=settings.min_nodes)
+    resolved = settings.resolved_secagg_shares(num_nodes=settings.min_nodes)
+    log.info("SecAgg+: num_shares=%s reconstruction_threshold=%s (%d shares, threshold %d "
+             "over %d nodes)", num_shares, threshold, *resolved, settings.min_nodes)
     # Clients clip their delta to an L2 norm of `delta_clip_norm`, so no single value can
     # exceed it: that is the smallest clipping range that never clamps (a larger one only
     # coarsens the quantization step, 2 * range / 2**22).

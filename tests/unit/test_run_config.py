@@ -1,4 +1,4 @@
-"""Run settings: one source of defaults, integer SecAgg+ shares, fault injection."""
+"""Run settings: one source of defaults, SecAgg+ shares (counts or fractions), fault injection."""
 
 from __future__ import annotations
 
@@ -34,6 +34,48 @@ def test_explicit_shares_are_kept_and_checked():
         RunSettings(num_shares=5, reconstruction_threshold=5).secagg_shares(num_nodes=50)
     with pytest.raises(ConfigError, match="at least 3 nodes"):
         RunSettings().secagg_shares(num_nodes=2)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "nodes", "shares"),
+    [(0.6, 100, 61), (0.6, 10, 7), (0.6, 5, 3), (0.5, 8, 5), (0.1, 10, 10), (1.0, 9, 9),
+     (0.6, 3, 3), (0.35, 20, 7)],
+)
+def test_fraction_of_nodes_follows_flwr(fraction, nodes, shares):
+    # By hand from flwr 1.42's setup stage: round(f * n), made odd below n, n if <= 2.
+    settings = RunSettings.from_run_config({"num-shares": fraction})
+    assert settings.resolved_secagg_shares(num_nodes=nodes) == (shares, shares // 2 + 1)
+    passed_shares, passed_threshold = settings.secagg_shares(num_nodes=nodes)
+    assert isinstance(passed_shares, float) and passed_shares == fraction  # flwr resolves it
+    assert passed_threshold == shares // 2 + 1 and isinstance(passed_threshold, int)
+
+
+def test_fractional_threshold_is_a_fraction_of_the_shares():
+    settings = RunSettings.from_run_config({"num-shares": 11, "reconstruction-threshold": 0.6})
+    assert settings.resolved_secagg_shares(num_nodes=50) == (11, 7)  # round(6.6)
+    assert settings.secagg_shares(num_nodes=50) == (11, 0.6)
+    both = RunSettings.from_run_config({"num-shares": 0.6, "reconstruction-threshold": 0.5})
+    assert both.resolved_secagg_shares(num_nodes=100) == (61, 30)  # round(30.5): half to even
+    assert both.resolved_secagg_shares(num_nodes=5) == (3, 2)  # never below 2
+    with pytest.raises(ConfigError, match="reconstruction-threshold 1 gives 5 of 5"):
+        RunSettings(num_shares=5, reconstruction_threshold=1).secagg_shares(num_nodes=50)
+
+
+def test_whole_counts_from_toml_floats_and_cli_ints_agree():
+    as_float = RunSettings.from_run_config({"num-shares": 5.0, "reconstruction-threshold": 3.0})
+    as_int = RunSettings.from_run_config({"num-shares": 5, "reconstruction-threshold": 3})
+    assert as_float.secagg_shares(num_nodes=20) == as_int.secagg_shares(num_nodes=20) == (5, 3)
+    assert all(isinstance(v, int) for v in as_int.secagg_shares(num_nodes=20))
+    assert RunSettings.from_run_config(as_int.to_run_config()) == as_int
+
+
+@pytest.mark.parametrize(("key", "value"), [("num-shares", 2.5),
+                                            ("reconstruction-threshold", 3.7),
+                                            ("num-shares", -1), ("num-shares", float("inf"))])
+def test_bad_share_values_name_the_key_and_the_fix(key, value):
+    with pytest.raises(ConfigError) as error:
+        RunSettings.from_run_config({key: value})
+    assert key in str(error.value) and "fix:" in str(error.value)
 
 
 def test_unknown_key_names_the_key_and_the_fix():
