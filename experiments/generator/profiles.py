@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,10 @@ COMPANY_WORDS = (
     "nakatomi",
 )
 LINES_PER_DAY_RANGE = (15_000, 60_000)
+DEFAULT_FAMILIES_PER_SITE = (2, 4)
+"""Families per site (low, high), inclusive: each site draws a count in this range."""
+DEFAULT_BENIGN_MIX_SPREAD = 1.0
+"""How far sites' benign category mixes lean away from the typical one (0: not at all)."""
 
 
 @dataclass(frozen=True)
@@ -71,12 +76,21 @@ class SiteProfile:
 
 
 def assign_families(
-    rng: np.random.Generator, n_sites: int, names: tuple[str, ...]
+    rng: np.random.Generator,
+    n_sites: int,
+    names: tuple[str, ...],
+    *,
+    per_site: tuple[int, int] = DEFAULT_FAMILIES_PER_SITE,
 ) -> list[tuple[str, ...]]:
-    """2-4 families per site; every family is dealt once before any repeats (needs >= 3 sites)."""
-    counts = rng.integers(2, 5, size=n_sites)
-    while counts.sum() < len(names) and (counts < 4).any():
-        counts[rng.choice(np.flatnonzero(counts < 4))] += 1
+    """`per_site` = (low, high) families per site, inclusive (default 2-4).
+
+    Every family is dealt once before any repeats when the sites have room for them all
+    (with the default, 3 or more sites).
+    """
+    low, high = per_site
+    counts = rng.integers(low, high + 1, size=n_sites)
+    while counts.sum() < len(names) and (counts < high).any():
+        counts[rng.choice(np.flatnonzero(counts < high))] += 1
     assigned: list[list[str]] = [[] for _ in range(n_sites)]
     tie_break = rng.permutation(n_sites)
     for name in (names[i] for i in rng.permutation(len(names))):
@@ -90,6 +104,44 @@ def assign_families(
         while len(assigned[site]) < counts[site]:
             assigned[site].append(others.pop(int(rng.integers(len(others)))))
     return [tuple(sorted(chosen)) for chosen in assigned]
+
+
+def families_range(
+    families_per_site: int | tuple[int, int], *, n_families: int
+) -> tuple[int, int]:
+    """`families_per_site` as an inclusive (low, high) range, checked against the families known."""
+    value = families_per_site
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    valid = (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)
+        and 1 <= value[0] <= value[1] <= n_families
+    )
+    if not valid:
+        raise ValueError(
+            f"families_per_site must be a whole number or a (low, high) pair with "
+            f"1 <= low <= high <= {n_families} (the families known), got {families_per_site!r} "
+            f"(fix: 1 for one family per site, {DEFAULT_FAMILIES_PER_SITE} for the default "
+            f"range, or {n_families} for every family at every site)"
+        )
+    return int(value[0]), int(value[1])
+
+
+def check_benign_mix_spread(benign_mix_spread: float) -> float:
+    """The spread must be a finite number >= 0 (0: every site has the typical mix)."""
+    value = benign_mix_spread
+    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool
+    )
+    if not (number and math.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"benign_mix_spread must be a finite number >= 0, got {value!r} "
+            f"(fix: 0 for identical benign mixes, {DEFAULT_BENIGN_MIX_SPREAD} for the default, "
+            "3 for very different ones)"
+        )
+    return float(value)
 
 
 def _log_uniform(
@@ -109,22 +161,68 @@ def _languages(rng: np.random.Generator, home: str) -> dict[str, float]:
     return {lang: round(weight / total, 4) for lang, weight in sorted(weights.items())}
 
 
-def _benign_mix(rng: np.random.Generator) -> dict[str, float]:
+def _benign_mix(
+    rng: np.random.Generator, *, spread: float = DEFAULT_BENIGN_MIX_SPREAD
+) -> dict[str, float]:
     names = sorted(CATEGORY_SHAPE)
     typical = np.array([CATEGORY_SHAPE[name][0] for name in names])
     typical = typical / typical.sum()
     # e.g. a cloud-heavy shop vs a mail-heavy ISP
     leaning = typical * rng.lognormal(0.0, 0.35, size=len(names))
     mix = rng.dirichlet(leaning / leaning.sum() * 150)
+    if spread != DEFAULT_BENIGN_MIX_SPREAD:
+        # The same draws, scaled away from (or towards) the typical mix in log space: only
+        # how far the sites lean changes, never which way, nor any other draw.
+        mix = typical * (mix / typical) ** spread
+        mix = mix / mix.sum()
     mix = np.maximum(mix, 0.3 * typical)  # no hard class vanishes entirely
     mix = mix / mix.sum()
     return {name: round(float(share), 4) for name, share in zip(names, mix, strict=True)}
 
 
-def draw_profiles(*, seed: int, n_sites: int) -> list[SiteProfile]:
-    """All site profiles for one run; volumes and deployment sizes are stratified so they spread."""
+def _dga_rates(
+    site_rng: np.random.Generator,
+    default_families: tuple[str, ...],
+    families: tuple[str, ...],
+    *,
+    seed: int,
+    index: int,
+) -> dict[str, int]:
+    """Unique names per day per family; the default families' draws are always made first,
+    so another family setting leaves every later draw of the site unchanged."""
+    drawn = {name: int(site_rng.integers(120, 450)) for name in default_families}
+    if families == default_families:
+        return drawn
+    extra = stream(seed, "profile-extra-families", index)
+    return {
+        name: drawn[name] if name in drawn else int(extra.integers(120, 450)) for name in families
+    }
+
+
+def draw_profiles(
+    *,
+    seed: int,
+    n_sites: int,
+    families_per_site: int | tuple[int, int] = DEFAULT_FAMILIES_PER_SITE,
+    benign_mix_spread: float = DEFAULT_BENIGN_MIX_SPREAD,
+) -> list[SiteProfile]:
+    """All site profiles for one run; volumes and deployment sizes are stratified so they spread.
+
+    The two non-IID knobs (see `generate_sites`) change only what they name: volumes,
+    languages, intel noise and deployments stay the same for the same seed.
+    """
+    names = tuple(family.name for family in FAMILIES)
+    per_site = families_range(families_per_site, n_families=len(names))
+    spread = check_benign_mix_spread(benign_mix_spread)
     rng = stream(seed, "profiles")
-    family_sets = assign_families(rng, n_sites, tuple(family.name for family in FAMILIES))
+    default_sets = assign_families(rng, n_sites, names)
+    family_sets = (
+        default_sets
+        if per_site == DEFAULT_FAMILIES_PER_SITE
+        else assign_families(
+            stream(seed, "profiles-families", *per_site), n_sites, names, per_site=per_site
+        )
+    )
     volume_rank = rng.permutation(n_sites)
     homes = rng.permutation(len(HOME_LANGUAGES))
     companies = rng.permutation(len(COMPANY_WORDS))
@@ -148,11 +246,11 @@ def draw_profiles(*, seed: int, n_sites: int) -> list[SiteProfile]:
                 site_id=f"site-{index:02d}",
                 index=index,
                 families=family_sets[index],
-                dga_unique_per_day={
-                    name: int(site_rng.integers(120, 450)) for name in family_sets[index]
-                },
+                dga_unique_per_day=_dga_rates(
+                    site_rng, default_sets[index], family_sets[index], seed=seed, index=index
+                ),
                 lines_per_day=int(_log_uniform(site_rng, *LINES_PER_DAY_RANGE, quantile)),
-                benign_mix=_benign_mix(site_rng),
+                benign_mix=_benign_mix(site_rng, spread=spread),
                 languages=_languages(site_rng, home),
                 internal_domain=internal,
                 subnet=(10, int(site_rng.integers(1, 255))),

@@ -17,7 +17,14 @@ import numpy as np
 
 from experiments.generator import intel, table, traffic, zeek_writer
 from experiments.generator.dga import FAMILIES, FAMILY_BY_NAME, epoch_of
-from experiments.generator.profiles import SiteProfile, draw_profiles
+from experiments.generator.profiles import (
+    DEFAULT_BENIGN_MIX_SPREAD,
+    DEFAULT_FAMILIES_PER_SITE,
+    SiteProfile,
+    check_benign_mix_spread,
+    draw_profiles,
+    families_range,
+)
 from experiments.generator.streams import stream
 from experiments.generator.world import DgaWorld, build_dga_world, is_listable, registered_domain
 
@@ -198,9 +205,23 @@ def _truth_csv(ledgers: list[SiteLedger]) -> str:
     return buffer.getvalue()
 
 
-def _build(staging: Path, *, n_sites: int, n_days: int, seed: int, scale: float) -> list[str]:
+def _build(
+    staging: Path,
+    *,
+    n_sites: int,
+    n_days: int,
+    seed: int,
+    scale: float,
+    families_per_site: tuple[int, int],
+    benign_mix_spread: float,
+) -> list[str]:
     days = [START_DATE + dt.timedelta(days=i) for i in range(n_days)]
-    profiles = draw_profiles(seed=seed, n_sites=n_sites)
+    profiles = draw_profiles(
+        seed=seed,
+        n_sites=n_sites,
+        families_per_site=families_per_site,
+        benign_mix_spread=benign_mix_spread,
+    )
     world = build_dga_world(seed=seed, days=days, scale=scale)
     ledgers, site_entries = [], []
     for site in profiles:
@@ -235,12 +256,36 @@ def _build(staging: Path, *, n_sites: int, n_days: int, seed: int, scale: float)
 
 
 def generate_sites(
-    out_dir: Path, *, n_sites: int = 8, n_days: int = 4, seed: int = 0, scale: float = 1.0
+    out_dir: Path,
+    *,
+    n_sites: int = 8,
+    n_days: int = 4,
+    seed: int = 0,
+    scale: float = 1.0,
+    families_per_site: int | tuple[int, int] = DEFAULT_FAMILIES_PER_SITE,
+    benign_mix_spread: float = DEFAULT_BENIGN_MIX_SPREAD,
 ) -> list[Path]:
     """Write `n_sites` simulated sites into `out_dir` (absent or empty); return the site folders.
 
     Everything is built in a hidden sibling folder and renamed into place, so a crash leaves
     nothing half-written.
+
+    Two knobs make the sites more or less alike (non-IID stress); their defaults give
+    exactly the output of a call without them, byte for byte:
+
+    - `families_per_site`: how many DGA families infect each site, a whole number (1 up to
+      all 10) or an inclusive (low, high) range; default (2, 4), each site drawing its own
+      count. Families are dealt so that every family appears somewhere when the sites have
+      room for them all. Each family keeps its own daily volume, so more families means more
+      DGA traffic at a site.
+    - `benign_mix_spread`: how far each site's benign category mix (popular, cdn, telemetry,
+      ptr, ...) leans away from the typical mix, as a power of the drawn lean in log space:
+      0 gives every site the typical mix, 1 the default lean, 3 very different sites. The
+      direction each site leans is the same for every spread (the same random draws).
+
+    Either knob changes only what it names: for the same seed, volumes, languages, intel
+    noise and deployment figures stay the same, so settings can be compared site by site.
+    Invalid values raise ValueError naming the parameter and a valid value.
     """
     if n_sites < 1 or n_days < 1:
         raise ValueError(f"n_sites and n_days must be >= 1, got n_sites={n_sites}, n_days={n_days}")
@@ -248,6 +293,8 @@ def generate_sites(
         raise ValueError(f"scale must be > 0, got {scale}")
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    per_site = families_range(families_per_site, n_families=len(FAMILIES))
+    spread = check_benign_mix_spread(benign_mix_spread)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(
@@ -256,7 +303,15 @@ def generate_sites(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        site_ids = _build(staging, n_sites=n_sites, n_days=n_days, seed=seed, scale=scale)
+        site_ids = _build(
+            staging,
+            n_sites=n_sites,
+            n_days=n_days,
+            seed=seed,
+            scale=scale,
+            families_per_site=per_site,
+            benign_mix_spread=spread,
+        )
         os.chmod(staging, 0o755)
         if out_dir.exists():
             out_dir.rmdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import gzip
 import json
@@ -24,7 +25,7 @@ from common.config import parse_site_config
 from experiments.generator import generate_sites
 from experiments.generator import sites as sites_module
 from experiments.generator.dga import FAMILIES, FAMILY_BY_NAME, family_pool
-from experiments.generator.profiles import assign_families
+from experiments.generator.profiles import assign_families, draw_profiles
 from experiments.generator.responses import zeek_escape
 from experiments.generator.world import build_dga_world, is_listable, registered_domain
 from experiments.generator.zeek_writer import FIELDS, TYPES
@@ -433,3 +434,127 @@ def test_date_seeded_family_depends_on_the_date_only() -> None:
     assert not set(family_pool(family, seed=0, epoch=0, day=day1, size=50)) & set(
         family_pool(family, seed=0, epoch=1, day=day2, size=50)
     )
+
+
+# --- non-IID knobs: families per site and benign-mix spread ----------------------------------
+
+
+def _mix_distance(mix: dict[str, float], typical: dict[str, float]) -> float:
+    return 0.5 * sum(abs(mix[name] - typical[name]) for name in typical)
+
+
+def test_default_knobs_passed_explicitly_give_identical_bytes(run_a: Path, tmp_path: Path) -> None:
+    explicit = tmp_path / "explicit"
+    generate_sites(explicit, seed=SEED, families_per_site=(2, 4), benign_mix_spread=1.0, **SMALL)
+    first, second = all_files(run_a), all_files(explicit)
+    assert sorted(first) == sorted(second)
+    assert [name for name in first if first[name] != second[name]] == []
+
+
+@pytest.mark.parametrize(
+    ("knobs", "changed"),
+    [
+        ({"families_per_site": 1}, {"families", "dga_unique_per_day"}),
+        ({"families_per_site": len(FAMILIES)}, {"families", "dga_unique_per_day"}),
+        ({"families_per_site": (3, 5)}, {"families", "dga_unique_per_day"}),
+        ({"benign_mix_spread": 0.0}, {"benign_mix"}),
+        ({"benign_mix_spread": 3.0}, {"benign_mix"}),
+    ],
+)
+def test_knobs_change_only_what_they_name(knobs: dict, changed: set[str]) -> None:
+    base = draw_profiles(seed=SEED, n_sites=8)
+    other = draw_profiles(seed=SEED, n_sites=8, **knobs)
+    differing: set[str] = set()
+    for before, after in zip(base, other, strict=True):
+        differing |= {
+            field.name
+            for field in dataclasses.fields(before)
+            if getattr(before, field.name) != getattr(after, field.name)
+        }
+        # a family a site keeps keeps its daily volume
+        for name in set(before.families) & set(after.families):
+            assert before.dga_unique_per_day[name] == after.dga_unique_per_day[name]
+        assert set(after.dga_unique_per_day) == set(after.families)
+    assert differing == changed
+
+
+def test_one_family_per_site_and_every_family_everywhere() -> None:
+    names = {family.name for family in FAMILIES}
+    single = draw_profiles(seed=SEED, n_sites=8, families_per_site=1)
+    assert all(len(profile.families) == 1 for profile in single)
+    assert len({profile.families for profile in single}) == 8, "dealt without repeats"
+    every = draw_profiles(seed=SEED, n_sites=4, families_per_site=len(FAMILIES))
+    assert all(set(profile.families) == names for profile in every)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_sites=st.integers(min_value=1, max_value=30),
+    low=st.integers(min_value=1, max_value=10),
+    width=st.integers(min_value=0, max_value=9),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_family_ranges_are_respected(n_sites: int, low: int, width: int, seed: int) -> None:
+    names = tuple(family.name for family in FAMILIES)
+    high = min(low + width, len(names))
+    assigned = assign_families(np.random.default_rng(seed), n_sites, names, per_site=(low, high))
+    for chosen in assigned:
+        assert low <= len(chosen) <= high and len(set(chosen)) == len(chosen)
+    if n_sites * high >= len(names):
+        assert set().union(*assigned) == set(names)
+
+
+def test_benign_mix_spread_orders_how_far_sites_lean() -> None:
+    typical_profiles = draw_profiles(seed=SEED, n_sites=8, benign_mix_spread=0.0)
+    typical = typical_profiles[0].benign_mix
+    assert all(profile.benign_mix == typical for profile in typical_profiles)
+    assert sum(typical.values()) == pytest.approx(1.0, abs=1e-3)
+    distances = []
+    for spread in (0.0, 0.5, 1.0, 3.0):
+        profiles = draw_profiles(seed=SEED, n_sites=8, benign_mix_spread=spread)
+        for profile in profiles:
+            assert sum(profile.benign_mix.values()) == pytest.approx(1.0, abs=1e-3)
+            assert min(profile.benign_mix.values()) > 0, "no category vanishes"
+        distances.append(np.mean([_mix_distance(p.benign_mix, typical) for p in profiles]))
+    assert distances[0] == 0.0
+    assert distances == sorted(distances) and distances[3] > 2 * distances[2]
+
+
+@pytest.mark.parametrize(
+    ("knobs", "parameter"),
+    [
+        ({"families_per_site": 0}, "families_per_site"),
+        ({"families_per_site": len(FAMILIES) + 1}, "families_per_site"),
+        ({"families_per_site": (3, 2)}, "families_per_site"),
+        ({"families_per_site": (1, 2, 3)}, "families_per_site"),
+        ({"families_per_site": 2.5}, "families_per_site"),
+        ({"families_per_site": True}, "families_per_site"),
+        ({"families_per_site": "2"}, "families_per_site"),
+        ({"benign_mix_spread": -0.5}, "benign_mix_spread"),
+        ({"benign_mix_spread": float("nan")}, "benign_mix_spread"),
+        ({"benign_mix_spread": float("inf")}, "benign_mix_spread"),
+        ({"benign_mix_spread": "1"}, "benign_mix_spread"),
+        ({"benign_mix_spread": True}, "benign_mix_spread"),
+    ],
+)
+def test_invalid_knobs_are_refused_before_writing(
+    tmp_path: Path, knobs: dict, parameter: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"{parameter} must be .*\(fix: "):
+        generate_sites(tmp_path / "out", n_sites=3, n_days=1, seed=0, scale=0.05, **knobs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_knobs_reach_the_written_sites(tmp_path: Path) -> None:
+    out = tmp_path / "single"
+    generate_sites(
+        out, n_sites=3, n_days=1, seed=1, scale=0.05, families_per_site=1, benign_mix_spread=0
+    )
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    truth = load_truth(out)
+    mixes = {json.dumps(site["benign_mix"], sort_keys=True) for site in manifest["sites"]}
+    assert len(mixes) == 1
+    for site in manifest["sites"]:
+        assert len(site["families"]) == 1
+        logged = {truth[q][1] for q in site_queries(out / site["site_id"]) if truth[q][0] == "dga"}
+        assert logged == set(site["families"])
