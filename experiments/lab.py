@@ -103,7 +103,7 @@ class Results:
 
     def add_table(self, heading: str, rows: Sequence[dict[str, Any]], columns: Sequence[Column],
                   *, notes: Sequence[str] = ()) -> str:
-        """A markdown table (kept for table.md) and the same rows as a CSV beside it."""
+        """A markdown table, kept for table.md and returned; write CSVs with `write_csv`."""
         lines = [f"### {heading}", ""]
         lines.append("| " + " | ".join(column.header for column in columns) + " |")
         lines.append("|" + "|".join("---" for _ in columns) + "|")

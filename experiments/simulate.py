@@ -110,8 +110,9 @@ def run_simulation(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any],
     TaskIdentity.node_id = SUPERLINK_NODE_ID
     init_args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False,
                                  "include_dashboard": False}
-    if ray_address:
-        init_args["address"] = ray_address
+    # Without an address Ray would join whatever cluster `ray start` left on this host;
+    # "local" always starts a private one unless the user names a cluster.
+    init_args["address"] = ray_address or "local"
     backend_config = {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": 0.0},
                       "init_args": init_args}
     out_dir.mkdir(parents=True, exist_ok=True)
