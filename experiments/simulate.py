@@ -85,6 +85,10 @@ def run_simulation(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any],
     })
     if settings.mode == "secagg":
         settings.secagg_shares(num_nodes=len(sites))  # fail now, not inside the ServerApp
+    if ray_address is None:
+        # A private Ray needs no network, but on Linux Ray binds its GCS and raylet to the
+        # host's routable address unless told it is a single-machine install (read at import).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     quiet_frameworks()
     from flwr.app import Context, RecordDict
     from flwr.common.constant import SUPERLINK_NODE_ID
