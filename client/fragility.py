@@ -49,7 +49,7 @@ NAN = float("nan")
 class SiteReport:
     metrics: dict[str, float]
     json_path: Path
-    html_path: Path
+    html_path: Path | None  # None when the run config turned the HTML off for this round
 
 
 # --- operating threshold -----------------------------------------------------------------------
@@ -484,11 +484,13 @@ def compute_metrics(data: SiteData, *, intel_only: Examples, test_scores: np.nda
 def site_fragility_report(*, data: SiteData, intel_only: Examples | None, test_scores: np.ndarray,
                           train_scores: np.ndarray, intel_only_scores: np.ndarray | None,
                           server_round: int, work_dir: Path, dqa: dict[str, float] | None = None,
-                          extra: dict[str, float] | None = None) -> SiteReport:
+                          extra: dict[str, float] | None = None, html: bool = True) -> SiteReport:
     """Compute every fragility metric for this round and write WORK/fragility/round-NNN.{json,html}.
 
     ``test_scores`` align with ``data.test``; ``intel_only`` holds blocklisted names absent from
     the logs (scored by ``intel_only_scores``); ``dqa`` and ``extra`` are merged as given.
+    ``html=False`` writes the JSON report only: the plots are most of a report's cost, which
+    matters when one machine simulates hundreds of sites.
     """
     started = time.perf_counter()
     test, config = data.test, data.config
@@ -526,22 +528,29 @@ def site_fragility_report(*, data: SiteData, intel_only: Examples | None, test_s
         "share": {"level": config.share.level,
                   "sent": share_subset(metrics, level=config.share.level)},
     }
-    plots = PlotInputs(
-        test_scores=test_scores, test_labels=test.labels == 1, intel_only_scores=intel_only_scores,
-        fp_curve=fp_per_day_curve(test_scores, test.labels == 1,
-                                  benign_events_per_day=config.deployment.benign_events_per_day))
-    html = render_report_html(report, plots)
+    page = None
+    if html:
+        plots = PlotInputs(
+            test_scores=test_scores, test_labels=test.labels == 1,
+            intel_only_scores=intel_only_scores,
+            fp_curve=fp_per_day_curve(test_scores, test.labels == 1,
+                                      benign_events_per_day=config.deployment.benign_events_per_day))
+        page = render_report_html(report, plots)
     report["compute_seconds"] = round(time.perf_counter() - started, 3)
-    return _write_report(report, html, report_dir=report_dir, probe=computed.probe,
+    return _write_report(report, page, report_dir=report_dir, probe=computed.probe,
                          previous=previous)
 
 
-def _write_report(report: dict, html: str, *, report_dir: Path, probe: ProbeDecisions | None,
-                  previous: ProbeDecisions | None) -> SiteReport:
+def _write_report(report: dict, page: str | None, *, report_dir: Path,
+                  probe: ProbeDecisions | None, previous: ProbeDecisions | None) -> SiteReport:
     json_path = report_dir / f"round-{report['round']:03d}.json"
     html_path = json_path.with_suffix(".html")
     _write_atomic(json_path, json.dumps(_jsonable(report), indent=1, allow_nan=False))
-    _write_atomic(html_path, html)
+    if page is None:
+        html_path.unlink(missing_ok=True)  # a resumed round must not keep an older model's page
+        html_path = None
+    else:
+        _write_atomic(html_path, page)
     if probe is not None:
         save_probe(report_dir / PROBE_STATE_FILE, probe, previous)
     _write_atomic(report_dir / "index.html", render_index(_index_rows(report_dir)))
@@ -555,8 +564,9 @@ def _index_rows(report_dir: Path) -> list[dict]:
             report = json.loads(path.read_text(encoding="utf-8"))
             metrics = {key: (NAN if value is None else value)
                        for key, value in report["metrics"].items()}
+            html = path.with_suffix(".html")
             rows.append({"round": int(report["round"]), "metrics": metrics, "json": path.name,
-                         "html": path.with_suffix(".html").name})
+                         "html": html.name if html.exists() else None})
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a report from another version or a half-copied file: not listed
     return sorted(rows, key=lambda row: row["round"])

@@ -323,8 +323,9 @@ def render_index(rounds: Sequence[Mapping]) -> str:
     columns = ("tpr_at_fpr_1e-4", "recall_at_budget", "fp_per_day", "fp_per_day_upper95",
                "unseen_family_recall", "churn")
     rows = "".join(
-        f'<tr><td><a href="{escape(item["html"])}">round {item["round"]}</a> '
-        f'(<a href="{escape(item["json"])}">json</a>)</td>'
+        (f'<tr><td><a href="{escape(item["html"])}">round {item["round"]}</a> '
+         if item.get("html") else f'<tr><td>round {item["round"]} ')
+        + f'(<a href="{escape(item["json"])}">json</a>)</td>'
         + "".join(f'<td class="num">{_format(item["metrics"].get(key))}</td>' for key in columns)
         + "</tr>" for item in rounds)
     head = "".join(f"<th>{escape(key)}</th>" for key in ("report", *columns))

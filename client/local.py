@@ -163,6 +163,7 @@ def evaluate_round(site: PreparedSite, *, global_arrays: list[np.ndarray], setti
         work_dir=site.work_dir,
         dqa=site.quality.report.metrics(),
         extra=extra,
+        html=settings.site_html_at(server_round),
     )
 
 

@@ -41,6 +41,11 @@ class RunSettings(BaseModel):
     audit_replies: bool = Field(default=False, alias="audit-replies")
     resume: bool = False
     compare_local: bool = Field(default=False, alias="compare-local")
+    # Each site's HTML fragility report (5 plots) is most of its evaluation cost: researchers
+    # simulating hundreds of sites on one machine can keep it to the last round or turn it off.
+    # The JSON report, and what a site sends, are the same either way.
+    site_html: Literal["every-round", "last-round", "off"] = Field(default="every-round",
+                                                                   alias="site-html")
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> RunSettings:
@@ -51,6 +56,11 @@ class RunSettings(BaseModel):
 
     def to_run_config(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True)
+
+    def site_html_at(self, server_round: int) -> bool:
+        """Does a site render its HTML report in this round?"""
+        return self.site_html == "every-round" or (
+            self.site_html == "last-round" and server_round >= self.num_rounds)
 
     def fails_at(self, *, site_id: str, server_round: int) -> bool:
         """Fault injection for dropout tests and experiments: this site raises in this round."""

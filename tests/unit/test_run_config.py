@@ -90,3 +90,18 @@ def test_fault_injection_by_site_and_round():
     assert not settings.fails_at(site_id="site-01", server_round=1)
     assert not settings.fails_at(site_id="site-02", server_round=2)
     assert RunSettings(fail_sites="site-02").fails_at(site_id="site-02", server_round=7)
+
+
+@pytest.mark.parametrize(("value", "rendered"), [
+    ("every-round", [True, True, True]),
+    ("last-round", [False, False, True]),
+    ("off", [False, False, False]),
+])
+def test_site_html_rounds(value: str, rendered: list[bool]) -> None:
+    settings = RunSettings.from_run_config({"site-html": value, "num-rounds": 3})
+    assert [settings.site_html_at(server_round) for server_round in (1, 2, 3)] == rendered
+
+
+def test_site_html_rejects_unknown_values_by_name() -> None:
+    with pytest.raises(ConfigError, match="site-html"):
+        RunSettings.from_run_config({"site-html": "sometimes"})

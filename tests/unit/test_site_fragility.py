@@ -320,6 +320,26 @@ def test_html_is_self_contained_with_png_plots(tmp_path: Path) -> None:
     assert "<script" not in page and "http://" not in page and "https://" not in page
 
 
+def test_without_html_the_json_report_is_the_same_and_the_index_links_only_real_pages(
+    tmp_path: Path,
+) -> None:
+    data = make_site()
+    with_page = report(data, tmp_path / "a", server_round=1, seed=1)
+    first = report(data, tmp_path / "b", server_round=1, seed=1, html=False)
+    assert first.html_path is None and first.json_path.is_file()
+    assert not (tmp_path / "b" / "fragility" / "round-001.html").exists()
+    assert first.metrics.keys() == with_page.metrics.keys()
+    assert strict_json(first.json_path)["metrics"] == strict_json(with_page.json_path)["metrics"]
+    second = report(data, tmp_path / "b", server_round=2, seed=2)
+    assert second.html_path is not None and second.html_path.is_file()
+    # A resumed round 2 without HTML must not leave the page of the model it replaced.
+    report(data, tmp_path / "b", server_round=2, seed=3, html=False)
+    assert not second.html_path.exists()
+    index = (tmp_path / "b" / "fragility" / "index.html").read_text(encoding="utf-8")
+    assert "round-001.json" in index and "round-002.json" in index
+    assert ".html" not in index
+
+
 def test_top_false_positives_stay_local(tmp_path: Path) -> None:
     data = make_site(config=site_config(operating={"target_fpr": 0.01}))
     result = report(data, tmp_path)
