@@ -325,12 +325,18 @@ def train_pooled(sites: Sequence[Any], settings: RunSettings):
     return model
 
 
-def run_federation(data_dir: Path, out_dir: Path, **overrides: Any) -> tuple[dict, list]:
-    """One flwr Simulation Engine run: (its results.json, the final global arrays)."""
+def run_federation(data_dir: Path, out_dir: Path, *, site_html: str = "off",
+                   **overrides: Any) -> tuple[dict, list]:
+    """One flwr Simulation Engine run: (its results.json, the final global arrays).
+
+    Experiments read what sites report (results.json) and their own evaluation, never the
+    sites' HTML pages, whose plots were about half of every simulated round: off unless asked.
+    """
     from common.model import model_from_bytes, model_to_ndarrays
     from experiments.simulate import run_simulation
 
-    results = run_simulation(data_dir=data_dir, out_dir=out_dir, overrides=overrides)
+    results = run_simulation(data_dir=data_dir, out_dir=out_dir,
+                             overrides={"site-html": site_html, **overrides})
     model, _ = model_from_bytes((out_dir / "model.npz").read_bytes())
     return results, model_to_ndarrays(model)
 
