@@ -1,0 +1,438 @@
+"""Scale: seconds per round and memory for 100, 500 and 1000 simulated sites on one machine.
+
+    fedsec experiment scale [--full | --tiny]
+
+Every size is a fresh FedAvg federation of small generated sites (2 days at a small volume
+scale) on flwr's Simulation Engine in this process. Seconds per round are means over rounds
+>= 2 (round 1 starts cold Ray actors), split into train and evaluate; per-site figures are
+ratios against the smallest size of the same run. Memory is the peak RSS of the whole process
+tree (driver, raylet, GCS and the ClientApp actors), and the largest RSS of any single actor:
+each actor keeps every site it has served parsed in memory (``client.local.prepared_site``
+and the reply guard's name set), so its RSS grows with the number of sites, not with rounds.
+A separate child process measures that cache directly: RSS after parsing 1, 2, ... sites.
+Sites whose generated logs fail their own quality gate would refuse to train (and flood the
+log with Ray tracebacks); they are generated in surplus and left out, so every size trains
+exactly its number of sites.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.lab import (
+    RESULTS_ROOT,
+    Column,
+    PeakRss,
+    Results,
+    cli_main,
+    run_federation,
+    stopwatch,
+)
+
+log = logging.getLogger("fedsec.experiments")
+
+NAME = "scale"
+TITLE = "Scale: seconds per round and memory for hundreds of simulated sites"
+SEED = 0
+SURPLUS = 1.15  # generate this many times the sites needed: a few fail their quality gate
+
+
+@dataclass(frozen=True)
+class Plan:
+    sizes: tuple[int, ...]
+    num_rounds: int
+    secagg_sites: int | None = None  # one SecAgg+ run at this size (fixed small num_shares)
+    secagg_shares: int = 7
+    cache_sites: int = 100  # sites parsed in the cache-cost child process
+    scale: float = 0.02
+    n_days: int = 2
+    local_steps: int = 10
+
+
+PLANS = {
+    "tiny": Plan(sizes=(5, 10), num_rounds=2, cache_sites=5, local_steps=3),
+    "default": Plan(sizes=(20, 100), num_rounds=2),
+    "full": Plan(sizes=(100, 500, 1000), num_rounds=2, secagg_sites=100, cache_sites=300),
+}
+
+
+def run(*, size: str = "default", root: Path = RESULTS_ROOT) -> dict[str, Any]:
+    plan = PLANS[size]
+    runs = [(n, "fedavg") for n in plan.sizes]
+    if plan.secagg_sites:
+        runs.append((plan.secagg_sites, "secagg"))
+    rows, generation = [], []
+    with tempfile.TemporaryDirectory(prefix="fedsec-scale-", ignore_cleanup_errors=True) as temp:
+        datasets: dict[int, Path] = {}
+        for n_sites in sorted({n for n, _ in runs}):
+            datasets[n_sites], gen = _sites(Path(temp) / f"sites-{n_sites}", n_sites, plan)
+            generation.append(gen)
+            log.info("scale: %d sites generated in %.0f s (%.3f s/site), %d of %d refused by "
+                     "their quality gate", n_sites, gen["seconds"], gen["seconds_per_site"],
+                     gen["gate_failures"], gen["generated"])
+        for n_sites, mode in runs:
+            rows.append(_one_run(datasets[n_sites], Path(temp) / f"run-{mode}-{n_sites}",
+                                 plan=plan, mode=mode, n_sites=n_sites))
+        cache = _cache_cost(datasets[max(datasets)], Path(temp) / "cache", plan.cache_sites)
+    _add_ratios(rows)
+    summary = _summary(rows, cache)
+    payload = {"plan": plan.__dict__, "runs": rows, "generation": generation,
+               "cache": cache, "summary": summary}
+    _write(Results(NAME, TITLE, root), payload, size=size)
+    return payload
+
+
+# --- sites -------------------------------------------------------------------------------------
+
+
+def _sites(out: Path, n_sites: int, plan: Plan) -> tuple[Path, dict[str, Any]]:
+    """`n_sites` generated sites that pass their quality gate (a surplus is generated)."""
+    from experiments.generator import generate_sites
+
+    generated = math.ceil(n_sites * SURPLUS) + 3
+    with stopwatch() as timing:
+        site_dirs = generate_sites(out_dir=out, n_sites=generated, n_days=plan.n_days,
+                                   seed=SEED, scale=plan.scale)
+    with stopwatch() as gate_timing:
+        refused = [site for site in site_dirs if not _passes_gate(site, out.parent / "gate")]
+    kept = [site for site in sorted(site_dirs) if site not in refused][:n_sites]
+    if len(kept) < n_sites:
+        raise RuntimeError(f"only {len(kept)} of {generated} generated sites pass their "
+                           f"quality gate; {n_sites} needed (raise SURPLUS)")
+    for site in site_dirs:
+        if site not in kept:
+            shutil.rmtree(site)
+    disk = sum(path.stat().st_size for site in kept for path in site.rglob("*")
+               if path.is_file())
+    return out, {"sites": n_sites, "generated": generated, "gate_failures": len(refused),
+                 "seconds": timing["seconds"], "seconds_per_site": timing["seconds"] / generated,
+                 "gate_seconds_per_site": gate_timing["seconds"] / generated,
+                 "disk_mib_per_site": disk / len(kept) / 2**20,
+                 "site_ids_unique": len({site.name for site in kept}) == len(kept)}
+
+
+def _passes_gate(site_dir: Path, work_root: Path) -> bool:
+    from client.check import assess_site, thresholds_for
+    from client.dqa import QualityGateError, enforce_quality_gate
+    from client.site import load_site_config
+
+    assessment = assess_site(site_dir, work_dir=work_root / site_dir.name)
+    try:
+        enforce_quality_gate(assessment.report, thresholds_for(load_site_config(site_dir)),
+                             site_id=site_dir.name)
+    except QualityGateError:
+        return False
+    return True
+
+
+# --- one federation ----------------------------------------------------------------------------
+
+
+class TreeSampler:
+    """Samples this process tree: CPU seconds used so far, and each Ray actor's peak RSS.
+
+    CPU seconds are robust to a shared machine in a way wall seconds are not: other jobs
+    stretch the wall clock of a round, not (much) the CPU time this tree spends on it.
+    """
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.actor_peak_bytes: dict[int, int] = {}
+        self.cpu: list[tuple[float, float]] = []  # (epoch seconds, tree CPU seconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tree-sampler", daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        import psutil
+
+        root = psutil.Process()
+        total = 0.0
+        for process in [root, *root.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+                if process is not root and "ClientAppActor" in " ".join(process.cmdline()):
+                    rss = process.memory_info().rss
+                    self.actor_peak_bytes[process.pid] = max(
+                        rss, self.actor_peak_bytes.get(process.pid, 0))
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        self.cpu.append((time.time(), total))
+
+    def cpu_at(self, epoch: float) -> float:
+        times, totals = zip(*self.cpu, strict=True)
+        return float(np.interp(epoch, times, totals))
+
+    @property
+    def max_actor_mib(self) -> float:
+        return max(self.actor_peak_bytes.values(), default=0) / 2**20
+
+
+def _cpu_per_round(sampler: TreeSampler, out: Path, num_rounds: int) -> float:
+    """Tree CPU seconds per round over rounds >= 2, between the rounds' checkpoint writes."""
+    ends = [(out / "checkpoints" / f"round-{r:03d}.npz").stat().st_mtime
+            for r in range(1, num_rounds + 1)]
+    if num_rounds < 2:
+        return math.nan
+    return (sampler.cpu_at(ends[-1]) - sampler.cpu_at(ends[0])) / (num_rounds - 1)
+
+
+def _one_run(data: Path, out: Path, *, plan: Plan, mode: str, n_sites: int) -> dict[str, Any]:
+    overrides: dict[str, Any] = {"mode": mode, "num-rounds": plan.num_rounds, "seed": SEED,
+                                 "local-steps": plan.local_steps}
+    if mode == "secagg":
+        overrides["num-shares"] = plan.secagg_shares
+    log.info("scale: %s over %d sites, %d rounds ...", mode, n_sites, plan.num_rounds)
+    with PeakRss() as rss, TreeSampler() as tree, stopwatch() as wall:
+        # What `fedsec simulate` does by default: every site renders its HTML report each round.
+        results, _ = run_federation(data, out, site_html="every-round", **overrides)
+    cpu_s = _cpu_per_round(tree, out, plan.num_rounds)
+    later = [entry for entry in results["rounds"] if entry["round"] >= 2] or results["rounds"]
+    seconds = {phase: float(np.mean([entry["seconds"][phase] for entry in later]))
+               for phase in ("train", "evaluate", "total")}
+    trained = [entry["train"].get("results", 0) for entry in results["rounds"]]
+    row = {
+        "mode": mode, "sites": n_sites, "rounds": plan.num_rounds,
+        "first_round_s": results["rounds"][0]["seconds"]["total"],
+        "round_s": seconds["total"], "train_s": seconds["train"],
+        "evaluate_s": seconds["evaluate"],
+        "evaluate_share": seconds["evaluate"] / seconds["total"],
+        "round_s_per_site": seconds["total"] / n_sites,
+        "cpu_s": cpu_s, "cpu_s_per_site": cpu_s / n_sites,
+        "wall_s": wall["seconds"],
+        "peak_rss_mib": rss.peak_mib, "added_rss_mib": rss.added_mib,
+        "actors": len(tree.actor_peak_bytes), "max_actor_rss_mib": tree.max_actor_mib,
+        "min_sites_trained": min(trained), "train_failures":
+            sum(entry["train"].get("failures", 0) for entry in results["rounds"]),
+    }
+    log.info("scale: %s %d sites: %.1f s/round (train %.1f, evaluate %.1f), %.1f CPU s/round, "
+             "peak RSS %.0f MiB, largest actor %.0f MiB", mode, n_sites, row["round_s"],
+             row["train_s"], row["evaluate_s"], row["cpu_s"], row["peak_rss_mib"],
+             row["max_actor_rss_mib"])
+    shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    fedavg = [row for row in rows if row["mode"] == "fedavg"]
+    base = min(fedavg, key=lambda row: row["sites"])
+    for row in rows:
+        row["per_site_ratio"] = row["round_s_per_site"] / base["round_s_per_site"]
+        row["cpu_per_site_ratio"] = row["cpu_s_per_site"] / base["cpu_s_per_site"]
+        same = [r for r in fedavg if r["sites"] == row["sites"]]
+        row["over_fedavg"] = row["round_s"] / same[0]["round_s"] if same else math.nan
+    sizes = np.array([row["sites"] for row in fedavg], dtype=float)
+    for key in ("peak_rss_mib", "max_actor_rss_mib"):
+        values = np.array([row[key] for row in fedavg])
+        slope = float(np.polyfit(sizes, values, 1)[0]) if len(sizes) > 1 else math.nan
+        for row in rows:
+            row[f"{key}_per_site_slope"] = slope
+
+
+# --- the cache every actor keeps ---------------------------------------------------------------
+
+
+def _cache_cost(data: Path, work_root: Path, n_sites: int) -> dict[str, Any]:
+    """RSS of a fresh process after parsing 0..n sites as an actor does (in a child process)."""
+    from client.site import find_site_dirs
+
+    site_dirs = find_site_dirs(data)[:n_sites]
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        curve = pool.submit(_cache_curve, site_dirs, work_root).result()
+    counts = np.array([n for n, _ in curve], dtype=float)
+    mib = np.array([value for _, value in curve])
+    slope = float(np.polyfit(counts[1:], mib[1:], 1)[0]) if len(curve) > 2 else math.nan
+    log.info("scale: an actor's site cache costs %.2f MiB per site (%d sites parsed)",
+             slope, len(site_dirs))
+    return {"sites": len(site_dirs), "curve": [[int(n), v] for n, v in curve],
+            "mib_per_site": slope, "base_mib": float(mib[0])}
+
+
+def _cache_curve(site_dirs: list[Path], work_root: Path) -> list[tuple[int, float]]:
+    """In a child: what the ClientApp caches per site (parsed site + reply-guard name set)."""
+    import gc
+    from types import SimpleNamespace
+
+    import psutil
+
+    import client.app
+    from client.local import prepared_site
+
+    process = psutil.Process()
+    curve = [(0, process.memory_info().rss / 2**20)]
+    step = max(1, len(site_dirs) // 20)
+    for index, site_dir in enumerate(site_dirs, start=1):
+        work = work_root / site_dir.name
+        prepared_site(site_dir, work_dir=work)
+        context = SimpleNamespace(node_config={"site-dir": str(site_dir), "work-dir": str(work)},
+                                  run_config={})
+        client.app._site_names(context)  # the reply guard's per-site cache
+        if index % step == 0 or index == len(site_dirs):
+            gc.collect()
+            curve.append((index, process.memory_info().rss / 2**20))
+    return curve
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+def _summary(rows: list[dict[str, Any]], cache: dict[str, Any]) -> dict[str, Any]:
+    fedavg = sorted((row for row in rows if row["mode"] == "fedavg"), key=lambda r: r["sites"])
+    small, large = fedavg[0], fedavg[-1]
+    secagg = [row for row in rows if row["mode"] == "secagg"]
+    return {
+        "smallest": small["sites"], "largest": large["sites"],
+        "round_s_largest": large["round_s"],
+        "per_site_ratio_largest": large["per_site_ratio"],
+        "cpu_per_site_ratio_largest": large["cpu_per_site_ratio"],
+        "cpu_s_per_site_largest": large["cpu_s_per_site"],
+        "evaluate_share_largest": large["evaluate_share"],
+        "peak_rss_mib_largest": large["peak_rss_mib"],
+        "peak_rss_mib_per_site": large["peak_rss_mib_per_site_slope"],
+        "actor_rss_mib_per_site": large["max_actor_rss_mib_per_site_slope"],
+        "cache_mib_per_site": cache["mib_per_site"], "cache_sites": cache["sites"],
+        "secagg_over_fedavg": secagg[0]["over_fedavg"] if secagg else None,
+        "secagg_sites": secagg[0]["sites"] if secagg else None,
+    }
+
+
+COLUMNS = (
+    Column("mode", "mode"),
+    Column("sites", "sites", "{:d}"),
+    Column("round_s", "s/round (rounds >= 2)", "{:.1f}"),
+    Column("train_s", "train s", "{:.1f}"),
+    Column("evaluate_s", "evaluate s", "{:.1f}"),
+    Column("first_round_s", "round 1 s (cold)", "{:.1f}"),
+    Column("round_s_per_site", "s/round/site", "{:.3f}"),
+    Column("per_site_ratio", "per site vs smallest", "{:.2f}x"),
+    Column("cpu_s", "CPU s/round (tree)", "{:.1f}"),
+    Column("cpu_per_site_ratio", "CPU per site vs smallest", "{:.2f}x"),
+    Column("peak_rss_mib", "peak RSS MiB (tree)", "{:,.0f}"),
+    Column("actors", "actors", "{:d}"),
+    Column("max_actor_rss_mib", "largest actor MiB", "{:,.0f}"),
+)
+GEN_COLUMNS = (
+    Column("sites", "sites kept", "{:d}"),
+    Column("generated", "generated", "{:d}"),
+    Column("gate_failures", "refused by quality gate", "{:d}"),
+    Column("seconds_per_site", "generate s/site", "{:.3f}"),
+    Column("gate_seconds_per_site", "gate check s/site", "{:.3f}"),
+    Column("disk_mib_per_site", "disk MiB/site", "{:.2f}"),
+)
+
+
+def _write(results: Results, payload: dict[str, Any], *, size: str) -> None:
+    rows, summary, plan = payload["runs"], payload["summary"], payload["plan"]
+    results.write_json(payload)
+    results.write_csv(rows, "runs.csv")
+    results.write_csv(payload["generation"], "generation.csv")
+    results.write_csv([{"sites_cached": n, "rss_mib": v} for n, v in payload["cache"]["curve"]],
+                      "cache.csv")
+    results.add_table("Seconds per round and memory by number of sites", rows, COLUMNS,
+                      notes=_notes(summary, payload))
+    results.add_table("Generating the sites", payload["generation"], GEN_COLUMNS)
+    results.plot("scale.png", lambda figure: _draw(figure, rows, payload["cache"]),
+                 size=(10.0, 4.0))
+    intro = (
+        f"FedAvg over {', '.join(str(n) for n in plan['sizes'])} generated sites "
+        f"({plan['n_days']} days at volume scale {plan['scale']}, {plan['local_steps']} local "
+        f"steps, {plan['num_rounds']} rounds) on flwr's Simulation Engine, one process tree on "
+        f"2 shared cores. {_reading(summary)}"
+    )
+    results.write_table_md(size=size, command="fedsec experiment scale [--full]", intro=intro,
+                           plots=["scale.png"])
+
+
+def _reading(summary: dict[str, Any]) -> str:
+    ratio = summary["cpu_per_site_ratio_largest"]
+    shape = ("about linear in sites" if 0.8 <= ratio <= 1.25 else
+             "less than linear (fixed per-round costs are shared)" if ratio < 0.8 else
+             "faster than linear")
+    text = (
+        f"At {summary['largest']} sites a round takes {summary['round_s_largest']:.0f} s of "
+        f"wall time and {summary['cpu_s_per_site_largest']:.2f} CPU s per site; per site that "
+        f"is {ratio:.2f}x the CPU (and {summary['per_site_ratio_largest']:.2f}x the wall time) "
+        f"at {summary['smallest']} sites, so the cost is {shape}. "
+        f"{summary['evaluate_share_largest']:.0%} of a round is the evaluate phase "
+        f"(every site renders its HTML fragility report, with its plots, every round). Peak "
+        f"RSS of the whole tree is {summary['peak_rss_mib_largest']:,.0f} MiB and grows by "
+        f"{summary['peak_rss_mib_per_site']:.2f} MiB per added site; the largest single "
+        f"actor grows by {summary['actor_rss_mib_per_site']:.2f} MiB per site, and a fresh "
+        f"process parsing sites as an actor does grows by "
+        f"{summary['cache_mib_per_site']:.2f} MiB per cached site "
+        f"({summary['cache_sites']} sites parsed). Every actor keeps every site it served "
+        f"and there is one actor per core, so the cache costs about actors x sites x that "
+        f"figure: small for these small sites, but it scales with each site's data volume."
+    )
+    if summary["secagg_over_fedavg"] is not None:
+        text += (f" SecAgg+ at {summary['secagg_sites']} sites: "
+                 f"{summary['secagg_over_fedavg']:.2f}x FedAvg seconds per round.")
+    return text
+
+
+def _notes(summary: dict[str, Any], payload: dict[str, Any]) -> list[str]:
+    plan = payload["plan"]
+    return [
+        "Seconds are means over rounds >= 2 on a shared, noisy 2-core machine whose load "
+        "changes between runs: the CPU columns (CPU seconds of this process tree between the "
+        "checkpoints of round 1 and the last round, per round) are the steadier figure; wall "
+        "seconds are stretched by whatever else runs. Peak RSS samples the process tree "
+        "every 0.2 s (driver + raylet + GCS + actors); largest actor samples each ClientApp "
+        "actor every 0.5 s.",
+        f"SecAgg+ rows use num-shares={plan['secagg_shares']} (flwr's fractional default "
+        "makes 100-site rounds minutes long); its ratio column is against FedAvg at the same "
+        "size.",
+    ]
+
+
+def _draw(figure, rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
+    fedavg = sorted((row for row in rows if row["mode"] == "fedavg"), key=lambda r: r["sites"])
+    sites = [row["sites"] for row in fedavg]
+    left, middle, right = figure.subplots(1, 3)
+    for key, label in (("round_s", "round"), ("train_s", "train"),
+                       ("evaluate_s", "evaluate")):
+        left.plot(sites, [row[key] for row in fedavg], marker="o", label=label)
+    left.plot(sites, [row["cpu_s"] for row in fedavg], marker="x", linestyle="--",
+              label="CPU s (tree)")
+    left.set(xlabel="sites", ylabel="seconds per round (rounds >= 2)", title="time")
+    left.legend()
+    middle.plot(sites, [row["peak_rss_mib"] for row in fedavg], marker="o",
+                label="process tree")
+    middle.plot(sites, [row["max_actor_rss_mib"] for row in fedavg], marker="s",
+                label="largest actor")
+    middle.set(xlabel="sites", ylabel="peak RSS (MiB)", title="memory")
+    middle.legend()
+    counts, mib = zip(*cache["curve"], strict=True)
+    right.plot(counts, mib, marker=".")
+    right.set(xlabel="sites cached in one process", ylabel="RSS (MiB)",
+              title=f"site cache: {cache['mib_per_site']:.2f} MiB/site")
+
+
+if __name__ == "__main__":
+    cli_main(__name__, run, __doc__)

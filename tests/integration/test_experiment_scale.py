@@ -1,0 +1,57 @@
+"""`fedsec experiment scale` at size tiny: every site trains, time and memory are recorded."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+
+from experiments import scale
+
+pytestmark = pytest.mark.slow
+
+
+def _csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_scale_runs_every_size_and_writes_its_table(tmp_path):
+    payload = scale.run(size="tiny", root=tmp_path)
+    plan = scale.PLANS["tiny"]
+    folder = tmp_path / scale.NAME
+
+    written = json.loads((folder / "results.json").read_text())
+    assert set(written) >= {"plan", "runs", "generation", "cache", "summary"}
+    rows = payload["runs"]
+    assert [(row["mode"], row["sites"]) for row in rows] == [("fedavg", n) for n in plan.sizes]
+    for row in rows:
+        # Sites failing their quality gate were left out: every kept site trains every round.
+        assert row["min_sites_trained"] == row["sites"] and row["train_failures"] == 0
+        assert row["round_s"] > 0 and row["first_round_s"] > 0
+        assert row["train_s"] + row["evaluate_s"] == pytest.approx(row["round_s"], rel=0.05)
+        assert row["actors"] >= 1
+        assert row["peak_rss_mib"] > row["max_actor_rss_mib"] > 0
+        assert row["per_site_ratio"] > 0 and row["cpu_per_site_ratio"] > 0
+        assert 0 < row["cpu_s"] < (os.cpu_count() or 1) * row["round_s"] + 5  # sampling slack
+    assert rows[0]["per_site_ratio"] == pytest.approx(1.0)
+    assert rows[0]["cpu_per_site_ratio"] == pytest.approx(1.0)
+
+    for gen in payload["generation"]:
+        assert gen["generated"] > gen["sites"] and gen["site_ids_unique"]
+        assert gen["seconds_per_site"] > 0 and gen["disk_mib_per_site"] > 0
+    curve = payload["cache"]["curve"]
+    assert curve[0][0] == 0 and curve[-1][0] == plan.cache_sites
+    assert all(rss > 0 for _, rss in curve)
+
+    assert len(_csv(folder / "runs.csv")) == len(plan.sizes)
+    assert len(_csv(folder / "generation.csv")) == len(plan.sizes)
+    assert len(_csv(folder / "cache.csv")) == len(curve)
+    table = (folder / "table.md").read_text()
+    assert table.startswith(f"## {scale.TITLE}")
+    for n_sites in plan.sizes:
+        assert f"| fedavg | {n_sites} |" in table
+    assert (folder / "scale.png").stat().st_size > 1000
+    assert "scale/table.md" in (tmp_path / "README.md").read_text()
