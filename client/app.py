@@ -21,16 +21,14 @@ from flwr.common import (
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
 from client.audit import make_reply_guard
 from client.site import find_site_dirs
+from common.protocol import SERVER_ROUND, SITE_ID
 from common.run_config import RunSettings
 from common.share import share_subset
-
-SECAGG_CONFIGS = "secaggplus_configs"
-SITE_KEY = "site-id"
-ROUND_KEY = "server-round"
 
 log = logging.getLogger("fedsec.client")
 
@@ -98,14 +96,14 @@ def _fit(msg: Message, context: Context) -> Message:
     settings = RunSettings.from_run_config(context.run_config)
     site = _site(context)
     fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
-    server_round = int(fit_ins.config.get(ROUND_KEY, 0))
+    server_round = int(fit_ins.config.get(SERVER_ROUND, 0))
     reply = train_round(site, global_arrays=parameters_to_ndarrays(fit_ins.parameters),
                         settings=settings, server_round=server_round)
     fit_res = FitRes(
         status=Status(code=Code.OK, message=""),
         parameters=ndarrays_to_parameters(reply.delta),
         num_examples=reply.weight,
-        metrics={SITE_KEY: site.data.site_id, **reply.metrics},
+        metrics={SITE_ID: site.data.site_id, **reply.metrics},
     )
     return Message(compat.fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
 
@@ -113,7 +111,7 @@ def _fit(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     # SecAgg+ exists only on flwr's legacy path; its mod wraps training when the server asks.
-    if SECAGG_CONFIGS in msg.content.config_records:
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
         return secaggplus_mod(msg, context, _fit)
     return _fit(msg, context)
 
@@ -128,14 +126,14 @@ def evaluate(msg: Message, context: Context) -> Message:
     evaluate_ins = compat.recorddict_to_evaluateins(msg.content, keep_input=True)
     report = evaluate_round(site, global_arrays=parameters_to_ndarrays(evaluate_ins.parameters),
                             settings=settings,
-                            server_round=int(evaluate_ins.config.get(ROUND_KEY, 0)))
+                            server_round=int(evaluate_ins.config.get(SERVER_ROUND, 0)))
     # Only the share policy's subset leaves; the full report stays in the site's work folder.
     shared = share_subset(report.metrics, level=site.data.config.share.level)
     evaluate_res = EvaluateRes(
         status=Status(code=Code.OK, message=""),
         loss=float(shared.get("brier", 0.0)),
         num_examples=1,  # a count of test domains is a volume: it travels only in `shared`
-        metrics={SITE_KEY: site.data.site_id, **shared},
+        metrics={SITE_ID: site.data.site_id, **shared},
     )
     return Message(compat.evaluateres_to_recorddict(evaluate_res), reply_to=msg)
 

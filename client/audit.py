@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flwr.app import Context, Message
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.common.serde import recorddict_to_proto
 
 # Domain-like runs in the wire bytes: lowercase LDH labels joined by dots (what names look
@@ -57,7 +58,7 @@ def make_reply_guard(
         directory = audit_dir(context)
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-            stage = msg.content.config_records.get("secaggplus_configs", {}).get("stage", "")
+            stage = msg.content.config_records.get(RECORD_KEY_CONFIGS, {}).get(Key.STAGE, "")
             name = f"{msg.metadata.message_type}-{msg.metadata.group_id}-{stage or 'reply'}"
             index = len(list(directory.glob(f"{name}*.bin")))
             (directory / f"{name}-{index}.bin").write_bytes(payload)

@@ -10,7 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from common.config import ConfigError, describe_validation_error
 
 AUTO_MAX_SHARES = 15
-"""fedsec's default (`num-shares = 0`): min(15, nodes) shares, odd, threshold just over half."""
+"""fedsec's default (`num-shares = 0`): min(15, nodes) shares, threshold just over half."""
+QUANTIZATION_RANGE = 2**22
+"""SecAgg+ maps every value (and each site's weight ratio) to an integer below this."""
+MODULUS_RANGE = 2**32
+"""SecAgg+ sums those integers modulo this: n sites must keep n * QUANTIZATION_RANGE below it."""
+MAX_SECAGG_NODES = MODULUS_RANGE // QUANTIZATION_RANGE - 1
+"""1023: one more site and a round whose weights are all at `max-weight` wraps the modulus."""
 
 
 class RunSettings(BaseModel):
@@ -91,12 +97,27 @@ class RunSettings(BaseModel):
                                          if 0 < self.reconstruction_threshold <= 1 else threshold)
         return passed_shares, passed_threshold
 
+    def check_secagg_capacity(self, *, num_nodes: int) -> None:
+        """Refuse a SecAgg+ round over more nodes than flwr's modulus can sum without wrapping.
+
+        Each site adds its weight ratio, quantised to at most QUANTIZATION_RANGE, and its
+        quantised values; the server sums them modulo MODULUS_RANGE. Past MAX_SECAGG_NODES the
+        sum can wrap and the unmasked model would be silently wrong.
+        """
+        if num_nodes > MAX_SECAGG_NODES:
+            raise ConfigError(
+                f"run config: a SecAgg+ round over {num_nodes} nodes can wrap flwr's 2^32 "
+                f"modulus (at most {MAX_SECAGG_NODES} nodes per round; fix: fewer sites per "
+                "federation, or mode = \"fedavg\")"
+            )
+
     def resolved_secagg_shares(self, *, num_nodes: int) -> tuple[int, int]:
         """The (shares, threshold) a round over `num_nodes` sampled nodes really uses.
 
         An explicit integer beats a large fraction, which makes big rounds ~60x slower than
-        FedAvg (shares grow with the nodes); 0 means min(15, nodes), odd, threshold just over
-        half. Fractions follow flwr 1.42's `SecAggPlusWorkflow.setup_stage` exactly.
+        FedAvg (shares grow with the nodes); 0 means min(15, nodes), made odd when that stays
+        below the node count (an even node count up to 15 keeps all its nodes as shares),
+        threshold just over half. Fractions follow flwr 1.42's `SecAggPlusWorkflow.setup_stage`.
         """
         if num_nodes < 3:
             raise ConfigError(

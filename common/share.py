@@ -11,7 +11,10 @@ import math
 import numbers
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import get_args
+
+from common.config import ShareLevel
+from common.protocol import ACK, FAMILY_RECALL_PREFIX, RATE_METRICS, VOLUME_METRICS
 
 __all__ = [
     "SHARE_KEYS",
@@ -22,70 +25,21 @@ __all__ = [
     "share_subset",
 ]
 
-ShareLevel = Literal["none", "rates", "rates+volumes"]
-SHARE_LEVELS: tuple[ShareLevel, ...] = ("none", "rates", "rates+volumes")
-
-# Dimensionless: rates, ratios, scores and 0/1 flags. Nothing here scales with traffic volume.
-_RATE_KEYS = frozenset({
-    "auc",
-    "pauc_fpr_1e-3",
-    "tpr_at_fpr_1e-3",
-    "tpr_at_fpr_1e-4",
-    "tpr_at_fpr_1e-5",
-    "tpr_at_fpr_1e-3_resolvable",
-    "tpr_at_fpr_1e-4_resolvable",
-    "tpr_at_fpr_1e-5_resolvable",
-    "fpr",
-    "fpr_upper95",
-    "fpr_query",
-    "fpr_unique",
-    "precision_at_base_rate",
-    "recall_at_budget",
-    "budget_utilisation",
-    "threshold_feasible",
-    "ece",
-    "brier",
-    "churn",
-    "new_fp_rate",
-    "unseen_family_recall",
-    "psi_score",
-    "shortcut_ratio",
-    "malformed_rate",
-    "duplicate_rate",
-    "label_conflict_rate",
-    "leakage_rate",
-    "federated_gain_tpr_at_fpr_1e-4",
-    "federated_gain_recall_at_budget",
-})
-
-# Volumes reveal how big a site is (traffic, team, data set): shared only at "rates+volumes".
-_VOLUME_KEYS = frozenset({
-    "fp_per_day",
-    "fp_per_day_upper95",
-    "alerts_per_day",
-    "alerts_per_incident",
-    "alert_budget_per_day",
-    "analyst_hours_per_day",
-    "test_domains",
-    "test_positives",
-    "test_queries",
-    "unseen_families",
-    "federated_gain_fp_per_day",
-})
+SHARE_LEVELS: tuple[ShareLevel, ...] = get_args(ShareLevel)
 
 SHARE_KEYS: dict[ShareLevel, frozenset[str]] = {
     "none": frozenset(),
-    "rates": _RATE_KEYS,
-    "rates+volumes": _RATE_KEYS | _VOLUME_KEYS,
+    "rates": RATE_METRICS,
+    "rates+volumes": RATE_METRICS | VOLUME_METRICS,
 }
 SHARE_PREFIXES: dict[ShareLevel, tuple[str, ...]] = {
     "none": (),
-    "rates": ("recall_family_",),
-    "rates+volumes": ("recall_family_",),
+    "rates": (FAMILY_RECALL_PREFIX,),
+    "rates+volumes": (FAMILY_RECALL_PREFIX,),
 }
 _SLUG = re.compile(r"[a-z0-9_]+")
 # What a site at level "none" replies, so the coordinator can tell "evaluated" from "failed".
-_ACK = {"ack": 1.0}
+_ACK = {ACK: 1.0}
 
 
 def _check_level(level: str) -> None:

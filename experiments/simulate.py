@@ -69,12 +69,8 @@ def quiet_frameworks() -> None:
         logger.propagate = False
 
 
-def run_simulation(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any],
-                   ray_address: str | None = None, cpus_per_site: float = 1.0) -> dict[str, Any]:
-    """Run a whole federated training over the sites in `data_dir`; returns results.json.
-
-    The caller checks that `out_dir` is new (it may already hold the generated sites).
-    """
+def run_settings(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any]) -> RunSettings:
+    """The run's settings over the sites in `data_dir`, checked before anything runs."""
     sites = validate_sites(data_dir)
     settings = RunSettings.from_run_config({
         **RunSettings().to_run_config(),
@@ -85,6 +81,48 @@ def run_simulation(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any],
     })
     if settings.mode == "secagg":
         settings.secagg_shares(num_nodes=len(sites))  # fail now, not inside the ServerApp
+        settings.check_secagg_capacity(num_nodes=len(sites))
+    return settings
+
+
+def run_in_process(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The same federation with every ClientApp call in this thread: seconds, not Ray's start.
+
+    See `experiments.inprocess` for what this covers and what it does not.
+    """
+    settings = run_settings(data_dir=data_dir, out_dir=out_dir, overrides=overrides)
+    quiet_frameworks()
+    from flwr.app import Context, RecordDict
+
+    import client.app
+    import server.app
+    from experiments.inprocess import LocalGrid
+
+    quiet_frameworks()
+    run_config = settings.to_run_config()
+    grid = LocalGrid(client_app=client.app.app, num_nodes=settings.min_nodes,
+                     run_config=run_config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    context = Context(run_id=grid.run_id, node_id=0, node_config={}, state=RecordDict(),
+                      run_config=dict(run_config))
+    server.app.app(grid, context)
+    return _results(out_dir)
+
+
+def _results(out_dir: Path) -> dict[str, Any]:
+    results_path = out_dir / "results.json"
+    if not results_path.is_file():
+        raise RuntimeError(f"the simulation ended without writing {results_path}; see the log")
+    return json.loads(results_path.read_text())
+
+
+def run_simulation(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any],
+                   ray_address: str | None = None, cpus_per_site: float = 1.0) -> dict[str, Any]:
+    """Run a whole federated training over the sites in `data_dir`; returns results.json.
+
+    The caller checks that `out_dir` is new (it may already hold the generated sites).
+    """
+    settings = run_settings(data_dir=data_dir, out_dir=out_dir, overrides=overrides)
     if ray_address is None:
         # A private Ray needs no network, but on Linux Ray binds its GCS and raylet to the
         # host's routable address unless told it is a single-machine install (read at import).
@@ -125,7 +163,7 @@ def run_simulation(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any],
         context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(),
                           run_config=dict(run_config))
         _run_simulation(
-            num_supernodes=len(sites),
+            num_supernodes=settings.min_nodes,
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
             client_app=client.app.app,
             server_app=server.app.app,
@@ -135,7 +173,4 @@ def run_simulation(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any],
             run=run,
             is_app=True,
         )
-    results_path = out_dir / "results.json"
-    if not results_path.is_file():
-        raise RuntimeError(f"the simulation ended without writing {results_path}; see the log")
-    return json.loads(results_path.read_text())
+    return _results(out_dir)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import write_atomic
 from common.model import (
     ModelSpec,
     model_from_bytes,
@@ -16,7 +17,6 @@ from common.model import (
     model_to_ndarrays,
     ndarrays_to_model,
 )
-from server.results import write_atomic
 
 _ROUND_FILE = re.compile(r"^round-(\d{3,})\.npz$")
 

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from common.files import json_ready, write_atomic
 from server.report_html import render_federation_html
-from server.results import write_atomic
 
 SCHEMA = "fedsec/federation-report/1"
 HIGHER = "higher"
@@ -91,7 +91,7 @@ def build_federation_report(results: Mapping[str, Any]) -> dict[str, Any]:
         "families": _family_matrix(last_sites),
         "config": dict(config),
     }
-    return _json_safe(report)
+    return json_ready(report)
 
 
 def _validated(results: Any) -> tuple[Mapping[str, Any], list[dict[str, Any]]]:
@@ -310,17 +310,6 @@ def _family_matrix(sites: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
             site for site, m in sites.items() if not any(n.startswith(FAMILY_PREFIX) for n in m)
         ],
     }
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and inf are not JSON: a value that could not be computed is written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    return value
 
 
 def read_results(path: Path) -> dict[str, Any]:

@@ -1,0 +1,186 @@
+"""One round's state as the strategy fills it, and the recorder that turns it into the run's record.
+
+The strategy only aggregates: it fills a :class:`RoundState` and hands it to the
+:class:`RoundRecorder`, which keeps `results.json` current, checkpoints the completed round and
+logs one line per event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from common.files import write_json
+
+log = logging.getLogger("fedsec.server")
+
+TrainStatus = Literal["aggregated", "no-results", "halted"]
+# Aggregated over the sites that shared them; everything else stays per site.
+MEAN_METRICS = ("auc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-4")
+
+
+@dataclass
+class TrainOutcome:
+    """What the training half of a round produced, as the coordinator may know it."""
+
+    status: TrainStatus
+    mode: str
+    sites: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failure_reasons: list[str] = field(default_factory=list)
+    mean_delta_norm: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.status == "halted":  # SecAgg+ stopped: no site's reply reached the strategy
+            return {"status": "halted", "mode": self.mode, "sites": {}}
+        document: dict[str, Any] = {
+            "status": self.status,
+            "mode": self.mode,
+            "results": len(self.sites),
+            "failures": len(self.failure_reasons),
+            "failure_reasons": self.failure_reasons,
+            "sites": self.sites,
+        }
+        if self.mean_delta_norm is not None:
+            document["mean_delta_norm"] = self.mean_delta_norm
+        return document
+
+
+@dataclass
+class EvaluateOutcome:
+    """Each site's shared figures (exactly what its share policy let through) and failures."""
+
+    sites: dict[str, dict[str, Any]]
+    failure_reasons: list[str] = field(default_factory=list)
+
+    def aggregate(self) -> dict[str, Any]:
+        """Mean, min and max over sites of the headline metrics, and the failures."""
+        aggregate: dict[str, Any] = {"sites": len(self.sites)}
+        for key in MEAN_METRICS:
+            values = [float(s[key]) for s in self.sites.values() if is_number(s.get(key))]
+            if values:
+                aggregate[f"mean_{key}"] = float(np.mean(values))
+                aggregate[f"min_{key}"] = float(np.min(values))
+                aggregate[f"max_{key}"] = float(np.max(values))
+        aggregate["failures"] = len(self.failure_reasons)
+        aggregate["failure_reasons"] = self.failure_reasons
+        return aggregate
+
+
+@dataclass
+class RoundState:
+    """One round from `configure_fit` to `aggregate_evaluate` (times from `perf_counter`)."""
+
+    server_round: int
+    started: float = field(default_factory=time.perf_counter)
+    train: TrainOutcome | None = None
+    trained_at: float | None = None
+    evaluation: EvaluateOutcome | None = None
+    evaluated_at: float | None = None
+
+    def seconds(self) -> dict[str, float]:
+        now = time.perf_counter()
+        trained = self.trained_at or now
+        evaluated = self.evaluated_at or now
+        return {
+            "train": trained - self.started,
+            "evaluate": evaluated - trained,
+            "total": evaluated - self.started,
+        }
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class RoundRecorder:
+    """Keeps `results.json` current, checkpoints each completed round, logs one line per event.
+
+    `on_checkpoint(round, arrays)` runs once a round is trained, evaluated and recorded.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        config: dict[str, Any],
+        num_rounds: int,
+        on_checkpoint: Callable[[int, list[np.ndarray]], object],
+    ) -> None:
+        self.path = Path(out_dir) / "results.json"
+        self.config = dict(config)
+        self.num_rounds = num_rounds
+        self.on_checkpoint = on_checkpoint
+        self.rounds: dict[int, dict[str, Any]] = {}
+
+    def load_completed(self, *, up_to_round: int) -> None:
+        """On resume: keep the rounds a previous process completed, drop anything later."""
+        if not self.path.is_file():
+            return
+        previous = json.loads(self.path.read_text())
+        self.rounds = {
+            entry["round"]: entry
+            for entry in previous.get("rounds", [])
+            if entry["round"] <= up_to_round
+        }
+
+    def _entry(self, server_round: int) -> dict[str, Any]:
+        return self.rounds.setdefault(
+            server_round, {"round": server_round, "train": {}, "sites": {}, "aggregate": {}}
+        )
+
+    def trained(self, state: RoundState) -> None:
+        assert state.train is not None
+        self._entry(state.server_round)["train"] = state.train.to_json()
+        for reason in state.train.failure_reasons:
+            log.warning("round %d: a site failed to train: %s", state.server_round, reason)
+        if state.train.status == "halted":
+            log.warning(
+                "round %d: secure aggregation halted (too few sites left); the model is unchanged",
+                state.server_round,
+            )
+
+    def evaluated(self, state: RoundState, *, global_arrays: list[np.ndarray]) -> None:
+        """Record the evaluation, write results.json, then checkpoint: the round is complete."""
+        assert state.evaluation is not None
+        for reason in state.evaluation.failure_reasons:
+            log.warning("round %d: a site failed to evaluate: %s", state.server_round, reason)
+        entry = self._entry(state.server_round)
+        entry["sites"] = state.evaluation.sites
+        entry["aggregate"] = state.evaluation.aggregate()
+        seconds = state.seconds()
+        entry["seconds"] = seconds
+        self.flush()
+        self.on_checkpoint(state.server_round, global_arrays)
+        log.info(
+            "%s",
+            progress_line(
+                state.server_round, self.num_rounds, state.evaluation.sites, seconds["total"]
+            ),
+        )
+
+    def document(self) -> dict[str, Any]:
+        return {"config": self.config, "rounds": [self.rounds[key] for key in sorted(self.rounds)]}
+
+    def flush(self) -> Path:
+        return write_json(self.path, self.document(), sort_keys=True)
+
+
+def progress_line(
+    server_round: int, num_rounds: int, sites: dict[str, dict[str, Any]], seconds: float
+) -> str:
+    aucs = {site: float(m["auc"]) for site, m in sites.items() if is_number(m.get("auc"))}
+    if not aucs:
+        return f"round {server_round}/{num_rounds}: {len(sites)} sites replied, {seconds:.1f} s"
+    worst = min(aucs, key=aucs.__getitem__)
+    return (
+        f"round {server_round}/{num_rounds}: {len(sites)} sites, mean AUC "
+        f"{np.mean(list(aucs.values())):.4f}, worst {worst} {aucs[worst]:.4f}, {seconds:.1f} s"
+    )

@@ -1,0 +1,84 @@
+"""SecAgg+ with fedsec's share rule applied to the nodes actually sampled in each round.
+
+flwr's `SecAggPlusWorkflow` takes its share count once, at construction. fedsec's default
+(min(15, n) shares, odd, threshold just over half) and whole counts depend on n, the nodes
+sampled in the round, which is known only once the strategy has sampled them: this workflow
+resolves them then, and refuses a round whose sum could wrap flwr's modulus.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flwr.server import LegacyContext
+from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.serverapp import Grid
+
+from common.run_config import MODULUS_RANGE, QUANTIZATION_RANGE, RunSettings
+
+log = logging.getLogger("fedsec.server")
+
+
+class _CountingStrategy:
+    """The round's strategy, reporting how many nodes its `configure_fit` sampled."""
+
+    def __init__(self, strategy: Any, on_sampled: Callable[[int], None]) -> None:
+        self._strategy = strategy
+        self._on_sampled = on_sampled
+
+    def configure_fit(self, server_round, parameters, client_manager):
+        instructions = self._strategy.configure_fit(server_round, parameters, client_manager)
+        if instructions:
+            self._on_sampled(len(instructions))
+        return instructions
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._strategy, name)
+
+
+class RoundSizedSecAggPlus(SecAggPlusWorkflow):
+    """`SecAggPlusWorkflow` whose shares and threshold follow the nodes sampled each round.
+
+    A fraction is passed on as a float (flwr resolves it); fedsec's default and whole counts
+    are resolved here by `RunSettings.resolved_secagg_shares`. Clients clip their delta to
+    an L2 norm of `delta_clip_norm`, so no value exceeds it: that is the smallest clipping
+    range that never clamps (a larger one only coarsens the quantisation step).
+    """
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self._resolved: tuple[int, int] | None = None
+        # Checked against min-nodes now, so a setting that could never aggregate fails at start.
+        shares, threshold = settings.secagg_shares(num_nodes=settings.min_nodes)
+        super().__init__(
+            num_shares=shares,
+            reconstruction_threshold=threshold,
+            clipping_range=settings.delta_clip_norm,
+            quantization_range=QUANTIZATION_RANGE,
+            modulus_range=MODULUS_RANGE,
+            max_weight=settings.max_weight,
+            timeout=settings.round_timeout,
+        )
+
+    def setup_stage(self, grid: Grid, context: LegacyContext, state) -> bool:
+        setup_context = copy.copy(context)
+        setup_context.strategy = _CountingStrategy(context.strategy, self._resize)
+        return super().setup_stage(grid, setup_context, state)
+
+    def _resize(self, sampled_nodes: int) -> None:
+        # Raises ConfigError before any message is sent when n nodes could wrap the modulus.
+        self.settings.check_secagg_capacity(num_nodes=sampled_nodes)
+        self.num_shares, self.reconstruction_threshold = self.settings.secagg_shares(
+            num_nodes=sampled_nodes
+        )
+        resolved = self.settings.resolved_secagg_shares(num_nodes=sampled_nodes)
+        if resolved != self._resolved:
+            log.info(
+                "SecAgg+: %d shares, threshold %d over the %d sampled nodes",
+                *resolved,
+                sampled_nodes,
+            )
+            self._resolved = resolved
