@@ -28,9 +28,8 @@ from client.dqa import (
     split_figures,
 )
 from client.quarantine import Quarantine
-from client.readers import READERS
+from client.readers import READERS, LogFormatError
 from client.site import SITE_FILE, load_intel, load_site_config
-from client.zeek import LogFormatError
 from common.config import ConfigError, SiteConfig
 
 CHECK_DIR = Path("work") / "check"

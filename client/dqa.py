@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from client.domains import registered_domain
-from client.zeek import ReadStats
+from client.readers import ReadStats
 
 SECONDS_PER_DAY = 86_400
 DUPLICATE_KEY = ("ts", "query", "uid", "id.orig_h", "qtype_name")

@@ -361,8 +361,8 @@ def score_command(*, model: Path, logs: list[Path], out: Path, site_dir: Path | 
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
+    from client.readers import LogFormatError
     from client.site import load_site_config
-    from client.zeek import LogFormatError
     from common.config import ConfigError
     from common.model import model_from_bytes
 

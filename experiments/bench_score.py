@@ -190,7 +190,7 @@ def run_parse_only(path: Path) -> dict:
 def run_line_loop(path: Path) -> dict:
     """The plain-Python baseline: split each line, unescape and normalise (memoised), count."""
     from client.domains import normalise_domain
-    from client.zeek import unescape_zeek
+    from client.readers.zeek_tsv import unescape_zeek
 
     start = time.perf_counter()
     normalised: dict[str, str | None] = {}

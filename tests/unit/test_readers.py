@@ -13,19 +13,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client.csv_reader import stream_csv_log
 from client.quarantine import Quarantine
 from client.readers import (
     READERS,
     STREAMS,
     LineBlocks,
+    LogFormatError,
+    ReadStats,
     collect,
     detect_format,
     parse_timestamps,
+    read_zeek_tsv,
     stream_zeek_tsv,
 )
-from client.zeek import LogFormatError, ReadStats, read_zeek_tsv
-from client.zeek_json import stream_zeek_json
+from client.readers.csv_log import stream_csv_log
+from client.readers.zeek_json import stream_zeek_json
 
 ROOT = Path(__file__).resolve().parents[1] / "fixtures"
 FIXTURES, ZEEK = ROOT / "readers", ROOT / "zeek"
@@ -51,7 +53,7 @@ def quarantined(quarantine: Quarantine, path: Path) -> dict[int, tuple[str, str]
     return {int(row[0]): (row[1], row[2]) for row in rows}
 
 
-# --- Zeek TSV: the registry and the streamed reader agree with client.zeek --------------------
+# --- Zeek TSV: the registry and the streamed reader agree with the whole-file reader --------
 
 @pytest.mark.parametrize("name", ["dns.log", "crlf.log", "truncated.log", "reordered.log",
                                   "concatenated.log"])

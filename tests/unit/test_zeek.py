@@ -12,9 +12,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from client import zeek
 from client.quarantine import Quarantine, escape_field
-from client.zeek import LogFormatError, ReadStats, read_zeek_tsv, unescape_zeek
+from client.readers import LogFormatError, ReadStats, zeek_tsv
+from client.readers.zeek_tsv import read_zeek_tsv, unescape_zeek
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "zeek"
 HEADER = [
@@ -242,8 +242,8 @@ def test_chunked_parsing_keeps_line_numbers(tmp_path: Path) -> None:
     body[57] = "broken"
     path = write(tmp_path, "many.log", HEADER + body)
     # many chunks parsed by a thread pool, each in several Arrow blocks
-    with (mock.patch.object(zeek, "CHUNK_BYTES", 1000),
-          mock.patch.object(zeek, "ARROW_BLOCK_BYTES", 100)):
+    with (mock.patch.object(zeek_tsv, "CHUNK_BYTES", 1000),
+          mock.patch.object(zeek_tsv, "ARROW_BLOCK_BYTES", 100)):
         table, stats, quarantine = read(path, tmp_path)
     assert stats.records == 199
     lines = table["line"].to_pylist()
@@ -291,8 +291,8 @@ def test_random_lines_never_crash_and_every_line_is_accounted(
     path.write_bytes(gzip.compress(data) if gz else data)
     quarantine = Quarantine(tmp_path / "q")
     try:
-        with (mock.patch.object(zeek, "CHUNK_BYTES", chunk_bytes),
-              mock.patch.object(zeek, "ARROW_BLOCK_BYTES", block_bytes)):
+        with (mock.patch.object(zeek_tsv, "CHUNK_BYTES", chunk_bytes),
+              mock.patch.object(zeek_tsv, "ARROW_BLOCK_BYTES", block_bytes)):
             table, stats = read_zeek_tsv(path, quarantine=quarantine)
     except LogFormatError:  # only a mutated header line ('#fields ...', '#separator ...')
         # A generated line may hold a newline, so look at the lines the reader sees.

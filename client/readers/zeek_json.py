@@ -21,11 +21,14 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from client.quarantine import Quarantine
-from client.readers import (
-    BLOCK_BYTES,
-    LineBlocks,
+from client.readers.base import (
+    DEFAULT_COLUMNS,
+    BadLine,
+    LogFormatError,
     Progress,
+    ReadStats,
     TableStream,
+    as_text,
     check_columns,
     collect,
     default_workers,
@@ -36,39 +39,66 @@ from client.readers import (
     run_ahead,
     seconds_from_numbers,
 )
-from client.zeek import DEFAULT_COLUMNS, BadLine, LogFormatError, ReadStats
+from client.readers.lines import BLOCK_BYTES, LineBlocks
 
 # dns.log field types as Zeek writes them in JSON; unknown fields are read as text
 ZEEK_DNS_TYPES: dict[str, pa.DataType] = {
-    "ts": pa.float64(), "uid": pa.string(), "id.orig_h": pa.string(), "id.orig_p": pa.int64(),
-    "id.resp_h": pa.string(), "id.resp_p": pa.int64(), "proto": pa.string(),
-    "trans_id": pa.int64(), "rtt": pa.float64(), "query": pa.string(), "qclass": pa.int64(),
-    "qclass_name": pa.string(), "qtype": pa.int64(), "qtype_name": pa.string(),
-    "rcode": pa.int64(), "rcode_name": pa.string(), "AA": pa.bool_(), "TC": pa.bool_(),
-    "RD": pa.bool_(), "RA": pa.bool_(), "Z": pa.int64(), "answers": pa.list_(pa.string()),
-    "TTLs": pa.list_(pa.float64()), "rejected": pa.bool_(),
+    "ts": pa.float64(),
+    "uid": pa.string(),
+    "id.orig_h": pa.string(),
+    "id.orig_p": pa.int64(),
+    "id.resp_h": pa.string(),
+    "id.resp_p": pa.int64(),
+    "proto": pa.string(),
+    "trans_id": pa.int64(),
+    "rtt": pa.float64(),
+    "query": pa.string(),
+    "qclass": pa.int64(),
+    "qclass_name": pa.string(),
+    "qtype": pa.int64(),
+    "qtype_name": pa.string(),
+    "rcode": pa.int64(),
+    "rcode_name": pa.string(),
+    "AA": pa.bool_(),
+    "TC": pa.bool_(),
+    "RD": pa.bool_(),
+    "RA": pa.bool_(),
+    "Z": pa.int64(),
+    "answers": pa.list_(pa.string()),
+    "TTLs": pa.list_(pa.float64()),
+    "rejected": pa.bool_(),
 }
-SET_SEPARATOR = ","  # vectors become text as Zeek TSV writes them
 _BYTE_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _TS_NUMBER, _TS_TEXT = "\0ts-number", "\0ts-text"
 
 
-def read_zeek_json(path: Path, *, quarantine: Quarantine, columns: Sequence[str] = DEFAULT_COLUMNS,
-                   mapping: Mapping[str, str] | None = None) -> tuple[pa.Table, ReadStats]:
-    """Read one Zeek JSON-lines log; the contract of :func:`client.zeek.read_zeek_tsv`.
+def read_zeek_json(
+    path: Path,
+    *,
+    quarantine: Quarantine,
+    columns: Sequence[str] = DEFAULT_COLUMNS,
+    mapping: Mapping[str, str] | None = None,
+) -> tuple[pa.Table, ReadStats]:
+    """Read one Zeek JSON-lines log; the reader contract of :mod:`client.readers.base`.
 
     ``mapping`` renames fields: ``{"query": "dns.qname"}`` reads column ``query`` from the
     field ``dns.qname`` (for shippers that rename Zeek's fields).
     """
     columns = check_columns(columns)
-    return collect(stream_zeek_json(path, quarantine=quarantine, columns=columns,
-                                    mapping=mapping), columns)
+    return collect(
+        stream_zeek_json(path, quarantine=quarantine, columns=columns, mapping=mapping), columns
+    )
 
 
 def stream_zeek_json(
-    path: Path, *, quarantine: Quarantine, columns: Sequence[str] = DEFAULT_COLUMNS,
-    mapping: Mapping[str, str] | None = None, block_bytes: int = BLOCK_BYTES,
-    on_progress: Progress | None = None, workers: int | None = None,
+    path: Path,
+    *,
+    quarantine: Quarantine,
+    columns: Sequence[str] = DEFAULT_COLUMNS,
+    mapping: Mapping[str, str] | None = None,
+    block_bytes: int = BLOCK_BYTES,
+    on_progress: Progress | None = None,
+    workers: int | None = None,
 ) -> TableStream:
     """:func:`read_zeek_json` block by block with bounded memory; returns the ReadStats."""
     columns = check_columns(columns)
@@ -84,7 +114,8 @@ def stream_zeek_json(
             position["line"] += lines
             cut_line = first_line + lines - 1 if is_last and not block.endswith(b"\n") else 0
             yield lambda block=block, first=first_line, cut=cut_line: _parse_block(
-                block, first_line=first, cut_line=cut, fields=fields, path=path)
+                block, first_line=first, cut_line=cut, fields=fields, path=path
+            )
 
     records, header_lines, counts = 0, 0, Counter()
     for table, bad, headers in run_ahead(tasks(), workers=workers or default_workers()):
@@ -93,9 +124,14 @@ def stream_zeek_json(
         records += table.num_rows
         if table.num_rows:
             yield table
-    return ReadStats(path=str(path), lines_read=position["line"] - 1, records=records,
-                     quarantined=dict(counts), header_lines=header_lines,
-                     compressed_stream_truncated=blocks.truncated)
+    return ReadStats(
+        path=str(path),
+        lines_read=position["line"] - 1,
+        records=records,
+        quarantined=dict(counts),
+        header_lines=header_lines,
+        compressed_stream_truncated=blocks.truncated,
+    )
 
 
 def _split_lines(block: bytes) -> list[bytes]:
@@ -103,20 +139,25 @@ def _split_lines(block: bytes) -> list[bytes]:
     return lines[:-1] if block.endswith(b"\n") else lines
 
 
-def _parse_block(block: bytes, *, first_line: int, cut_line: int, fields: Mapping[str, str],
-                 path: Path) -> tuple[pa.Table, list[BadLine], int]:
+def _parse_block(
+    block: bytes, *, first_line: int, cut_line: int, fields: Mapping[str, str], path: Path
+) -> tuple[pa.Table, list[BadLine], int]:
     """Arrow first; the lines one by one only when Arrow refuses the block or loses count."""
     if block.startswith(b"#fields") or b"\n#fields" in block:
-        line = first_line + block[:block.find(b"#fields")].count(b"\n")
+        line = first_line + block[: block.find(b"#fields")].count(b"\n")
         raise LogFormatError(
             f"{path}: line {line} is a '#fields' header, so this is Zeek TSV, not JSON lines "
-            "(fix: set [logs] format = 'zeek-tsv' in the site config)")
+            "(fix: set [logs] format = 'zeek-tsv' in the site config)"
+        )
     lines = _split_lines(block)
-    lead = next((index for index, line in enumerate(lines) if not line.startswith(b"#")),
-                len(lines))
-    tail = next((index for index, line in enumerate(reversed(lines[lead:]))
-                 if not line.startswith(b"#")), len(lines) - lead)
-    body = lines[lead:len(lines) - tail]
+    lead = next(
+        (index for index, line in enumerate(lines) if not line.startswith(b"#")), len(lines)
+    )
+    tail = next(
+        (index for index, line in enumerate(reversed(lines[lead:])) if not line.startswith(b"#")),
+        len(lines) - lead,
+    )
+    body = lines[lead : len(lines) - tail]
     typed = _bulk(body, fields) if body else None
     if typed is None:
         return _per_line(lines, first_line=first_line, cut_line=cut_line, fields=fields)
@@ -130,14 +171,16 @@ def _bulk(body: list[bytes], fields: Mapping[str, str]) -> dict[str, pa.Array] |
     if b"\n#" in data or data.startswith(b"#"):
         return None  # a header line in the middle of the data: numbering needs the slow path
     for ts_type in (pa.float64(), pa.string()):
-        schema = pa.schema([(fields[name], ts_type if name == "ts" else _type_of(fields[name]))
-                            for name in fields])
+        schema = pa.schema(
+            [(fields[name], ts_type if name == "ts" else _type_of(fields[name])) for name in fields]
+        )
         try:
             table = pajson.read_json(
                 pa.BufferReader(data),
                 read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 1),
-                parse_options=pajson.ParseOptions(explicit_schema=schema,
-                                                  unexpected_field_behavior="ignore"),
+                parse_options=pajson.ParseOptions(
+                    explicit_schema=schema, unexpected_field_behavior="ignore"
+                ),
             )
         except (pa.ArrowInvalid, UnicodeDecodeError, OverflowError):
             continue
@@ -154,8 +197,9 @@ def _type_of(field: str) -> pa.DataType:
     return ZEEK_DNS_TYPES.get(field, pa.string())
 
 
-def _per_line(lines: list[bytes], *, first_line: int, cut_line: int,
-              fields: Mapping[str, str]) -> tuple[pa.Table, list[BadLine], int]:
+def _per_line(
+    lines: list[bytes], *, first_line: int, cut_line: int, fields: Mapping[str, str]
+) -> tuple[pa.Table, list[BadLine], int]:
     bad: list[BadLine] = []
     objects: list[dict] = []
     numbers: list[int] = []
@@ -177,13 +221,18 @@ def _per_line(lines: list[bytes], *, first_line: int, cut_line: int,
         objects.append(value)
         numbers.append(number)
         texts.append(text)
-    typed = {name: _column([obj.get(field) for obj in objects], _type_of(field))
-             for name, field in fields.items() if name != "ts"}
+    typed = {
+        name: _column([obj.get(field) for obj in objects], _type_of(field))
+        for name, field in fields.items()
+        if name != "ts"
+    }
     stamps = [obj.get(fields["ts"]) for obj in objects]
-    typed[_TS_NUMBER] = _column([value if _is_number(value) else None for value in stamps],
-                                pa.float64())
-    typed[_TS_TEXT] = _column([value if isinstance(value, str) else None for value in stamps],
-                              pa.string())
+    typed[_TS_NUMBER] = _column(
+        [value if _is_number(value) else None for value in stamps], pa.float64()
+    )
+    typed[_TS_TEXT] = _column(
+        [value if isinstance(value, str) else None for value in stamps], pa.string()
+    )
     table, late_bad = _finish(typed, np.array(numbers, dtype=np.int64), texts.__getitem__, fields)
     return table, bad + late_bad, headers
 
@@ -236,12 +285,18 @@ def _column(values: list, kind: pa.DataType) -> pa.Array:
     return pa.array(fitted, kind)
 
 
-def _finish(typed: dict[str, pa.Array], numbers: np.ndarray, line_text: Callable[[int], str],
-            fields: Mapping[str, str]) -> tuple[pa.Table, list[BadLine]]:
+def _finish(
+    typed: dict[str, pa.Array],
+    numbers: np.ndarray,
+    line_text: Callable[[int], str],
+    fields: Mapping[str, str],
+) -> tuple[pa.Table, list[BadLine]]:
     """Typed columns to the output contract; rows with a bad ts or query go to ``bad``."""
     reasons: dict[int, str] = {}
-    ts = pc.coalesce(seconds_from_numbers(typed.pop(_TS_NUMBER, pa.nulls(len(numbers)))),
-                     parse_timestamps(typed.pop(_TS_TEXT, pa.nulls(len(numbers), pa.string()))))
+    ts = pc.coalesce(
+        seconds_from_numbers(typed.pop(_TS_NUMBER, pa.nulls(len(numbers)))),
+        parse_timestamps(typed.pop(_TS_TEXT, pa.nulls(len(numbers), pa.string()))),
+    )
     for index in np.flatnonzero(pc.is_null(ts).to_numpy(zero_copy_only=False)):
         reasons[int(index)] = "bad-timestamp"
     out: dict[str, pa.Array] = {"ts": ts}
@@ -252,8 +307,9 @@ def _finish(typed: dict[str, pa.Array], numbers: np.ndarray, line_text: Callable
             out[name] = as_text(typed[name])
     columns = list(fields)
     out["line"] = pa.array(numbers, pa.int64())
-    table = pa.table({name: out[name] for name in [*columns, "line"]},
-                     schema=output_schema(columns))
+    table = pa.table(
+        {name: out[name] for name in [*columns, "line"]}, schema=output_schema(columns)
+    )
     if not reasons:
         return table, []
     bad = [(int(numbers[index]), reason, line_text(index)) for index, reason in reasons.items()]
@@ -287,7 +343,7 @@ def decode_byte_escapes(value: str) -> str | None:
     """
     parts, last = [], 0
     for match in _BYTE_ESCAPE.finditer(value):
-        parts.append(value[last:match.start()].encode("utf-8", "surrogatepass"))
+        parts.append(value[last : match.start()].encode("utf-8", "surrogatepass"))
         parts.append(bytes.fromhex(match.group(1)))
         last = match.end()
     parts.append(value[last:].encode("utf-8", "surrogatepass"))
@@ -295,30 +351,6 @@ def decode_byte_escapes(value: str) -> str | None:
         return b"".join(parts).decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-def as_text(values: pa.Array) -> pa.Array:
-    """Any Arrow column as Zeek TSV would print it: bools T/F, vectors joined with ','."""
-    kind = values.type
-    if pa.types.is_string(kind):
-        return values
-    if pa.types.is_boolean(kind):
-        return pc.if_else(values, "T", "F")
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return pc.binary_join(as_list_of_text(values), SET_SEPARATOR)
-    if pa.types.is_null(kind):
-        return pa.nulls(len(values), pa.string())
-    try:
-        return values.cast(pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pa.array([None if value is None else json.dumps(value, default=str)
-                         for value in values.to_pylist()], pa.string())
-
-
-def as_list_of_text(values: pa.Array) -> pa.Array:
-    flat = as_text(pc.list_flatten(values))
-    offsets = pc.subtract(values.offsets, values.offsets[0])  # a slice's offsets start later
-    return pa.ListArray.from_arrays(offsets, flat, mask=pc.is_null(values))
 
 
 def _text(raw: bytes) -> str:

@@ -1,4 +1,9 @@
-"""Zeek dns.log TSV reader (plain or gzip): header blocks, bulk Arrow parsing, quarantine."""
+"""Zeek dns.log TSV reader (plain or gzip): header blocks, bulk Arrow parsing, quarantine.
+
+:func:`read_zeek_tsv` loads the whole file and parses its chunks in parallel;
+:func:`stream_zeek_tsv` does the same block by block with bounded memory, with the same rows,
+quarantine and :class:`ReadStats`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,9 @@ import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,38 +22,39 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from client.quarantine import Quarantine
+from client.readers.base import (
+    DEFAULT_COLUMNS,
+    REQUIRED_COLUMNS,
+    BadLine,
+    LogFormatError,
+    Progress,
+    ReadStats,
+    TableStream,
+    check_columns,
+    default_workers,
+    output_schema,
+    parse_decimal_seconds,
+    quarantine_lines,
+    run_ahead,
+)
+from client.readers.lines import (
+    ARROW_BLOCK_BYTES,
+    BLOCK_BYTES,
+    LineBlocks,
+    LineText,
+    prepare_lines,
+)
 
-DEFAULT_COLUMNS = ("ts", "query", "qtype_name", "rcode_name")
-REQUIRED_COLUMNS = ("ts", "query")
 # Chunks parse in parallel, each one single-threaded: only then does Arrow report row numbers.
 CHUNK_BYTES = 16 << 20
-ARROW_BLOCK_BYTES = 1 << 20  # Arrow's own default: cache friendly; a longer line gets one block
 _FORMAT_FIX = "set [logs] format in the site config to the files' format (zeek-json, csv, parquet)"
 _ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})|\\")
-_BARE_CR = re.compile(rb"\r(?!\n)")
-_FLOAT = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-
-BadLine = tuple[int, str, str]  # (1-based line, reason, raw text)
-
-
-class LogFormatError(ValueError):
-    """A log file is not the format the site config says; the message names the file and the fix."""
-
-
-@dataclass(frozen=True)
-class ReadStats:
-    """Accounting for one file: lines_read == header_lines + records + sum(quarantined.values())."""
-
-    path: str
-    lines_read: int
-    records: int
-    quarantined: dict[str, int]
-    header_lines: int
-    compressed_stream_truncated: bool = False
 
 
 @dataclass(frozen=True)
 class _Header:
+    """The '#' header lines in force: separators, empty/unset markers and the field names."""
+
     separator: str = "\t"
     set_separator: str = ","
     empty_field: str = "(empty)"
@@ -58,6 +64,8 @@ class _Header:
 
 @dataclass(frozen=True)
 class _Chunk:
+    """Whole lines of the file under one header, parsed by Arrow in one go."""
+
     start: int  # byte offsets into the decompressed file
     end: int
     first_line: int  # 1-based physical line number of the first byte
@@ -95,7 +103,11 @@ def unescape_zeek(value: str, *, strict: bool = True) -> tuple[str | None, str |
 
 
 def read_zeek_tsv(
-    path: Path, *, quarantine: Quarantine, columns: Sequence[str] = DEFAULT_COLUMNS
+    path: Path,
+    *,
+    quarantine: Quarantine,
+    columns: Sequence[str] = DEFAULT_COLUMNS,
+    mapping: Mapping[str, str] | None = None,
 ) -> tuple[pa.Table, ReadStats]:
     """Read one Zeek TSV log: ``ts`` float64, ``query`` and other columns str, ``line`` int64.
 
@@ -103,14 +115,11 @@ def read_zeek_tsv(
     Other columns are null when unset, ``""`` when ``(empty)``. A requested column absent
     from a block's ``#fields`` is null there. Every line that is neither a header nor a
     record goes to ``quarantine`` with its line number. Raises :class:`LogFormatError` when
-    the file is not Zeek TSV or lacks ``ts``/``query``.
+    the file is not Zeek TSV or lacks ``ts``/``query``. Zeek names its own fields, so a
+    ``mapping`` that renames any column is a ValueError.
     """
-    columns = tuple(columns)
-    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-    if missing or len(set(columns)) != len(columns) or "line" in columns:
-        raise ValueError(
-            f"columns must be distinct, include {REQUIRED_COLUMNS} and not 'line'; got {columns}"
-        )
+    _no_mapping(mapping, "zeek-tsv")
+    columns = check_columns(columns)
     path = Path(path)
     data, stream_truncated = _load(path)
     chunks, header_lines, lines_read, bad = _split(data, path)
@@ -127,22 +136,77 @@ def read_zeek_tsv(
         results = [parse(chunk) for chunk in chunks]
     tables = [table for table, _ in results]
     bad.extend(line for _, chunk_bad in results for line in chunk_bad)
-    bad.sort()
-    for line_number, reason, raw in bad:
-        quarantine.add(source=path, line_number=line_number, reason=reason, raw=raw)
-    table = pa.concat_tables(tables) if tables else _schema(columns).empty_table()
+    counts = quarantine_lines(quarantine, path, bad)
+    table = pa.concat_tables(tables) if tables else output_schema(columns).empty_table()
     stats = ReadStats(
-        path=str(path), lines_read=lines_read, records=table.num_rows,
-        quarantined=dict(Counter(reason for _, reason, _ in bad)),
-        header_lines=header_lines, compressed_stream_truncated=stream_truncated,
+        path=str(path),
+        lines_read=lines_read,
+        records=table.num_rows,
+        quarantined=dict(counts),
+        header_lines=header_lines,
+        compressed_stream_truncated=stream_truncated,
     )
     return table, stats
 
 
-def _schema(columns: Sequence[str]) -> pa.Schema:
-    types = {"ts": pa.float64()}
-    fields = [(name, types.get(name, pa.string())) for name in columns]
-    return pa.schema([*fields, ("line", pa.int64())])
+def stream_zeek_tsv(
+    path: Path,
+    *,
+    quarantine: Quarantine,
+    columns: Sequence[str] = DEFAULT_COLUMNS,
+    mapping: Mapping[str, str] | None = None,
+    block_bytes: int = BLOCK_BYTES,
+    on_progress: Progress | None = None,
+    workers: int | None = None,
+) -> TableStream:
+    """:func:`read_zeek_tsv` block by block: same rows, same quarantine, in order.
+
+    Blocks parse on a thread pool a few blocks ahead of the consumer, so memory stays at
+    about ``(workers + 2) * block_bytes`` however large (or gzip'd) the file is.
+    """
+    columns = check_columns(columns)
+    _no_mapping(mapping, "zeek-tsv")
+    path = Path(path)
+    blocks = LineBlocks(path, block_bytes=block_bytes, on_progress=on_progress)
+    state = _TsvState()
+
+    def tasks() -> Iterator[Callable[[], list[tuple[pa.Table, list[BadLine]]]]]:
+        for index, (block, is_last) in enumerate(blocks):
+            chunks, bad = _split_block(block, state, path, at_start=index == 0)
+            cut_line = state.line - 1 if is_last and not block.endswith(b"\n") else 0
+
+            def parse(block=block, chunks=chunks, bad=bad, cut_line=cut_line):
+                parsed = [
+                    _parse_chunk(block, chunk, columns=columns, cut_line=cut_line)
+                    for chunk in chunks
+                ]
+                return [(output_schema(columns).empty_table(), bad), *parsed]
+
+            yield parse
+
+    records, counts = 0, Counter()
+    for parsed in run_ahead(tasks(), workers=workers or default_workers()):
+        counts += quarantine_lines(quarantine, path, [line for _, bad in parsed for line in bad])
+        for table, _ in parsed:
+            records += table.num_rows
+            if table.num_rows:
+                yield table
+    return ReadStats(
+        path=str(path),
+        lines_read=state.line - 1,
+        records=records,
+        quarantined=dict(counts),
+        header_lines=state.header_lines,
+        compressed_stream_truncated=blocks.truncated,
+    )
+
+
+def _no_mapping(mapping: Mapping[str, str] | None, fmt: str) -> None:
+    if mapping and any(key != value for key, value in mapping.items()):
+        raise ValueError(
+            f"a column mapping does not apply to {fmt}: Zeek names its fields in the '#fields' "
+            "header (fix: remove [logs] columns, or use it with format csv, parquet, zeek-json)"
+        )
 
 
 def _load(path: Path) -> tuple[bytes, bool]:
@@ -159,7 +223,7 @@ def _load(path: Path) -> tuple[bytes, bool]:
         inflater = zlib.decompressobj(wbits=31)
         try:  # in 1 MiB steps so damage near the end still leaves what came before it
             while not inflater.eof and position < len(data):
-                piece = data[position:position + (1 << 20)]
+                piece = data[position : position + (1 << 20)]
                 parts.append(inflater.decompress(piece))
                 position += len(piece)
         except zlib.error:
@@ -177,32 +241,51 @@ def _load(path: Path) -> tuple[bytes, bool]:
     return b"".join(parts), damaged
 
 
+@dataclass
+class _TsvState:
+    """Where a scan of the file stands: the header in force and the next line number."""
+
+    header: _Header = field(default_factory=_Header)
+    line: int = 1  # the next physical line number
+    header_lines: int = 0
+
+
 def _split(data: bytes, path: Path) -> tuple[list[_Chunk], int, int, list[BadLine]]:
     """Cut the file at '#' lines into chunks sharing one header; count header and all lines."""
+    state = _TsvState()
+    chunks, bad = _split_block(data, state, path, at_start=True)
+    return chunks, state.header_lines, state.line - 1, bad
+
+
+def _split_block(
+    data: bytes, state: _TsvState, path: Path, *, at_start: bool
+) -> tuple[list[_Chunk], list[BadLine]]:
+    """:func:`_split` for one block, carrying the header across blocks."""
     chunks: list[_Chunk] = []
     bad: list[BadLine] = []
-    header, header_lines, position, line = _Header(), 0, 0, 1
-    if data.startswith(b"\xef\xbb\xbf#"):
-        position = 3  # a UTF-8 byte order mark before the first header (editors add one)
+    position = 3 if at_start and data.startswith(b"\xef\xbb\xbf#") else 0
     while position < len(data):
         if data[position] == 0x23:  # '#'
             end = data.find(b"\n", position)
             end = len(data) if end < 0 else end
-            header = _apply_header_line(header, data[position:end], path=path, line=line)
-            header_lines, line, position = header_lines + 1, line + 1, end + 1
+            state.header = _apply_header_line(
+                state.header, data[position:end], path=path, line=state.line
+            )
+            state.header_lines += 1
+            state.line, position = state.line + 1, end + 1
             continue
         next_header = _next_header_line(data, position)
         end = len(data) if next_header < 0 else next_header
-        if header.fields is None:
-            blank = _blank_lines_before_fields(data[position:end], path=path, line=line)
+        if state.header.fields is None:
+            blank = _blank_lines_before_fields(data[position:end], path=path, line=state.line)
             bad.extend(blank)
-            line += len(blank)
+            state.line += len(blank)
         else:
-            new = _cut(data, start=position, end=end, line=line, header=header)
+            new = _cut(data, start=position, end=end, line=state.line, header=state.header)
             chunks.extend(new)
-            line += sum(chunk.lines for chunk in new)
+            state.line += sum(chunk.lines for chunk in new)
         position = end
-    return chunks, header_lines, line - 1, bad
+    return chunks, bad
 
 
 def _next_header_line(data: bytes, position: int) -> int:
@@ -228,8 +311,10 @@ def _blank_lines_before_fields(block: bytes, *, path: Path, line: int) -> list[B
         )
     lines = block.split(b"\n")
     lines = lines[:-1] if block.endswith(b"\n") else lines
-    return [(line + offset, "blank", text.decode("ascii", "backslashreplace"))
-            for offset, text in enumerate(lines)]
+    return [
+        (line + offset, "blank", text.decode("ascii", "backslashreplace"))
+        for offset, text in enumerate(lines)
+    ]
 
 
 def _cut(data: bytes, *, start: int, end: int, line: int, header: _Header) -> list[_Chunk]:
@@ -247,7 +332,7 @@ def _cut(data: bytes, *, start: int, end: int, line: int, header: _Header) -> li
 def _apply_header_line(header: _Header, raw: bytes, *, path: Path, line: int) -> _Header:
     text = raw.rstrip(b"\r").decode("utf-8", "backslashreplace")
     if text.startswith("#separator "):
-        separator = unescape_zeek(text[len("#separator "):], strict=False)[0] or ""
+        separator = unescape_zeek(text[len("#separator ") :], strict=False)[0] or ""
         if len(separator) != 1 or not separator.isascii() or separator in "\r\n":
             raise LogFormatError(
                 f"{path}: line {line}: {text!r} must declare one ASCII character such as \\x09; "
@@ -271,48 +356,6 @@ def _apply_header_line(header: _Header, raw: bytes, *, path: Path, line: int) ->
     return header  # #path, #open, #close, #types and comments carry nothing we need
 
 
-def _is_utf8(buffer: memoryview) -> bool:
-    offsets = pa.py_buffer(np.array([0, len(buffer)], dtype=np.int64))
-    array = pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(buffer)])
-    try:
-        array.validate(full=True)
-    except pa.ArrowInvalid:
-        return False
-    return True
-
-
-class _LineText:
-    """Raw text of a chunk's lines by 0-based index; the newline scan runs only if asked."""
-
-    def __init__(self, buffer: memoryview | bytes) -> None:
-        self._buffer = buffer
-        self._ends: np.ndarray | None = None
-
-    def __call__(self, index: int) -> str:
-        if self._ends is None:
-            self._ends = np.flatnonzero(np.frombuffer(self._buffer, dtype=np.uint8) == 0x0A)
-        start = int(self._ends[index - 1]) + 1 if index > 0 else 0
-        stop = int(self._ends[index]) if index < len(self._ends) else len(self._buffer)
-        raw = bytes(self._buffer[start:stop])
-        return raw[:-1].decode() if raw.endswith(b"\r") else raw.decode()
-
-
-def _prepare(data: bytes, chunk: _Chunk) -> memoryview | bytes:
-    """The chunk as Arrow must see it: one row per '\n' line, valid UTF-8."""
-    buffer: memoryview | bytes = memoryview(data)[chunk.start:chunk.end]
-    start, end = chunk.start, chunk.end
-    if data.find(b"\r", start, end) >= 0 and data.count(b"\r", start, end) != data.count(
-        b"\r\n", start, end
-    ):
-        # Arrow ends a row at a bare CR; Zeek never writes one, it would be escaped as \x0d
-        buffer = _BARE_CR.sub(rb"\\x0d", bytes(buffer))
-    if not _is_utf8(memoryview(buffer)):
-        # Zeek escapes non-UTF-8 bytes; rewriting stray ones as \xNN keeps the line count and
-        # sends them down the same path (query: 'undecodable', ts: 'bad-timestamp')
-        buffer = bytes(buffer).decode("utf-8", "backslashreplace").encode("utf-8")
-    return buffer
-
-
 def _read_rows(
     buffer: memoryview | bytes, header: _Header, include: list[str]
 ) -> tuple[pa.Table, list[tuple[int, int, str]]]:
@@ -332,17 +375,23 @@ def _read_rows(
             pa.BufferReader(pa.py_buffer(buffer)),
             read_options=pacsv.ReadOptions(
                 column_names=[f"f{index}" for index in range(len(header.fields or ()))],
-                use_threads=False, block_size=block_size,
+                use_threads=False,
+                block_size=block_size,
             ),
             parse_options=pacsv.ParseOptions(
-                delimiter=header.separator, quote_char=False, escape_char=False,
-                double_quote=False, newlines_in_values=False,
+                delimiter=header.separator,
+                quote_char=False,
+                escape_char=False,
+                double_quote=False,
+                newlines_in_values=False,
                 ignore_empty_lines=False,  # blank lines stay rows, or row numbers skip them
                 invalid_row_handler=on_invalid,
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(include, pa.string()), include_columns=include,
-                null_values=[header.unset_field], strings_can_be_null=True,
+                column_types=dict.fromkeys(include, pa.string()),
+                include_columns=include,
+                null_values=[header.unset_field],
+                strings_can_be_null=True,
             ),
         )
 
@@ -360,34 +409,48 @@ def _parse_chunk(
     header = chunk.header
     assert header.fields is not None
     position = {name: f"f{header.fields.index(name)}" for name in columns if name in header.fields}
-    buffer = _prepare(data, chunk)
+    buffer = prepare_lines(data, chunk.start, chunk.end)
     table, invalid = _read_rows(buffer, header, list(dict.fromkeys(position.values())))
-    bad = [_invalid_row(chunk, number, actual, text, cut_line=cut_line)
-           for number, actual, text in invalid]
+    bad = [
+        _invalid_row(chunk, number, actual, text, cut_line=cut_line)
+        for number, actual, text in invalid
+    ]
     rows = np.arange(chunk.lines, dtype=np.int64)  # 0-based line in the chunk of each row
     if invalid:
         rows = np.setdiff1d(rows, np.array([number - 1 for number, _, _ in invalid]))
     if len(rows) != table.num_rows:
-        raise RuntimeError(f"line accounting broke at line {chunk.first_line}: "
-                           f"{len(rows)} lines but {table.num_rows} rows")
-    line_text = _LineText(buffer)
+        raise RuntimeError(
+            f"line accounting broke at line {chunk.first_line}: "
+            f"{len(rows)} lines but {table.num_rows} rows"
+        )
+    line_text = LineText(buffer)
     reasons: dict[int, str] = {}  # row -> why it is dropped after parsing
     ts_text = table.column(position["ts"]).combine_chunks()
-    ts = _parse_timestamps(ts_text)
+    ts = parse_decimal_seconds(ts_text)
     unusable = pc.invert(pc.is_finite(ts)).fill_null(True).to_numpy(zero_copy_only=False)
     for index in map(int, np.flatnonzero(unusable)):
         blank = ts_text[index].as_py() in (None, "") and line_text(int(rows[index])) == ""
         reasons[index] = "blank" if blank else "bad-timestamp"
-    out = {name: pa.nulls(table.num_rows, pa.string()) if name not in position else
-           _decode_column(table.column(position[name]).combine_chunks(), header,
-                          strict=name == "query", reasons=reasons)
-           for name in columns if name != "ts"}
+    out = {
+        name: pa.nulls(table.num_rows, pa.string())
+        if name not in position
+        else _decode_column(
+            table.column(position[name]).combine_chunks(),
+            header,
+            strict=name == "query",
+            reasons=reasons,
+        )
+        for name in columns
+        if name != "ts"
+    }
     out |= {"ts": ts, "line": pa.array(rows + chunk.first_line, pa.int64())}
-    result = pa.table(out, schema=_schema(columns))
+    result = pa.table(out, schema=output_schema(columns))
     if not reasons:
         return result, bad
-    bad += [(chunk.first_line + int(rows[index]), reason, line_text(int(rows[index])))
-            for index, reason in reasons.items()]
+    bad += [
+        (chunk.first_line + int(rows[index]), reason, line_text(int(rows[index])))
+        for index, reason in reasons.items()
+    ]
     keep = np.ones(table.num_rows, dtype=bool)
     keep[list(reasons)] = False
     return result.filter(pa.array(keep)), bad
@@ -400,15 +463,6 @@ def _invalid_row(chunk: _Chunk, number: int, actual: int, text: str, *, cut_line
     else:  # only the file's unterminated last line is 'truncated'
         reason = "truncated" if line == cut_line else "too-few-fields"
     return line, reason, text[:-1] if text.endswith("\r") else text
-
-
-def _parse_timestamps(text: pa.Array) -> pa.Array:
-    """Float seconds; null where the text is not a plain decimal or exponent number."""
-    try:
-        return pc.cast(text, pa.float64())
-    except pa.ArrowInvalid:
-        plain = pc.match_substring_regex(text, _FLOAT)
-        return pc.cast(pc.if_else(plain, text, pa.scalar(None, pa.string())), pa.float64())
 
 
 def _decode_column(

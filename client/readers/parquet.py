@@ -18,8 +18,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from client.quarantine import Quarantine
-from client.readers import (
+from client.readers.base import (
+    DEFAULT_COLUMNS,
+    BadLine,
+    LogFormatError,
+    ReadStats,
     TableStream,
+    as_text,
     check_columns,
     collect,
     output_schema,
@@ -28,25 +33,33 @@ from client.readers import (
     resolve_fields,
     seconds_from_numbers,
 )
-from client.zeek import DEFAULT_COLUMNS, BadLine, LogFormatError, ReadStats
-from client.zeek_json import as_text
 
 BATCH_ROWS = 1 << 17
 
 
-def read_parquet_log(path: Path, *, quarantine: Quarantine,
-                     columns: Sequence[str] = DEFAULT_COLUMNS,
-                     mapping: Mapping[str, str] | None = None) -> tuple[pa.Table, ReadStats]:
+def read_parquet_log(
+    path: Path,
+    *,
+    quarantine: Quarantine,
+    columns: Sequence[str] = DEFAULT_COLUMNS,
+    mapping: Mapping[str, str] | None = None,
+) -> tuple[pa.Table, ReadStats]:
     """Read one Parquet log; ``mapping`` gives the Parquet column of each column."""
     columns = check_columns(columns)
-    return collect(stream_parquet_log(path, quarantine=quarantine, columns=columns,
-                                      mapping=mapping), columns)
+    return collect(
+        stream_parquet_log(path, quarantine=quarantine, columns=columns, mapping=mapping), columns
+    )
 
 
 def stream_parquet_log(
-    path: Path, *, quarantine: Quarantine, columns: Sequence[str] = DEFAULT_COLUMNS,
-    mapping: Mapping[str, str] | None = None, batch_rows: int = BATCH_ROWS,
-    on_progress=None, **_: object,
+    path: Path,
+    *,
+    quarantine: Quarantine,
+    columns: Sequence[str] = DEFAULT_COLUMNS,
+    mapping: Mapping[str, str] | None = None,
+    batch_rows: int = BATCH_ROWS,
+    on_progress=None,
+    **_: object,
 ) -> TableStream:
     """:func:`read_parquet_log` batch by batch (one row group's worth of memory at a time).
 
@@ -59,8 +72,9 @@ def stream_parquet_log(
     present = [field for field in fields.values() if field in parquet.schema_arrow.names]
     rows_read, records, counts = 0, 0, Counter()
     for group in range(parquet.num_row_groups):
-        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group],
-                                          columns=present, use_threads=True):
+        for batch in parquet.iter_batches(
+            batch_size=batch_rows, row_groups=[group], columns=present, use_threads=True
+        ):
             table, bad = _convert(batch, fields, first_row=rows_read + 1)
             rows_read += batch.num_rows
             counts += quarantine_lines(quarantine, path, bad)
@@ -69,19 +83,27 @@ def stream_parquet_log(
                 yield table
         if on_progress is not None:
             on_progress(parquet.metadata.row_group(group).total_byte_size)
-    return ReadStats(path=str(path), lines_read=rows_read, records=records,
-                     quarantined=dict(counts), header_lines=0)
+    return ReadStats(
+        path=str(path),
+        lines_read=rows_read,
+        records=records,
+        quarantined=dict(counts),
+        header_lines=0,
+    )
 
 
 def _open(path: Path, fields: Mapping[str, str]) -> pq.ParquetFile:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as error:
-        raise LogFormatError(f"{path}: not a readable Parquet file ({error}); fix: set [logs] "
-                             "format to the files' format (zeek-tsv, zeek-json, csv)") from None
+        raise LogFormatError(
+            f"{path}: not a readable Parquet file ({error}); fix: set [logs] "
+            "format to the files' format (zeek-tsv, zeek-json, csv)"
+        ) from None
     names = parquet.schema_arrow.names
-    missing = [f"{name} (column {fields[name]!r})" for name in ("ts", "query")
-               if fields[name] not in names]
+    missing = [
+        f"{name} (column {fields[name]!r})" for name in ("ts", "query") if fields[name] not in names
+    ]
     if missing:
         raise LogFormatError(
             f"{path}: no Parquet column for {', '.join(missing)}; its columns are {names[:16]}. "
@@ -128,8 +150,9 @@ def _query_text(values: pa.Array, reasons: dict[int, str]) -> pa.Array:
     return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
 
 
-def _convert(batch: pa.RecordBatch, fields: Mapping[str, str],
-             *, first_row: int) -> tuple[pa.Table, list[BadLine]]:
+def _convert(
+    batch: pa.RecordBatch, fields: Mapping[str, str], *, first_row: int
+) -> tuple[pa.Table, list[BadLine]]:
     reasons: dict[int, str] = {}
     ts = timestamps_to_seconds(batch.column(fields["ts"]))
     for index in np.flatnonzero(pc.is_null(ts).to_numpy(zero_copy_only=False)):
@@ -146,8 +169,9 @@ def _convert(batch: pa.RecordBatch, fields: Mapping[str, str],
         out[name] = as_text(column)
     out["line"] = pa.array(np.arange(batch.num_rows, dtype=np.int64) + first_row)
     columns = list(fields)
-    table = pa.table({name: out[name] for name in [*columns, "line"]},
-                     schema=output_schema(columns))
+    table = pa.table(
+        {name: out[name] for name in [*columns, "line"]}, schema=output_schema(columns)
+    )
     if not reasons:
         return table, []
     raw = batch.select([field for field in fields.values() if field in batch.schema.names])

@@ -18,12 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from client import zeek
 from client.quarantine import Quarantine
-from client.readers import (
-    BLOCK_BYTES,
-    LineBlocks,
+from client.readers.base import (
+    DEFAULT_COLUMNS,
+    BadLine,
+    LogFormatError,
     Progress,
+    ReadStats,
     TableStream,
     check_columns,
     collect,
@@ -34,31 +35,54 @@ from client.readers import (
     resolve_fields,
     run_ahead,
 )
-from client.zeek import DEFAULT_COLUMNS, BadLine, LogFormatError, ReadStats
+from client.readers.lines import (
+    ARROW_BLOCK_BYTES,
+    BLOCK_BYTES,
+    LineBlocks,
+    LineText,
+    is_utf8,
+    prepare_lines,
+)
 
 BAD_QUOTE = -1  # in place of a field count
 _FIX = 'set [logs] columns in the site config, e.g. columns = {ts = "timestamp", query = "qname"}'
 
 
-def read_csv_log(path: Path, *, quarantine: Quarantine, columns: Sequence[str] = DEFAULT_COLUMNS,
-                 mapping: Mapping[str, str] | None = None,
-                 delimiter: str = ",") -> tuple[pa.Table, ReadStats]:
+def read_csv_log(
+    path: Path,
+    *,
+    quarantine: Quarantine,
+    columns: Sequence[str] = DEFAULT_COLUMNS,
+    mapping: Mapping[str, str] | None = None,
+    delimiter: str = ",",
+) -> tuple[pa.Table, ReadStats]:
     """Read one CSV log; ``mapping`` gives the header name of each column (default: its own)."""
     columns = check_columns(columns)
-    return collect(stream_csv_log(path, quarantine=quarantine, columns=columns, mapping=mapping,
-                                  delimiter=delimiter), columns)
+    return collect(
+        stream_csv_log(
+            path, quarantine=quarantine, columns=columns, mapping=mapping, delimiter=delimiter
+        ),
+        columns,
+    )
 
 
 def stream_csv_log(
-    path: Path, *, quarantine: Quarantine, columns: Sequence[str] = DEFAULT_COLUMNS,
-    mapping: Mapping[str, str] | None = None, block_bytes: int = BLOCK_BYTES,
-    on_progress: Progress | None = None, workers: int | None = None, delimiter: str = ",",
+    path: Path,
+    *,
+    quarantine: Quarantine,
+    columns: Sequence[str] = DEFAULT_COLUMNS,
+    mapping: Mapping[str, str] | None = None,
+    block_bytes: int = BLOCK_BYTES,
+    on_progress: Progress | None = None,
+    workers: int | None = None,
+    delimiter: str = ",",
 ) -> TableStream:
     """:func:`read_csv_log` block by block with bounded memory; returns the ReadStats."""
     columns = check_columns(columns)
-    if len(delimiter) != 1 or delimiter in "\r\n\"":
-        raise ValueError(f"delimiter must be one character other than a quote or newline; "
-                         f"got {delimiter!r}")
+    if len(delimiter) != 1 or delimiter in '\r\n"':
+        raise ValueError(
+            f"delimiter must be one character other than a quote or newline; got {delimiter!r}"
+        )
     path = Path(path)
     fields = resolve_fields(columns, mapping, path=path)
     blocks = LineBlocks(path, block_bytes=block_bytes, on_progress=on_progress)
@@ -74,8 +98,14 @@ def stream_csv_log(
             cut = first_line + lines - 1 if is_last and not block.endswith(b"\n") else 0
             if lines:
                 yield lambda block=block, first=first_line, count=lines, cut=cut: _parse_block(
-                    block, first_line=first, lines=count, cut_line=cut, header=state["header"],
-                    fields=fields, delimiter=delimiter)
+                    block,
+                    first_line=first,
+                    lines=count,
+                    cut_line=cut,
+                    header=state["header"],
+                    fields=fields,
+                    delimiter=delimiter,
+                )
 
     records, counts = 0, Counter()
     for table, bad in run_ahead(tasks(), workers=workers or default_workers()):
@@ -83,13 +113,19 @@ def stream_csv_log(
         records += table.num_rows
         if table.num_rows:
             yield table
-    return ReadStats(path=str(path), lines_read=state["line"] - 1, records=records,
-                     quarantined=dict(counts), header_lines=int(state["header"] is not None),
-                     compressed_stream_truncated=blocks.truncated)
+    return ReadStats(
+        path=str(path),
+        lines_read=state["line"] - 1,
+        records=records,
+        quarantined=dict(counts),
+        header_lines=int(state["header"] is not None),
+        compressed_stream_truncated=blocks.truncated,
+    )
 
 
-def _take_header(block: bytes, state: dict, path: Path, fields: Mapping[str, str],
-                 delimiter: str) -> bytes:
+def _take_header(
+    block: bytes, state: dict, path: Path, fields: Mapping[str, str], delimiter: str
+) -> bytes:
     """Read the header row off the first block; check every mapped field is in it."""
     start = 3 if block.startswith(b"\xef\xbb\xbf") else 0
     end = block.find(b"\n", start)
@@ -98,8 +134,10 @@ def _take_header(block: bytes, state: dict, path: Path, fields: Mapping[str, str
     header = next(csv.reader([raw], delimiter=delimiter), [])
     if raw.startswith("#") or raw.lstrip().startswith("{"):
         kind = "zeek-tsv" if raw.startswith("#") else "zeek-json"
-        raise LogFormatError(f"{path}: line 1 looks like {kind}, not a CSV header: {raw[:80]!r} "
-                             f"(fix: set [logs] format = '{kind}')")
+        raise LogFormatError(
+            f"{path}: line 1 looks like {kind}, not a CSV header: {raw[:80]!r} "
+            f"(fix: set [logs] format = '{kind}')"
+        )
     missing = [f"{name} (field {field!r})" for name, field in fields.items() if field not in header]
     if missing:
         raise LogFormatError(
@@ -108,26 +146,42 @@ def _take_header(block: bytes, state: dict, path: Path, fields: Mapping[str, str
         )
     state["header"] = header
     state["line"] = 2
-    return block[end + 1:]
+    return block[end + 1 :]
 
 
-def _parse_block(block: bytes, *, first_line: int, lines: int, cut_line: int, header: list[str],
-                 fields: Mapping[str, str], delimiter: str) -> tuple[pa.Table, list[BadLine]]:
-    chunk = zeek._Chunk(0, len(block), first_line, lines, zeek._Header())
-    buffer = zeek._prepare(block, chunk)  # bare CR and stray bytes: one row per '\n' line
-    rewritten = isinstance(buffer, bytes) and not zeek._is_utf8(memoryview(block))
-    undecodable = {index for index, raw in enumerate(block.split(b"\n")[:lines])
-                   if not _decodes(raw)} if rewritten else set()
+def _parse_block(
+    block: bytes,
+    *,
+    first_line: int,
+    lines: int,
+    cut_line: int,
+    header: list[str],
+    fields: Mapping[str, str],
+    delimiter: str,
+) -> tuple[pa.Table, list[BadLine]]:
+    buffer = prepare_lines(block, 0, len(block))  # bare CR and stray bytes: one row per '\n' line
+    rewritten = isinstance(buffer, bytes) and not is_utf8(memoryview(block))
+    undecodable = (
+        {index for index, raw in enumerate(block.split(b"\n")[:lines]) if not _decodes(raw)}
+        if rewritten
+        else set()
+    )
     parsed = _arrow_rows(buffer, header, fields, delimiter, lines)
     if parsed is None:
         parsed = _python_rows(buffer, header, fields, delimiter)
     values, rows, invalid = parsed
-    line_text = zeek._LineText(buffer)
-    bad = [(first_line + index, _invalid_reason(text, actual, len(header),
-                                                cut=first_line + index == cut_line), text)
-           for index, actual, text in invalid]
-    return _finish(values, rows, first_line=first_line, line_text=line_text,
-                   undecodable=undecodable, bad=bad)
+    line_text = LineText(buffer)
+    bad = [
+        (
+            first_line + index,
+            _invalid_reason(text, actual, len(header), cut=first_line + index == cut_line),
+            text,
+        )
+        for index, actual, text in invalid
+    ]
+    return _finish(
+        values, rows, first_line=first_line, line_text=line_text, undecodable=undecodable, bad=bad
+    )
 
 
 def _decodes(raw: bytes) -> bool:
@@ -141,8 +195,9 @@ def _decodes(raw: bytes) -> bool:
 Rows = tuple[dict[str, pa.Array], np.ndarray, list[tuple[int, int, str]]]
 
 
-def _arrow_rows(buffer, header: list[str], fields: Mapping[str, str], delimiter: str,
-                lines: int) -> Rows | None:
+def _arrow_rows(
+    buffer, header: list[str], fields: Mapping[str, str], delimiter: str, lines: int
+) -> Rows | None:
     """Arrow's parser (serial, so it numbers rows); None when rows and lines do not pair up."""
     invalid: list[tuple[int, int, str]] = []
     names = [f"f{index}" for index in range(len(header))]
@@ -156,21 +211,30 @@ def _arrow_rows(buffer, header: list[str], fields: Mapping[str, str], delimiter:
         invalid.clear()
         return pacsv.read_csv(
             pa.BufferReader(pa.py_buffer(buffer)),
-            read_options=pacsv.ReadOptions(column_names=names, use_threads=False,
-                                           block_size=block_size),
+            read_options=pacsv.ReadOptions(
+                column_names=names, use_threads=False, block_size=block_size
+            ),
             parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, quote_char='"', double_quote=True, escape_char=False,
-                newlines_in_values=False, ignore_empty_lines=False,
-                invalid_row_handler=on_invalid),
+                delimiter=delimiter,
+                quote_char='"',
+                double_quote=True,
+                escape_char=False,
+                newlines_in_values=False,
+                ignore_empty_lines=False,
+                invalid_row_handler=on_invalid,
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(set(include.values()), pa.string()),
-                include_columns=list(dict.fromkeys(include.values())), strings_can_be_null=False,
-                null_values=[], quoted_strings_can_be_null=False),
+                include_columns=list(dict.fromkeys(include.values())),
+                strings_can_be_null=False,
+                null_values=[],
+                quoted_strings_can_be_null=False,
+            ),
         )
 
     try:
         try:
-            table = read(zeek.ARROW_BLOCK_BYTES)
+            table = read(ARROW_BLOCK_BYTES)
         except pa.ArrowInvalid as error:
             if "straddl" not in str(error):
                 raise
@@ -223,9 +287,15 @@ def _invalid_reason(text: str, actual: int, expected: int, *, cut: bool) -> str:
     return "truncated" if cut else "too-few-fields"
 
 
-def _finish(values: dict[str, pa.Array], rows: np.ndarray, *, first_line: int,
-            line_text: zeek._LineText, undecodable: set[int],
-            bad: list[BadLine]) -> tuple[pa.Table, list[BadLine]]:
+def _finish(
+    values: dict[str, pa.Array],
+    rows: np.ndarray,
+    *,
+    first_line: int,
+    line_text: LineText,
+    undecodable: set[int],
+    bad: list[BadLine],
+) -> tuple[pa.Table, list[BadLine]]:
     reasons: dict[int, str] = {}
     ts = parse_timestamps(values["ts"])
     for index in np.flatnonzero(pc.is_null(ts).to_numpy(zero_copy_only=False)):
@@ -236,15 +306,21 @@ def _finish(values: dict[str, pa.Array], rows: np.ndarray, *, first_line: int,
             reasons[int(index)] = "undecodable"
     query = values["query"]
     out = {name: column for name, column in values.items() if name not in ("ts", "query")}
-    out |= {"ts": ts, "query": pc.if_else(pc.equal(query, ""), pa.scalar(None, pa.string()), query),
-            "line": pa.array(rows + first_line, pa.int64())}
+    out |= {
+        "ts": ts,
+        "query": pc.if_else(pc.equal(query, ""), pa.scalar(None, pa.string()), query),
+        "line": pa.array(rows + first_line, pa.int64()),
+    }
     columns = list(values)
-    table = pa.table({name: out[name] for name in [*columns, "line"]},
-                     schema=output_schema(columns))
+    table = pa.table(
+        {name: out[name] for name in [*columns, "line"]}, schema=output_schema(columns)
+    )
     if not reasons:
         return table, bad
-    bad = bad + [(first_line + int(rows[index]), reason, line_text(int(rows[index])))
-                 for index, reason in reasons.items()]
+    bad = bad + [
+        (first_line + int(rows[index]), reason, line_text(int(rows[index])))
+        for index, reason in reasons.items()
+    ]
     keep = np.ones(len(rows), dtype=bool)
     keep[list(reasons)] = False
     return table.filter(pa.array(keep)), bad
