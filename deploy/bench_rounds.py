@@ -2,8 +2,8 @@
 
 Prints start-up times, seconds per round (from results.json) and memory per data holder.
 
-    .venv/bin/python deploy/bench_rounds.py --mode secagg --rounds 3
-    .venv/bin/python deploy/bench_rounds.py --mode fedavg --rounds 3 --app /tmp/patched-app
+    .venv/bin/python -m deploy.bench_rounds --mode secagg --rounds 3
+    .venv/bin/python -m deploy.bench_rounds --mode fedavg --rounds 3 --app /tmp/patched-app
 
 `--app` runs another copy of the app (e.g. one with a change to measure); by default the
 repository's own app is copied. Every process started is killed by PID on exit.
@@ -16,17 +16,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from server.certs import write_pki  # noqa: E402
-from server.deployment import (  # noqa: E402
+from deploy.certs import write_pki
+from deploy.compose import (
     connection_entry,
     default_executable,
     load_compose,
@@ -36,13 +32,15 @@ from server.deployment import (  # noqa: E402
     process_env,
     write_connection,
 )
-from tests.integration.procs import (  # noqa: E402
+from deploy.procs import (
     Processes,
     free_ports,
     port_open,
     process_tree,
     wait_until,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 QUIET = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
          "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}

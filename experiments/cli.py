@@ -139,7 +139,7 @@ def certs(
     node: Annotated[list[str] | None, typer.Option(help="node key to create (repeatable)")] = None,
 ) -> None:
     """A development PKI: CA, SuperLink TLS certificate with these SANs, node ECDSA keys."""
-    from server.certs import certs_command
+    from deploy.certs import certs_command
 
     raise typer.Exit(code=certs_command(out, hosts=host or [], nodes=node or []))
 
@@ -152,7 +152,7 @@ def connection(
     flwr_home: Annotated[Path | None, typer.Option(help="default: $FLWR_HOME or ~/.flwr")] = None,
 ) -> None:
     """Write the model team's TLS connection into $FLWR_HOME/config.toml."""
-    from server.deployment import connection_command
+    from deploy.compose import connection_command
 
     raise typer.Exit(code=connection_command(name, address=address,
                                              root_certificates=root_certificates,
@@ -170,7 +170,7 @@ def node_register(
     flwr_home: Annotated[Path | None, typer.Option(help="default: $FLWR_HOME or ~/.flwr")] = None,
 ) -> None:
     """Register a data holder's public key with the SuperLink (coordinator side)."""
-    from server.deployment import node_register_command
+    from deploy.compose import node_register_command
 
     raise typer.Exit(code=node_register_command(public_key, connection=connection,
                                                 flwr_home=flwr_home))

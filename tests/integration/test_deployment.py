@@ -1,6 +1,6 @@
 """The Deployment Engine exactly as docker-compose.yml describes it, run as local processes.
 
-There is no Docker engine here. server/deployment.py reads docker-compose.yml and turns each
+There is no Docker engine here. deploy/compose.py reads docker-compose.yml and turns each
 service's own command into a local process (container paths, addresses and ports rewritten
 for loopback), so the compose file and this test cannot drift apart: a real TLS SuperLink
 with node authentication, the nginx Fleet proxy, three SuperNodes each with its own site
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from server.deployment import (
+from deploy.compose import (
     COMPOSE_FILE,
     LocalService,
     Mount,
@@ -41,8 +41,7 @@ from server.deployment import (
     process_env,
     write_connection,
 )
-from tests.conftest import ROOT, TEST_ENV
-from tests.integration.procs import (
+from deploy.procs import (
     Processes,
     free_ports,
     kill_pids,
@@ -50,6 +49,7 @@ from tests.integration.procs import (
     process_tree,
     wait_until,
 )
+from tests.conftest import ROOT, TEST_ENV
 
 SITES = ("site-00", "site-01", "site-02")
 CONNECTION = "fedsec-deploy"
@@ -200,7 +200,7 @@ def test_certs_command_writes_a_pki_that_flwr_and_tls_accept(tmp_path, capsys):
         load_ssh_public_key,
     )
 
-    from server.certs import PkiPaths, certs_command, server_hosts
+    from deploy.certs import PkiPaths, certs_command, server_hosts
 
     out = tmp_path / "pki"
     assert certs_command(out, hosts=["coordinator.example.org", "10.0.0.5"],
@@ -233,7 +233,7 @@ def test_certs_command_writes_a_pki_that_flwr_and_tls_accept(tmp_path, capsys):
 def test_connection_file_is_read_by_flwr(tmp_path, monkeypatch):
     from flwr.cli.flower_config import read_superlink_connection
 
-    from server.deployment import simulation_entry
+    from deploy.compose import simulation_entry
 
     ca = tmp_path / "ca.crt"
     ca.write_text("-")
@@ -297,8 +297,8 @@ def _healthy(local: LocalService) -> bool:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory) -> Iterator[Federation]:
+    from deploy.certs import write_pki
     from experiments.generator import generate_sites
-    from server.certs import write_pki
 
     _require("nginx")
     root = tmp_path_factory.mktemp("deployment")

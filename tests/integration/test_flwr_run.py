@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from server.deployment import (
+from deploy.compose import (
     default_executable,
     interpreter_path_env,
     simulation_entry,
     write_connection,
 )
+from deploy.procs import free_ports, kill_pids, pids_with_env
 from tests.conftest import ROOT, TEST_ENV
-from tests.integration.procs import free_ports, kill_pids, pids_with_env
 
 CONNECTION = "fedsec-sim"
 N_SITES = 3

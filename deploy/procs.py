@@ -1,7 +1,7 @@
-"""Child processes for integration tests: own session, bounded waits, killed by PID.
+"""Child processes for tests and benchmarks: own session, bounded waits, killed by PID.
 
 Every process is started in a new session with its output in a log file, and is killed by
-the kernel if the test process itself dies (PR_SET_PDEATHSIG). `Processes.stop`
+the kernel if the process that started it dies (PR_SET_PDEATHSIG). `Processes.stop`
 (run it in a `finally` or fixture teardown) kills each one with its whole tree: the
 members of its process group and every descendant found through /proc, which includes
 the SuperExec that flwr starts detached in a session of its own.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it if the test process dies without cleaning up."""
+    """In the child before exec: SIGKILL it if its starter dies without cleaning up."""
     import ctypes
 
     PR_SET_PDEATHSIG = 1
@@ -41,7 +41,7 @@ def _stat(pid: int) -> tuple[int, int] | None:
     raw = _read_proc(pid, "stat")
     if not raw:
         return None
-    fields = raw[raw.rindex(b")") + 2:].split()  # the command name may hold spaces
+    fields = raw[raw.rindex(b")") + 2 :].split()  # the command name may hold spaces
     return int(fields[1]), int(fields[2])
 
 
@@ -65,8 +65,11 @@ def process_tree(root: int) -> list[int]:
 def pids_with_env(key: str, value: str) -> list[int]:
     """Processes whose environment holds KEY=VALUE (e.g. a test's own FLWR_HOME)."""
     needle = f"{key}={value}".encode()
-    return [pid for pid in _all_pids() if pid != os.getpid()
-            and needle in _read_proc(pid, "environ").split(b"\0")]
+    return [
+        pid
+        for pid in _all_pids()
+        if pid != os.getpid() and needle in _read_proc(pid, "environ").split(b"\0")
+    ]
 
 
 def kill_pids(pids: Iterable[int], *, grace_seconds: float = 5.0) -> None:
@@ -85,7 +88,7 @@ def kill_pids(pids: Iterable[int], *, grace_seconds: float = 5.0) -> None:
 
 def _alive(pid: int) -> bool:
     info = _read_proc(pid, "stat")
-    return bool(info) and info[info.rindex(b")") + 2:][:1] != b"Z"
+    return bool(info) and info[info.rindex(b")") + 2 :][:1] != b"Z"
 
 
 def free_ports(count: int) -> list[int]:
@@ -106,8 +109,14 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
-               interval: float = 0.5, on_timeout: Callable[[], str] = lambda: "") -> float:
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    on_timeout: Callable[[], str] = lambda: "",
+) -> float:
     """Poll until `check()` is true; returns the seconds it took, raises TimeoutError."""
     start = time.monotonic()
     while not check():
@@ -131,8 +140,10 @@ class Proc:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def tail(self, chars: int = 4000) -> str:
-        return f"--- {self.name} (pid {self.pid}, exit {self.popen.poll()}) ---\n" + \
-            self.log()[-chars:]
+        return (
+            f"--- {self.name} (pid {self.pid}, exit {self.popen.poll()}) ---\n"
+            + self.log()[-chars:]
+        )
 
     def wait_for_log(self, pattern: str, *, timeout: float) -> float:
         """Wait for a regex in the log; fails at once if the process exits first."""
@@ -145,8 +156,9 @@ class Proc:
                 raise RuntimeError(f"{self.name} exited before {pattern!r}\n{self.tail()}")
             return False
 
-        return wait_until(seen, timeout=timeout, what=f"{self.name}: {pattern!r}",
-                          on_timeout=self.tail)
+        return wait_until(
+            seen, timeout=timeout, what=f"{self.name}: {pattern!r}", on_timeout=self.tail
+        )
 
     def wait_exit(self, *, timeout: float) -> int | None:
         try:
@@ -156,20 +168,28 @@ class Proc:
 
 
 class Processes:
-    """The processes one test or fixture started; `stop()` kills them all by PID."""
+    """The processes one test, fixture or benchmark started; `stop()` kills them all by PID."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.started: list[Proc] = []
 
-    def start(self, name: str, argv: list[str], *, env: Mapping[str, str],
-              cwd: Path | None = None) -> Proc:
+    def start(
+        self, name: str, argv: list[str], *, env: Mapping[str, str], cwd: Path | None = None
+    ) -> Proc:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as log:
-            popen = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, preexec_fn=_die_with_parent)
+            popen = subprocess.Popen(
+                argv,
+                env=dict(env),
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         proc = Proc(name, popen, log_path)
         self.started.append(proc)
         return proc
