@@ -21,6 +21,7 @@ COPY common /src/common
 COPY client /src/client
 COPY server /src/server
 COPY experiments /src/experiments
+COPY fedsec /src/fedsec
 RUN pip install /src && python -c "import torch, flwr, client.app, server.app"
 
 # ---- what both roles share: the virtualenv, a non-root user, quiet and offline flwr

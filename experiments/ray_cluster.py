@@ -317,7 +317,7 @@ def _simulate(plan: Plan, data: Path, out: Path, *, env: dict[str, str],
     """`fedsec simulate` as a child process; its results, final weights and what was seen."""
     from common.model import model_from_bytes, model_to_ndarrays
 
-    argv = [sys.executable, "-m", "experiments.cli", "simulate", "--data", str(data),
+    argv = [sys.executable, "-m", "fedsec", "simulate", "--data", str(data),
             "--out", str(out), "--rounds", str(plan.num_rounds), "--mode", plan.mode,
             "--seed", str(SEED), "--local-steps", str(plan.local_steps), "--set", "site-html=off"]
     if ray_address:

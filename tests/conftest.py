@@ -36,7 +36,7 @@ def run_fedsec(
     args: list[str], *, tmp_path: Path, timeout: float = 300
 ) -> subprocess.CompletedProcess:
     """Run the installed CLI entry point in a child process (bounded, its own process group)."""
-    command = [sys.executable, "-m", "experiments.cli", *args]
+    command = [sys.executable, "-m", "fedsec", *args]
     return subprocess.run(command, cwd=tmp_path, env=fedsec_env(tmp_path), capture_output=True,
                           text=True, timeout=timeout, check=False)
 

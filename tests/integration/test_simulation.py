@@ -211,7 +211,7 @@ def test_killed_run_resumes_to_the_same_final_model(small_federation, tmp_path):
     straight = tmp_path / "straight"
     _simulate(small_federation, straight, tmp_path, "--mode", "fedavg", "--rounds", rounds)
     broken = tmp_path / "broken"
-    command = [sys.executable, "-m", "experiments.cli", "simulate", "--data",
+    command = [sys.executable, "-m", "fedsec", "simulate", "--data",
                str(small_federation), "--out", str(broken), "--rounds", rounds, "--local-steps",
                STEPS, "--mode", "fedavg"]
     process = subprocess.Popen(command, cwd=tmp_path, env=fedsec_env(tmp_path),

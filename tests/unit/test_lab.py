@@ -74,7 +74,7 @@ def test_every_registered_experiment_is_a_module_with_run():
 def test_cli_rejects_conflicting_sizes_and_unknown_names(tmp_path):
     from typer.testing import CliRunner
 
-    from experiments.cli import app
+    from fedsec.cli import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["experiment", "value", "--full", "--tiny", "--out", str(tmp_path)])
