@@ -48,28 +48,16 @@ def site_location(context: Context) -> tuple[Path, Path | None]:
 
 
 def _site(context: Context):
-    from client.local import prepared_site  # torch: only for messages that need the model
+    """The site this node serves, read once per process (guard, training and evaluation)."""
+    from client.pipeline import load_site
 
     site_dir, work_dir = site_location(context)
-    return prepared_site(site_dir, work_dir=work_dir)
-
-
-_names: dict[tuple[Path, Path | None], frozenset[str]] = {}
+    return load_site(site_dir, work_dir=work_dir)
 
 
 def _site_names(context: Context) -> frozenset[str]:
-    """Every name of the site's traffic, for the reply guard (no model, no torch needed)."""
-    from client.dataset import prepare_site
-
-    site_dir, work_dir = site_location(context)
-    key = (site_dir.resolve(), work_dir)
-    if key not in _names:
-        work = (work_dir or site_dir / "work").resolve()
-        data = prepare_site(site_dir, work_dir=work)
-        parts = (data.train.domains, data.test.domains, data.train.registered,
-                 data.test.registered)
-        _names[key] = frozenset(name for part in parts for name in part.tolist())
-    return _names[key]
+    """Every name the site read, for the reply guard (no model, no torch needed)."""
+    return _site(context).names
 
 
 def _audit_dir(context: Context) -> Path | None:
@@ -103,7 +91,7 @@ def _fit(msg: Message, context: Context) -> Message:
         status=Status(code=Code.OK, message=""),
         parameters=ndarrays_to_parameters(reply.delta),
         num_examples=reply.weight,
-        metrics={SITE_ID: site.data.site_id, **reply.metrics},
+        metrics={SITE_ID: site.site_id, **reply.metrics},
     )
     return Message(compat.fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
 
@@ -128,12 +116,12 @@ def evaluate(msg: Message, context: Context) -> Message:
                             settings=settings,
                             server_round=int(evaluate_ins.config.get(SERVER_ROUND, 0)))
     # Only the share policy's subset leaves; the full report stays in the site's work folder.
-    shared = share_subset(report.metrics, level=site.data.config.share.level)
+    shared = share_subset(report.metrics, level=site.config.share.level)
     evaluate_res = EvaluateRes(
         status=Status(code=Code.OK, message=""),
         loss=float(shared.get("brier", 0.0)),
         num_examples=1,  # a count of test domains is a volume: it travels only in `shared`
-        metrics={SITE_ID: site.data.site_id, **shared},
+        metrics={SITE_ID: site.site_id, **shared},
     )
     return Message(compat.evaluateres_to_recorddict(evaluate_res), reply_to=msg)
 

@@ -7,117 +7,14 @@ is unusable (the message names the file, the field and the fix).
 from __future__ import annotations
 
 import math
-import shutil
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 
-import pyarrow as pa
-
-from client.domains import normalise_domain_array
-from client.dqa import (
-    DUPLICATE_KEY,
-    DqaReport,
-    DqaThresholds,
-    QualityGateError,
-    QuarantinedLine,
-    label_figures,
-    quality_gate,
-    read_figures,
-    split_figures,
-)
-from client.quarantine import Quarantine
-from client.readers import READERS, LogFormatError
-from client.site import SITE_FILE, load_intel, load_site_config
-from common.config import ConfigError, SiteConfig
-
-CHECK_DIR = Path("work") / "check"
-ZEEK_FORMATS = ("zeek-tsv", "zeek-json", "parquet")  # extra columns may simply be absent
-
-
-class RecordingQuarantine(Quarantine):
-    """A quarantine that also remembers (file, line, reason) for the per-day figures."""
-
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory)
-        self.lines: list[QuarantinedLine] = []
-
-    def add(self, *, source: Path | str, line_number: int, reason: str, raw: str) -> None:
-        super().add(source=source, line_number=line_number, reason=reason, raw=raw)
-        self.lines.append((str(source), line_number, reason))
-
-
-@dataclass(frozen=True)
-class Assessment:
-    config: SiteConfig
-    report: DqaReport
-    problems: list[str]
-    quarantine_dir: Path
-
-
-def thresholds_for(config: SiteConfig) -> DqaThresholds:
-    """The site's ``[dqa]`` section when the config has one, else the defaults."""
-    section = getattr(config, "dqa", None)
-    if section is None:
-        return DqaThresholds()
-    names = {item.name for item in fields(DqaThresholds)}
-    return DqaThresholds(**{key: value for key, value in dict(section).items() if key in names})
-
-
-def read_site_logs(site_dir: Path, config: SiteConfig, quarantine: Quarantine):
-    """Every log file through the configured reader: (per-file stats, records with ``file``)."""
-    from client.dataset import log_files  # the dataset owns which files are the logs
-
-    mapping = getattr(config.logs, "columns", None)
-    fmt = config.logs.format
-    extra = [name for name in DUPLICATE_KEY[2:]
-             if fmt in ZEEK_FORMATS or name in (mapping or {})]
-    stats, tables = [], []
-    for path in log_files(site_dir, config):
-        table, read = READERS[fmt](path, quarantine=quarantine, columns=("ts", "query", *extra),
-                                   mapping=mapping)
-        stats.append(read)
-        tables.append(table.append_column("file", pa.array([read.path] * table.num_rows,
-                                                            pa.string())))
-    return stats, pa.concat_tables(tables)
-
-
-def assess_site(site_dir: Path, *, work_dir: Path | None = None) -> Assessment:
-    """Read, label and split the site as training would; compute the DQA report and the gate."""
-    from client.dataset import prepare_site
-
-    site_dir = Path(site_dir).resolve()
-    config = load_site_config(site_dir)
-    work_dir = (work_dir or site_dir / CHECK_DIR).resolve()
-    quarantine_dir = work_dir / "quarantine"
-    shutil.rmtree(quarantine_dir, ignore_errors=True)
-    thresholds = thresholds_for(config)
-    with RecordingQuarantine(quarantine_dir) as quarantine:
-        stats, records = read_site_logs(site_dir, config, quarantine)
-        names, _ = normalise_domain_array(records["query"])
-        records = records.append_column("name", names)
-        read = read_figures(stats=stats, records=records, quarantined=list(quarantine.lines),
-                            gap_seconds=thresholds.gap_seconds,
-                            reorder_tolerance_seconds=thresholds.reorder_tolerance_seconds)
-    with Quarantine(work_dir / "intel-quarantine") as intel_quarantine:
-        intel = load_intel(site_dir, config, quarantine=intel_quarantine)
-    labels = label_figures(names.drop_null().unique().to_pylist(), intel.lookup)
-    notes, split = [], None
-    try:
-        data = prepare_site(site_dir, work_dir=work_dir / "prepare")
-        split = split_figures(train_labels=data.train.labels,
-                              train_registered=data.train.registered.tolist(),
-                              test_labels=data.test.labels,
-                              test_registered=data.test.registered.tolist())
-    except ConfigError as error:
-        notes.append(str(error))
-    except QualityGateError:
-        pass  # should training's own gate run inside prepare_site: the gate is computed below
-    report = DqaReport(read=read, labels=labels, split=split, notes=tuple(notes))
-    return Assessment(config=config, report=report,
-                      problems=[*notes, *quality_gate(report, thresholds)],
-                      quarantine_dir=quarantine_dir)
+from client.pipeline import Assessment, prepare_site
+from client.readers import LogFormatError
+from client.site import SITE_FILE
+from common.config import ConfigError
 
 
 def share_lines(level: str) -> list[str]:
@@ -180,9 +77,9 @@ def report_lines(assessment: Assessment) -> list[str]:
 
 
 def check_site(site_dir: Path) -> tuple[list[str], int]:
-    """The lines `fedsec check` prints and its exit code."""
+    """The lines `fedsec check` prints and its exit code (one read of the logs, as training)."""
     try:
-        assessment = assess_site(site_dir)
+        assessment = prepare_site(site_dir).quality
     except (ConfigError, LogFormatError, ValueError) as error:
         return [f"error: {line}" for line in str(error).splitlines()], 2
     lines = report_lines(assessment) + share_lines(assessment.config.share.level)
@@ -208,5 +105,4 @@ def check_command(site_dir: Path) -> int:
     return code
 
 
-__all__: Sequence[str] = ["Assessment", "assess_site", "check_command", "check_site",
-                          "share_lines", "thresholds_for"]
+__all__: Sequence[str] = ["check_command", "check_site", "report_lines", "share_lines"]

@@ -32,28 +32,13 @@ import pyarrow.compute as pc
 
 from client.domains import registered_domain
 from client.readers import ReadStats
+from common.config import DqaConfig
 
 SECONDS_PER_DAY = 86_400
 DUPLICATE_KEY = ("ts", "query", "uid", "id.orig_h", "qtype_name")
-GAP_SECONDS = 3600.0
-REORDER_TOLERANCE_SECONDS = 60.0
+GAP_SECONDS = DqaConfig().gap_seconds
+REORDER_TOLERANCE_SECONDS = DqaConfig().reorder_tolerance_seconds
 QuarantinedLine = tuple[str, int, str]  # (file, line, reason)
-
-
-@dataclass(frozen=True)
-class DqaThresholds:
-    """The quality gate; a site whose figures cross one refuses to train."""
-
-    max_malformed_rate: float = 0.05
-    max_duplicate_rate: float = 0.10
-    max_out_of_order_rate: float = 0.05
-    max_missing_days: int = 1
-    max_label_conflict_rate: float = 0.01
-    max_leakage_rate: float = 0.0
-    min_train_positives: int = 5
-    min_train_negatives: int = 5
-    gap_seconds: float = GAP_SECONDS
-    reorder_tolerance_seconds: float = REORDER_TOLERANCE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -324,7 +309,7 @@ def _days(records: pa.Table, day: np.ndarray, ts: np.ndarray, *, invalid: np.nda
     return tuple(result), missing
 
 
-def quality_gate(report: DqaReport, thresholds: DqaThresholds = DqaThresholds()) -> list[str]:
+def quality_gate(report: DqaReport, thresholds: DqaConfig = DqaConfig()) -> list[str]:
     """Why this site must not train (empty when it may); each reason names the figure and fix."""
     limits = thresholds
     reasons = []
@@ -363,7 +348,7 @@ class QualityGateError(ValueError):
     """A site's logs fail its quality gate; the message says why and how to fix it."""
 
 
-def enforce_quality_gate(report: DqaReport, thresholds: DqaThresholds = DqaThresholds(),
+def enforce_quality_gate(report: DqaReport, thresholds: DqaConfig = DqaConfig(),
                          *, site_id: str) -> None:
     """Raise :class:`QualityGateError` when the site must not train."""
     reasons = quality_gate(report, thresholds)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from client.check import Assessment, assess_site, thresholds_for
-from client.dataset import SiteData, prepare_site
 from client.dqa import enforce_quality_gate
 from client.fragility import (
     SiteReport,
@@ -20,8 +16,8 @@ from client.fragility import (
     site_fragility_report,
     threshold_metrics,
 )
+from client.pipeline import PreparedSite
 from common import weights
-from common.features import encode_domains
 from common.metrics import tpr_at_fpr
 from common.model import (
     ModelSpec,
@@ -31,62 +27,17 @@ from common.model import (
     model_to_ndarrays,
     ndarrays_to_model,
 )
+from common.protocol import (
+    DELTA_CLIP_SCALE,
+    DELTA_NORM,
+    TRAIN_FINAL_LOSS,
+    TRAIN_LOSS,
+    WEIGHT_CAPPED,
+)
 from common.run_config import RunSettings
 from common.training import TrainConfig, predict_scores, train_model
 
 SPEC = ModelSpec()
-
-
-PSI_SAMPLE = 5_000
-
-
-@dataclass(frozen=True)
-class PreparedSite:
-    data: SiteData
-    train_encoded: np.ndarray
-    test_encoded: np.ndarray
-    train_sample_encoded: np.ndarray
-    intel_only_encoded: np.ndarray
-    work_dir: Path
-    quality: Assessment
-
-    @functools.cached_property
-    def names(self) -> frozenset[str]:
-        """Every name of the site's traffic that must never leave: full and registered."""
-        parts = (self.data.train.domains, self.data.test.domains,
-                 self.data.train.registered, self.data.test.registered)
-        return frozenset(name for part in parts for name in part.tolist())
-
-
-_cache: dict[tuple[Path, Path | None], PreparedSite] = {}
-_cache_lock = threading.Lock()
-
-
-def prepared_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSite:
-    """Parse a site once per process (simulation actors serve many rounds and sites)."""
-    key = (site_dir.resolve(), work_dir)
-    with _cache_lock:
-        if key not in _cache:
-            work = (work_dir or site_dir / "work").resolve()
-            data = prepare_site(site_dir, work_dir=work)
-            # The quality gate reads the logs again on its own; once per process.
-            quality = assess_site(site_dir, work_dir=work / "check")
-            train_encoded = _encode(data.train.domains)
-            sample = np.random.default_rng(0).permutation(len(data.train))[:PSI_SAMPLE]
-            _cache[key] = PreparedSite(
-                data=data,
-                work_dir=work,
-                train_encoded=train_encoded,
-                test_encoded=_encode(data.test.domains),
-                train_sample_encoded=train_encoded[np.sort(sample)],
-                intel_only_encoded=_encode(data.intel_only.domains),
-                quality=quality,
-            )
-        return _cache[key]
-
-
-def _encode(domains: np.ndarray) -> np.ndarray:
-    return encode_domains(domains.tolist(), max_chars=SPEC.max_chars)
 
 
 def site_rng(*, seed: int, server_round: int, site_id: str, purpose: str) -> np.random.Generator:
@@ -105,13 +56,13 @@ class TrainReply:
 def train_round(site: PreparedSite, *, global_arrays: list[np.ndarray], settings: RunSettings,
                 server_round: int) -> TrainReply:
     """Train from the global weights; reply with the norm-clipped delta and a bounded weight."""
-    data = site.data
-    if settings.fails_at(site_id=data.site_id, server_round=server_round):
+    if settings.fails_at(site_id=site.site_id, server_round=server_round):
         raise RuntimeError(
-            f"fault injected for {data.site_id} in round {server_round} (fail-sites)")
+            f"fault injected for {site.site_id} in round {server_round} (fail-sites)")
     # A site whose logs fail its own quality gate refuses to train rather than poison the
-    # federation; the round goes on without it and the reason reaches the coordinator.
-    enforce_quality_gate(site.quality.report, thresholds_for(data.config), site_id=data.site_id)
+    # federation; the round goes on without it.
+    enforce_quality_gate(site.quality.report, site.config.dqa, site_id=site.site_id)
+    data = site.require_data()
     if len(data.train) == 0:
         raise ValueError(f"{data.site_id}: no training examples after labelling and split")
     model = ndarrays_to_model(global_arrays, spec=SPEC)
@@ -119,7 +70,7 @@ def train_round(site: PreparedSite, *, global_arrays: list[np.ndarray], settings
                          learning_rate=settings.learning_rate)
     rng = site_rng(seed=settings.seed, server_round=server_round, site_id=data.site_id,
                    purpose="train")
-    summary = train_model(model, domains=site.train_encoded, labels=data.train.labels,
+    summary = train_model(model, domains=site.encoded.train, labels=data.train.labels,
                           config=config, generator=rng)
     delta = weights.subtract(model_to_ndarrays(model), global_arrays)
     raw_norm = weights.global_norm(delta)
@@ -128,11 +79,11 @@ def train_round(site: PreparedSite, *, global_arrays: list[np.ndarray], settings
     # max_weight risks overflow, so it is capped (and the cap is reported).
     weight = int(min(len(data.train), settings.max_weight))
     metrics = {
-        "train_loss": summary.mean_loss,
-        "train_final_loss": summary.final_loss,
-        "delta_norm": raw_norm,
-        "delta_clip_scale": scale,
-        "weight_capped": int(weight < len(data.train)),
+        TRAIN_LOSS: summary.mean_loss,
+        TRAIN_FINAL_LOSS: summary.final_loss,
+        DELTA_NORM: raw_norm,
+        DELTA_CLIP_SCALE: scale,
+        WEIGHT_CAPPED: int(weight < len(data.train)),
     }
     return TrainReply(delta=delta, weight=weight, metrics=metrics)
 
@@ -146,9 +97,9 @@ def _scores(model, encoded: np.ndarray) -> np.ndarray:
 def evaluate_round(site: PreparedSite, *, global_arrays: list[np.ndarray], settings: RunSettings,
                    server_round: int) -> SiteReport:
     """Score the test days with the global model and write this round's fragility report."""
-    data = site.data
+    data = site.require_data()
     model = ndarrays_to_model(global_arrays, spec=SPEC)
-    test_scores = _scores(model, site.test_encoded)
+    test_scores = _scores(model, site.encoded.test)
     extra = None
     if settings.compare_local:
         extra = federated_gain(site, global_scores=test_scores, settings=settings,
@@ -157,8 +108,8 @@ def evaluate_round(site: PreparedSite, *, global_arrays: list[np.ndarray], setti
         data=data,
         intel_only=data.intel_only,
         test_scores=test_scores,
-        train_scores=_scores(model, site.train_sample_encoded),
-        intel_only_scores=_scores(model, site.intel_only_encoded),
+        train_scores=_scores(model, site.encoded.train_sample),
+        intel_only_scores=_scores(model, site.encoded.intel_only),
         server_round=server_round,
         work_dir=site.work_dir,
         dqa=site.quality.report.metrics(),
@@ -168,7 +119,7 @@ def evaluate_round(site: PreparedSite, *, global_arrays: list[np.ndarray], setti
 
 
 def _gain_metrics(site: PreparedSite, scores: np.ndarray) -> dict[str, float]:
-    data = site.data
+    data = site.require_data()
     base_rate, source = resolve_base_rate(data.config, data.test)
     choice = choose_operating_point(scores, data.test.labels, config=data.config,
                                     base_rate=base_rate, base_rate_source=source)
@@ -187,7 +138,7 @@ def federated_gain(site: PreparedSite, *, global_scores: np.ndarray, settings: R
     local = LocalOnlyModel(site.work_dir / "local-only", spec=SPEC)
     model = local.advance_to(server_round, site=site, settings=settings)
     global_metrics = _gain_metrics(site, global_scores)
-    local_metrics = _gain_metrics(site, _scores(model, site.test_encoded))
+    local_metrics = _gain_metrics(site, _scores(model, site.encoded.test))
     return {f"federated_gain_{key}": global_metrics[key] - local_metrics[key]
             for key in global_metrics}
 
@@ -210,8 +161,8 @@ class LocalOnlyModel:
                              learning_rate=settings.learning_rate)
         for catch_up in range(trained + 1, server_round + 1):
             rng = site_rng(seed=settings.seed, server_round=catch_up,
-                           site_id=site.data.site_id, purpose="local-only")
-            train_model(model, domains=site.train_encoded, labels=site.data.train.labels,
+                           site_id=site.site_id, purpose="local-only")
+            train_model(model, domains=site.encoded.train, labels=site.require_data().train.labels,
                         config=config, generator=rng)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_bytes(model_to_bytes(model))

@@ -290,10 +290,10 @@ def settings_for(**overrides: Any) -> RunSettings:
 
 def load_sites(data_dir: Path, work_root: Path) -> list[Any]:
     """Every site folder under `data_dir`, parsed once (work files go under `work_root`)."""
-    from client.local import prepared_site
+    from client.pipeline import load_site
     from client.site import find_site_dirs
 
-    return [prepared_site(site_dir, work_dir=work_root / site_dir.name)
+    return [load_site(site_dir, work_dir=work_root / site_dir.name)
             for site_dir in find_site_dirs(data_dir)]
 
 
@@ -315,7 +315,7 @@ def train_pooled(sites: Sequence[Any], settings: RunSettings):
     from common.model import build_model
     from common.training import TrainConfig, train_model
 
-    domains = np.concatenate([site.train_encoded for site in sites])
+    domains = np.concatenate([site.encoded.train for site in sites])
     labels = np.concatenate([site.data.train.labels for site in sites])
     model = build_model(SPEC, seed=settings.seed)
     config = TrainConfig(steps=settings.num_rounds * settings.local_steps * len(sites),
@@ -367,8 +367,8 @@ def site_scores(site: Any, model_or_arrays: Any) -> dict[str, np.ndarray]:
         return (predict_scores(model, domains=encoded) if encoded.shape[0]
                 else np.zeros(0, dtype=np.float64))
 
-    return {"test": scores(site.test_encoded), "train": scores(site.train_sample_encoded),
-            "intel_only": scores(site.intel_only_encoded)}
+    return {"test": scores(site.encoded.test), "train": scores(site.encoded.train_sample),
+            "intel_only": scores(site.encoded.intel_only)}
 
 
 def evaluate(site: Any, model_or_arrays: Any) -> dict[str, float]:

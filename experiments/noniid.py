@@ -160,10 +160,7 @@ def quality_refusal(site: Any) -> str:
 
     The local-only arm trains regardless: it is the counterfactual, not a deployment.
     """
-    from client.check import thresholds_for
-    from client.dqa import quality_gate
-
-    return "; ".join(quality_gate(site.quality.report, thresholds_for(site.data.config)))
+    return "; ".join(site.quality.problems)
 
 
 def _arm_metrics(site: Any, model: Any) -> tuple[dict[str, float], np.ndarray]:

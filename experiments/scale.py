@@ -7,7 +7,7 @@ scale) on flwr's Simulation Engine in this process. Seconds per round are means 
 >= 2 (round 1 starts cold Ray actors), split into train and evaluate; per-site figures are
 ratios against the smallest size of the same run. Memory is the peak RSS of the whole process
 tree (driver, raylet, GCS and the ClientApp actors), and the largest RSS of any single actor:
-each actor keeps every site it has served parsed in memory (``client.local.prepared_site``
+each actor keeps every site it has served parsed in memory (``client.pipeline.load_site``
 and the reply guard's name set), so its RSS grows with the number of sites, not with rounds.
 A separate child process measures that cache directly: RSS after parsing 1, 2, ... sites.
 Sites whose generated logs fail their own quality gate would refuse to train (and flood the
@@ -124,17 +124,9 @@ def _sites(out: Path, n_sites: int, plan: Plan) -> tuple[Path, dict[str, Any]]:
 
 
 def _passes_gate(site_dir: Path, work_root: Path) -> bool:
-    from client.check import assess_site, thresholds_for
-    from client.dqa import QualityGateError, enforce_quality_gate
-    from client.site import load_site_config
+    from client.pipeline import prepare_site
 
-    assessment = assess_site(site_dir, work_dir=work_root / site_dir.name)
-    try:
-        enforce_quality_gate(assessment.report, thresholds_for(load_site_config(site_dir)),
-                             site_id=site_dir.name)
-    except QualityGateError:
-        return False
-    return True
+    return prepare_site(site_dir, work_dir=work_root / site_dir.name).quality.passes
 
 
 # --- one federation ----------------------------------------------------------------------------
@@ -277,22 +269,16 @@ def _cache_cost(data: Path, work_root: Path, n_sites: int) -> dict[str, Any]:
 def _cache_curve(site_dirs: list[Path], work_root: Path) -> list[tuple[int, float]]:
     """In a child: what the ClientApp caches per site (parsed site + reply-guard name set)."""
     import gc
-    from types import SimpleNamespace
-
     import psutil
 
-    import client.app
-    from client.local import prepared_site
+    from client.pipeline import load_site
 
     process = psutil.Process()
     curve = [(0, process.memory_info().rss / 2**20)]
     step = max(1, len(site_dirs) // 20)
     for index, site_dir in enumerate(site_dirs, start=1):
         work = work_root / site_dir.name
-        prepared_site(site_dir, work_dir=work)
-        context = SimpleNamespace(node_config={"site-dir": str(site_dir), "work-dir": str(work)},
-                                  run_config={})
-        client.app._site_names(context)  # the reply guard's per-site cache
+        load_site(site_dir, work_dir=work)  # what a simulation actor keeps per site it served
         if index % step == 0 or index == len(site_dirs):
             gc.collect()
             curve.append((index, process.memory_info().rss / 2**20))

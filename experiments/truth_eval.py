@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from client.dataset import prepare_site
+from client.pipeline import load_site
 from client.site import find_site_dirs
 from common.features import encode_domains
 from common.metrics import roc_auc, tpr_at_fpr
@@ -33,7 +33,7 @@ def truth_evaluation(*, run_dir: Path, data_dir: Path) -> dict[str, dict[str, An
     model, _ = model_from_bytes((run_dir / "model.npz").read_bytes())
     found: dict[str, dict[str, Any]] = {}
     for site_dir in find_site_dirs(data_dir):
-        data = prepare_site(site_dir, work_dir=site_dir / "work")
+        data = load_site(site_dir).require_data()
         scores = predict_scores(model, domains=encode_domains(data.test.domains.tolist()))
         true_labels = np.array([truth.get(name) == "dga" for name in data.test.domains], np.int8)
         found[data.site_id] = {

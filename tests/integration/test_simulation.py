@@ -155,9 +155,9 @@ def _evaluate_reply_keys(paths: list[Path]) -> list[set[str]]:
 
 
 def _site_names(site: Path) -> set[str]:
-    from client.dataset import prepare_site
+    from client.pipeline import prepare_site
 
-    data = prepare_site(site, work_dir=site / "work")
+    data = prepare_site(site, work_dir=site / "work").require_data()
     return {n for part in (data.train.domains, data.test.domains, data.train.registered,
                            data.test.registered) for n in part.tolist() if len(n) >= 6}
 

@@ -9,11 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from client.check import RecordingQuarantine
 from client.domains import normalise_domain_array
 from client.dqa import (
     DqaReport,
-    DqaThresholds,
     QualityGateError,
     enforce_quality_gate,
     label_figures,
@@ -22,7 +20,9 @@ from client.dqa import (
     split_figures,
 )
 from client.readers import READERS
+from client.pipeline import RecordingQuarantine
 from client.site import Intel
+from common.config import DqaConfig
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "readers"
 COLUMNS = ("ts", "query", "uid", "id.orig_h", "qtype_name")
@@ -99,7 +99,7 @@ def test_quality_gate_names_every_failure(report: DqaReport) -> None:
         "malformed_rate", "duplicate_rate", "out_of_order_rate", "label_conflict_rate",
         "leakage_rate", "train_positives", "train_negatives"]  # one missing day is allowed
     assert "0.25 is above the limit 0.05" in reasons[0]
-    lenient = DqaThresholds(max_malformed_rate=0.3, max_duplicate_rate=0.3,
+    lenient = DqaConfig(max_malformed_rate=0.3, max_duplicate_rate=0.3,
                             max_out_of_order_rate=0.3, max_missing_days=0,
                             max_label_conflict_rate=0.2, max_leakage_rate=0.5,
                             min_train_positives=2, min_train_negatives=2)
@@ -112,7 +112,7 @@ def test_gate_stops_training_with_its_message(report: DqaReport) -> None:
     message = str(error.value)
     assert message.startswith("acme-eu refuses to train")
     assert "duplicate_rate 0.2 is above the limit 0.1" in message
-    enforce_quality_gate(report, DqaThresholds(
+    enforce_quality_gate(report, DqaConfig(
         max_malformed_rate=1, max_duplicate_rate=1, max_out_of_order_rate=1, max_missing_days=9,
         max_label_conflict_rate=1, max_leakage_rate=1, min_train_positives=0,
         min_train_negatives=0), site_id="acme-eu")

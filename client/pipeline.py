@@ -1,0 +1,248 @@
+"""One site, one read: logs -> normalised names -> labels -> time split -> data-quality figures.
+
+`prepare_site` reads each log file of a site exactly once and returns a `PreparedSite`; the
+quality gate, training, evaluation, `fedsec check` and the reply guard all derive from it.
+`load_site` keeps one per site and process (simulation actors serve many rounds), and notices
+when a log or intel file changed.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from client.dataset import SiteData, count_by_day, split_site
+from client.domains import REASON_PREFIX, normalise_domain_array, registered_domain
+from client.dqa import (
+    DUPLICATE_KEY,
+    DqaReport,
+    QuarantinedLine,
+    label_figures,
+    quality_gate,
+    read_figures,
+    split_figures,
+)
+from client.quarantine import Quarantine
+from client.readers import READERS, ReadStats
+from client.site import SITE_FILE, Intel, load_intel, load_site_config
+from common.config import ConfigError, SiteConfig
+
+QUARANTINE_DIR = "quarantine"
+# Formats whose files name their own fields: the duplicate-key columns may simply be absent.
+SELF_DESCRIBING_FORMATS = ("zeek-tsv", "zeek-json", "parquet")
+
+
+class RecordingQuarantine(Quarantine):
+    """A quarantine that also remembers (file, line, reason) for the per-day figures."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.lines: list[QuarantinedLine] = []
+
+    def add(self, *, source: Path | str, line_number: int, reason: str, raw: str) -> None:
+        super().add(source=source, line_number=line_number, reason=reason, raw=raw)
+        self.lines.append((str(source), line_number, reason))
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The site's data-quality report and why it may not train (empty: it may)."""
+
+    config: SiteConfig
+    report: DqaReport
+    problems: list[str]
+    quarantine_dir: Path
+
+    @property
+    def passes(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedSite:
+    """Everything a site derives from one read of its logs; it never leaves the premises."""
+
+    site_dir: Path
+    work_dir: Path
+    config: SiteConfig
+    quality: Assessment
+    data: SiteData | None  # None when the logs cannot be split; the reason is in quality
+    names: frozenset[str]  # every name read (logs and intel) and its registered domain
+
+    @property
+    def site_id(self) -> str:
+        return self.config.site_id
+
+    def require_data(self) -> SiteData:
+        """The split examples, or the ConfigError that kept the logs from being split."""
+        if self.data is None:
+            raise ConfigError("; ".join(self.quality.report.notes) or "the logs hold no data")
+        return self.data
+
+    @functools.cached_property
+    def encoded(self) -> EncodedSite:
+        """The examples as model input (computed on first use: the reply guard never needs it)."""
+        return EncodedSite.of(self.require_data())
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedSite:
+    """Character ids of the names training and evaluation score, encoded once per process."""
+
+    train: np.ndarray
+    test: np.ndarray
+    train_sample: np.ndarray  # a fixed sample of training names: the PSI reference scores
+    intel_only: np.ndarray
+
+    PSI_SAMPLE = 5_000
+
+    @classmethod
+    def of(cls, data: SiteData) -> EncodedSite:
+        from common.features import MAX_DOMAIN_CHARS, encode_domains
+
+        def encode(domains: np.ndarray) -> np.ndarray:
+            return encode_domains(domains.tolist(), max_chars=MAX_DOMAIN_CHARS)
+
+        train = encode(data.train.domains)
+        sample = np.random.default_rng(0).permutation(len(data.train))[:cls.PSI_SAMPLE]
+        return cls(train=train, test=encode(data.test.domains),
+                   train_sample=train[np.sort(sample)], intel_only=encode(data.intel_only.domains))
+
+
+def log_files(site_dir: Path, config: SiteConfig) -> list[Path]:
+    """The files `[logs] paths` matches under the site folder, sorted."""
+    files = sorted({Path(p) for pattern in config.logs.paths
+                    for p in glob.glob(str(site_dir / pattern)) if Path(p).is_file()})
+    if not files:
+        raise ConfigError(
+            f"{site_dir / SITE_FILE}: field logs.paths: no file matches {config.logs.paths} "
+            f"under {site_dir} (fix: point logs.paths at the DNS log files)"
+        )
+    return files
+
+
+def _read_columns(config: SiteConfig) -> tuple[str, ...]:
+    mapping = config.logs.columns or {}
+    extra = [name for name in DUPLICATE_KEY[2:]
+             if config.logs.format in SELF_DESCRIBING_FORMATS or name in mapping]
+    return ("ts", "query", *extra)
+
+
+def read_records(files: list[Path], config: SiteConfig, quarantine: Quarantine
+                 ) -> tuple[list[ReadStats], pa.Table]:
+    """Every log file through the configured reader, once: (per-file stats, records + `file`)."""
+    reader = READERS[config.logs.format]
+    columns = _read_columns(config)
+    stats, tables = [], []
+    for path in files:
+        table, read = reader(path, quarantine=quarantine, columns=columns,
+                             mapping=config.logs.columns)
+        stats.append(read)
+        tables.append(table.append_column("file", pa.array([read.path] * table.num_rows,
+                                                            pa.string())))
+    return stats, pa.concat_tables(tables)
+
+
+def _quarantine_invalid_names(records: pa.Table, reasons: pa.Array,
+                              quarantine: Quarantine) -> None:
+    """Records whose query is set but not a valid name go to the quarantine with the reason."""
+    bad = pc.and_(pc.is_valid(records["query"]), pc.is_valid(reasons))
+    if not pc.any(bad).as_py():
+        return
+    rows = records.select(["file", "line", "query"]).filter(bad).append_column(
+        "reason", reasons.filter(bad))
+    for row in rows.to_pylist():
+        quarantine.add(source=row["file"], line_number=row["line"],
+                       reason=REASON_PREFIX + row["reason"], raw=row["query"])
+
+
+def _names_to_guard(names: pa.Array, intel: Intel) -> frozenset[str]:
+    """Every valid name of the logs and the intel lists, with their registered domains."""
+    distinct = set(pc.unique(names.drop_null()).to_pylist())
+    distinct |= set(intel.blocklist) | set(intel.allowlist)
+    return frozenset(distinct | {registered_domain(name) for name in distinct})
+
+
+def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSite:
+    """Read a site's logs once; label, split and assess them (nothing here leaves the site).
+
+    Bad lines and invalid names go to `WORK/quarantine/` (replaced on every call). A config or
+    log file that cannot be used raises ConfigError or LogFormatError naming file and fix; logs
+    that parse but cannot be split are a problem of the assessment, so `fedsec check` can
+    still show what was read.
+    """
+    site_dir = Path(site_dir).resolve()
+    config = load_site_config(site_dir)
+    work_dir = Path(work_dir or site_dir / "work").resolve()
+    quarantine_dir = work_dir / QUARANTINE_DIR
+    shutil.rmtree(quarantine_dir, ignore_errors=True)
+    dqa = config.dqa
+    with RecordingQuarantine(quarantine_dir) as quarantine:
+        stats, records = read_records(log_files(site_dir, config), config, quarantine)
+        reader_lines = list(quarantine.lines)
+        names, reasons = normalise_domain_array(records["query"])
+        _quarantine_invalid_names(records, reasons, quarantine)
+        intel = load_intel(site_dir, config, quarantine=quarantine)
+    records = records.append_column("name", names)
+    read = read_figures(stats=stats, records=records, quarantined=reader_lines,
+                        gap_seconds=dqa.gap_seconds,
+                        reorder_tolerance_seconds=dqa.reorder_tolerance_seconds)
+    labels = label_figures(pc.unique(names.drop_null()).to_pylist(), intel.lookup)
+    data, notes, split = None, (), None
+    try:
+        data = split_site(count_by_day(names, records["ts"]), intel, config=config,
+                          site_dir=site_dir)
+        split = split_figures(train_labels=data.train.labels,
+                              train_registered=data.train.registered.tolist(),
+                              test_labels=data.test.labels,
+                              test_registered=data.test.registered.tolist())
+    except ConfigError as error:
+        notes = (str(error),)
+    report = DqaReport(read=read, labels=labels, split=split, notes=notes)
+    quality = Assessment(config=config, report=report,
+                         problems=[*notes, *quality_gate(report, dqa)],
+                         quarantine_dir=quarantine_dir)
+    return PreparedSite(site_dir=site_dir, work_dir=work_dir, config=config, quality=quality,
+                        data=data, names=_names_to_guard(names, intel))
+
+
+_cache: dict[tuple[Path, Path | None], tuple[tuple, PreparedSite]] = {}
+_cache_lock = threading.Lock()
+
+
+def _fingerprint(site_dir: Path) -> tuple:
+    """(path, size, mtime) of the site's config, logs and intel: a change means a new read."""
+    try:
+        config = load_site_config(site_dir)
+        paths = [site_dir / SITE_FILE, *log_files(site_dir, config),
+                 site_dir / config.labels.blocklist, site_dir / config.labels.allowlist]
+    except ConfigError:
+        return ()
+    found = []
+    for path in paths:
+        try:
+            status = path.stat()
+        except OSError:
+            continue
+        found.append((str(path), status.st_size, status.st_mtime_ns))
+    return tuple(found)
+
+
+def load_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSite:
+    """`prepare_site`, once per site and process while its files stay unchanged."""
+    site_dir = Path(site_dir).resolve()
+    key = (site_dir, Path(work_dir).resolve() if work_dir else None)
+    with _cache_lock:
+        fingerprint = _fingerprint(site_dir)
+        cached = _cache.get(key)
+        if cached is None or cached[0] != fingerprint or not fingerprint:
+            _cache[key] = (fingerprint, prepare_site(site_dir, work_dir=work_dir))
+        return _cache[key][1]
