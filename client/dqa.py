@@ -38,6 +38,7 @@ SECONDS_PER_DAY = 86_400
 DUPLICATE_KEY = ("ts", "query", "uid", "id.orig_h", "qtype_name")
 GAP_SECONDS = DqaConfig().gap_seconds
 REORDER_TOLERANCE_SECONDS = DqaConfig().reorder_tolerance_seconds
+DEFAULT_GATE = DqaConfig()
 QuarantinedLine = tuple[str, int, str]  # (file, line, reason)
 
 
@@ -309,7 +310,7 @@ def _days(records: pa.Table, day: np.ndarray, ts: np.ndarray, *, invalid: np.nda
     return tuple(result), missing
 
 
-def quality_gate(report: DqaReport, thresholds: DqaConfig = DqaConfig()) -> list[str]:
+def quality_gate(report: DqaReport, thresholds: DqaConfig = DEFAULT_GATE) -> list[str]:
     """Why this site must not train (empty when it may); each reason names the figure and fix."""
     limits = thresholds
     reasons = []
@@ -348,7 +349,7 @@ class QualityGateError(ValueError):
     """A site's logs fail its quality gate; the message says why and how to fix it."""
 
 
-def enforce_quality_gate(report: DqaReport, thresholds: DqaConfig = DqaConfig(),
+def enforce_quality_gate(report: DqaReport, thresholds: DqaConfig = DEFAULT_GATE,
                          *, site_id: str) -> None:
     """Raise :class:`QualityGateError` when the site must not train."""
     reasons = quality_gate(report, thresholds)

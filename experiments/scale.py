@@ -269,6 +269,7 @@ def _cache_cost(data: Path, work_root: Path, n_sites: int) -> dict[str, Any]:
 def _cache_curve(site_dirs: list[Path], work_root: Path) -> list[tuple[int, float]]:
     """In a child: what the ClientApp caches per site (parsed site + reply-guard name set)."""
     import gc
+
     import psutil
 
     from client.pipeline import load_site

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from client.pipeline import prepare_site
 from client.domains import registered_domain
+from client.pipeline import prepare_site
 
 
 @pytest.fixture(scope="module")

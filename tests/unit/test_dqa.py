@@ -19,8 +19,8 @@ from client.dqa import (
     read_figures,
     split_figures,
 )
-from client.readers import READERS
 from client.pipeline import RecordingQuarantine
+from client.readers import READERS
 from client.site import Intel
 from common.config import DqaConfig
 
