@@ -10,9 +10,7 @@ import base64
 import hashlib
 import json
 import math
-import os
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from client.dataset import Examples, SiteData
 from client.fragility_html import FpCurve, PlotInputs, render_index, render_report_html
 from common import calibration, fragility
 from common.config import SiteConfig
+from common.files import write_atomic, write_json
 from common.fragility import BudgetPoint
 from common.metrics import (
     confusion_at_thresholds,
@@ -339,7 +338,7 @@ def save_probe(path: Path, current: ProbeDecisions, previous: ProbeDecisions | N
     rounds = {str(current.server_round): current.to_json()}
     if previous is not None:
         rounds[str(previous.server_round)] = previous.to_json()
-    _write_atomic(path, json.dumps({"version": 1, "rounds": rounds}, sort_keys=True))
+    write_atomic(path, json.dumps({"version": 1, "rounds": rounds}, sort_keys=True))
 
 
 # --- what the site looks at: top false positives and the FP/day curve --------------------------
@@ -395,32 +394,6 @@ def _merge(metrics: dict[str, float], more: Mapping[str, float] | None, *, sourc
         if key in metrics:
             raise ValueError(f"{source} metric {key!r} would overwrite a computed metric")
         metrics[key] = float(value)
-
-
-def _jsonable(value: object) -> object:
-    """Plain JSON: numpy scalars to Python, nan and +-inf to null (strict JSON has neither)."""
-    if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a sibling temporary file, then rename: readers never see half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _operating_block(choice: OperatingChoice, config: SiteConfig) -> dict:
@@ -545,15 +518,15 @@ def _write_report(report: dict, page: str | None, *, report_dir: Path,
                   probe: ProbeDecisions | None, previous: ProbeDecisions | None) -> SiteReport:
     json_path = report_dir / f"round-{report['round']:03d}.json"
     html_path = json_path.with_suffix(".html")
-    _write_atomic(json_path, json.dumps(_jsonable(report), indent=1, allow_nan=False))
+    write_json(json_path, report, indent=1)
     if page is None:
         html_path.unlink(missing_ok=True)  # a resumed round must not keep an older model's page
         html_path = None
     else:
-        _write_atomic(html_path, page)
+        write_atomic(html_path, page)
     if probe is not None:
         save_probe(report_dir / PROBE_STATE_FILE, probe, previous)
-    _write_atomic(report_dir / "index.html", render_index(_index_rows(report_dir)))
+    write_atomic(report_dir / "index.html", render_index(_index_rows(report_dir)))
     return SiteReport(metrics=report["metrics"], json_path=json_path, html_path=html_path)
 
 

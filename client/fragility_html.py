@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullLocator
 
+from common.html import html_table, td
 from common.metrics import confusion_at_thresholds, score_thresholds
 
 CALIBRATION_BINS = 15
@@ -242,17 +243,14 @@ def _format(value: object) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:,.0f}" if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
-    return escape(str(value))
+    return str(value)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    head = "".join(f"<th>{escape(cell)}</th>" for cell in header)
-    body = "".join(
-        "<tr>" + "".join(
-            f'<td class="num">{_format(cell)}</td>' if isinstance(cell, (int, float))
-            and not isinstance(cell, bool) else f"<td>{_format(cell)}</td>" for cell in row)
-        + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    """Rows of plain values: numbers right-aligned, every cell escaped."""
+    return html_table(header, [
+        [td(_format(cell), numeric=isinstance(cell, int | float) and not isinstance(cell, bool))
+         for cell in row] for row in rows])
 
 
 def metric_tables(metrics: Mapping[str, float], sent: Mapping[str, float]) -> str:
@@ -326,7 +324,7 @@ def render_index(rounds: Sequence[Mapping]) -> str:
         (f'<tr><td><a href="{escape(item["html"])}">round {item["round"]}</a> '
          if item.get("html") else f'<tr><td>round {item["round"]} ')
         + f'(<a href="{escape(item["json"])}">json</a>)</td>'
-        + "".join(f'<td class="num">{_format(item["metrics"].get(key))}</td>' for key in columns)
+        + "".join(td(_format(item["metrics"].get(key)), numeric=True) for key in columns)
         + "</tr>" for item in rounds)
     head = "".join(f"<th>{escape(key)}</th>" for key in ("report", *columns))
     return f"""<!DOCTYPE html>

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from client.domains import REASON_PREFIX, normalise_domain_array, registered_dom
 from client.quarantine import Quarantine
 from client.readers import STREAMS, Progress, detect_format
 from common.features import encode_domains
+from common.files import write_atomic
 from common.model import CharCNN
 from common.training import predict_scores
 
@@ -237,12 +237,8 @@ def alert_records(ranked: list[tuple[str, Sighting]]) -> list[dict]:
 
 def write_alerts(path: Path, records: list[dict]) -> None:
     """One JSON object per line, written to a temporary file and renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(partial, path)
+    write_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n"
+                               for record in records))
 
 
 def score_logs(

@@ -31,6 +31,8 @@ from typing import Any
 
 import tomli_w
 
+from common.files import write_atomic
+
 COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
 LOOPBACK = "127.0.0.1"
 FLWR_CONFIG_FILE = "config.toml"
@@ -408,11 +410,7 @@ def write_connection(
     superlink[name] = dict(entry)
     if default or "default" not in superlink:
         superlink["default"] = name
-    flwr_home.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=flwr_home, prefix=f".{FLWR_CONFIG_FILE}.")
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(tomli_w.dumps(config).encode())
-    os.replace(temp, path)
+    write_atomic(path, tomli_w.dumps(config))
     return path
 
 

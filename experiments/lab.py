@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from common.files import json_ready
 from common.run_config import RunSettings
 
 log = logging.getLogger("fedsec.experiments")
@@ -85,7 +86,7 @@ class Results:
 
     def write_json(self, payload: dict[str, Any], filename: str = "results.json") -> Path:
         path = self.path / filename
-        path.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
+        path.write_text(json.dumps(json_ready(payload), indent=2, allow_nan=False) + "\n")
         return path
 
     def write_csv(self, rows: Sequence[dict[str, Any]], filename: str) -> Path:
@@ -163,22 +164,7 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return ""
     if isinstance(value, list | tuple | dict):
-        return json.dumps(_jsonable(value))
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    """JSON without NaN (null instead) and with numpy scalars as Python numbers."""
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
+        return json.dumps(json_ready(value))
     return value
 
 

@@ -13,6 +13,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from common.html import html_table, td
+
 NOT_SHARED = "not shared by this site's policy"
 NOT_COMPUTED = "shared, but not computable or not resolvable this round (too few test samples)"
 NO_REPLY = "this site did not reply in this round"
@@ -65,19 +67,11 @@ def format_number(value: Any) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """`rows` hold ready-made `<td>` cells; `header` holds plain text (empty: no header)."""
-    head = "".join(f"<th>{escape(name)}</th>" for name in header)
-    body = "\n".join(f"<tr>{''.join(row)}</tr>" for row in rows)
-    head_row = f"<tr>{head}</tr>\n" if header else ""
-    return f'<div class="scroll"><table>\n{head_row}{body}\n</table></div>'
+    return html_table(header, rows, scroll=True)
 
 
 def _td(text: Any, *, numeric: bool = False, css: str = "", title: str = "") -> str:
-    classes = " ".join(part for part in ("num" if numeric else "", css) if part)
-    attributes = (f' class="{classes}"' if classes else "") + (
-        f' title="{escape(title)}"' if title else "")
-    shown = format_number(text) if numeric else str(text)
-    return f"<td{attributes}>{escape(shown)}</td>"
+    return td(format_number(text) if numeric else text, numeric=numeric, css=css, title=title)
 
 
 def _missing(title: str) -> str:
