@@ -41,8 +41,10 @@ def site_location(context: Context) -> tuple[Path, Path | None]:
         return Path(str(node_config["site-dir"])), Path(str(work)) if work else None
     data_dir = str(context.run_config.get("data-dir", ""))
     if not data_dir or "partition-id" not in node_config:
-        raise ValueError("this node has no site: set node config site-dir=PATH "
-                         "(deployment) or run config data-dir (simulation)")
+        raise ValueError(
+            "this node has no site: set node config site-dir=PATH "
+            "(deployment) or run config data-dir (simulation)"
+        )
     sites = find_site_dirs(Path(data_dir))
     return sites[int(node_config["partition-id"]) % len(sites)], None
 
@@ -85,8 +87,12 @@ def _fit(msg: Message, context: Context) -> Message:
     site = _site(context)
     fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     server_round = int(fit_ins.config.get(SERVER_ROUND, 0))
-    reply = train_round(site, global_arrays=parameters_to_ndarrays(fit_ins.parameters),
-                        settings=settings, server_round=server_round)
+    reply = train_round(
+        site,
+        global_arrays=parameters_to_ndarrays(fit_ins.parameters),
+        settings=settings,
+        server_round=server_round,
+    )
     fit_res = FitRes(
         status=Status(code=Code.OK, message=""),
         parameters=ndarrays_to_parameters(reply.delta),
@@ -112,9 +118,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     site = _site(context)
     settings = RunSettings.from_run_config(context.run_config)
     evaluate_ins = compat.recorddict_to_evaluateins(msg.content, keep_input=True)
-    report = evaluate_round(site, global_arrays=parameters_to_ndarrays(evaluate_ins.parameters),
-                            settings=settings,
-                            server_round=int(evaluate_ins.config.get(SERVER_ROUND, 0)))
+    report = evaluate_round(
+        site,
+        global_arrays=parameters_to_ndarrays(evaluate_ins.parameters),
+        settings=settings,
+        server_round=int(evaluate_ins.config.get(SERVER_ROUND, 0)),
+    )
     # Only the share policy's subset leaves; the full report stays in the site's work folder.
     shared = share_subset(report.metrics, level=site.config.share.level)
     evaluate_res = EvaluateRes(
@@ -124,5 +133,3 @@ def evaluate(msg: Message, context: Context) -> Message:
         metrics={SITE_ID: site.site_id, **shared},
     )
     return Message(compat.evaluateres_to_recorddict(evaluate_res), reply_to=msg)
-
-

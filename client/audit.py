@@ -53,8 +53,10 @@ def make_reply_guard(
         leaked = leaked_names(payload, site_names(context))
         if leaked:
             sample = ", ".join(sorted(leaked)[:3])
-            raise LeakError(f"reply withheld: it contains {len(leaked)} domain name(s) from this "
-                            f"site's logs (e.g. {sample})")
+            raise LeakError(
+                f"reply withheld: it contains {len(leaked)} domain name(s) from this "
+                f"site's logs (e.g. {sample})"
+            )
         directory = audit_dir(context)
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)

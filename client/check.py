@@ -21,20 +21,32 @@ def share_lines(level: str) -> list[str]:
     """What leaves the premises at this share level, metric by metric."""
     from common.share import SHARE_KEYS, SHARE_PREFIXES
 
-    lines = [f"what leaves this site (share level '{level}'):",
-             "  training: the model update (float arrays of the model's weights, masked by "
-             "secure aggregation) with its example count and training-loss figures"]
+    lines = [
+        f"what leaves this site (share level '{level}'):",
+        "  training: the model update (float arrays of the model's weights, masked by "
+        "secure aggregation) with its example count and training-loss figures",
+    ]
     if level == "none":
         lines.append("  evaluation: only an acknowledgement ({'ack': 1.0}); no metric")
     else:
         keys = sorted(SHARE_KEYS[level])
         prefixes = [f"{prefix}<family>" for prefix in SHARE_PREFIXES[level]]
-        lines.append(f"  evaluation: {len(keys) + len(prefixes)} metrics, each rounded to 2 "
-                     "significant figures, non-finite values dropped:")
-        lines.extend(textwrap.wrap(", ".join([*keys, *prefixes]), width=96,
-                                   initial_indent="    ", subsequent_indent="    "))
-    lines.append("  never: domain names, registered domains, per-query data, log lines, "
-                 "intel lists, quarantine files, the top false positives or the full report")
+        lines.append(
+            f"  evaluation: {len(keys) + len(prefixes)} metrics, each rounded to 2 "
+            "significant figures, non-finite values dropped:"
+        )
+        lines.extend(
+            textwrap.wrap(
+                ", ".join([*keys, *prefixes]),
+                width=96,
+                initial_indent="    ",
+                subsequent_indent="    ",
+            )
+        )
+    lines.append(
+        "  never: domain names, registered domains, per-query data, log lines, "
+        "intel lists, quarantine files, the top false positives or the full report"
+    )
     return lines
 
 
@@ -44,34 +56,51 @@ def _fmt_counts(counts: dict[str, int]) -> str:
 
 def report_lines(assessment: Assessment) -> list[str]:
     report, config = assessment.report, assessment.config
-    lines = [f"site {config.site_id}: config OK ({config.logs.format}, "
-             f"{len(report.read.files)} log file(s))", "files:"]
+    lines = [
+        f"site {config.site_id}: config OK ({config.logs.format}, "
+        f"{len(report.read.files)} log file(s))",
+        "files:",
+    ]
     for item in report.read.files:
-        lines.append(f"  {Path(item.path).name}: {item.lines_read} lines, {item.header_lines} "
-                     f"header, {item.records} records, quarantined: "
-                     f"{_fmt_counts(item.quarantined)}, invalid names {item.invalid_domains}, "
-                     f"duplicates {item.duplicates}, out of order {item.out_of_order}"
-                     + (", GZIP STREAM TRUNCATED" if item.compressed_stream_truncated else ""))
+        lines.append(
+            f"  {Path(item.path).name}: {item.lines_read} lines, {item.header_lines} "
+            f"header, {item.records} records, quarantined: "
+            f"{_fmt_counts(item.quarantined)}, invalid names {item.invalid_domains}, "
+            f"duplicates {item.duplicates}, out of order {item.out_of_order}"
+            + (", GZIP STREAM TRUNCATED" if item.compressed_stream_truncated else "")
+        )
     lines.append("days (UTC):")
     for day in report.read.days:
-        lines.append(f"  {day.day}: {day.records} records, {day.distinct_names} names, "
-                     f"quarantined: {_fmt_counts(day.quarantined)}, invalid names "
-                     f"{day.invalid_domains}, duplicates {day.duplicates}, out of order "
-                     f"{day.out_of_order}, gaps {day.gaps} "
-                     f"(longest {day.longest_gap_seconds:.0f} s)")
+        lines.append(
+            f"  {day.day}: {day.records} records, {day.distinct_names} names, "
+            f"quarantined: {_fmt_counts(day.quarantined)}, invalid names "
+            f"{day.invalid_domains}, duplicates {day.duplicates}, out of order "
+            f"{day.out_of_order}, gaps {day.gaps} "
+            f"(longest {day.longest_gap_seconds:.0f} s)"
+        )
     lines.append(f"  missing days: {', '.join(report.read.missing_days) or 'none'}")
     if report.labels is not None:
         labels = report.labels
-        lines.append(f"labels: {labels.names} names, blocklisted {labels.blocklisted}, "
-                     f"allowlisted {labels.allowlisted}, unlisted {labels.unlisted}, conflicts "
-                     f"{labels.conflicts} (coverage {labels.coverage:.2%})")
+        lines.append(
+            f"labels: {labels.names} names, blocklisted {labels.blocklisted}, "
+            f"allowlisted {labels.allowlisted}, unlisted {labels.unlisted}, conflicts "
+            f"{labels.conflicts} (coverage {labels.coverage:.2%})"
+        )
     if report.split is not None:
         split = report.split
-        lines.append(f"split: train {split.train_positives} DGA / {split.train_negatives} "
-                     f"benign, test {split.test_positives} DGA / {split.test_negatives} benign, "
-                     f"leaked test examples {split.leaked_test_examples}")
-    lines.append("quality: " + ", ".join(
-        f"{name} {value:.4g}" for name, value in report.metrics().items() if not math.isnan(value)))
+        lines.append(
+            f"split: train {split.train_positives} DGA / {split.train_negatives} "
+            f"benign, test {split.test_positives} DGA / {split.test_negatives} benign, "
+            f"leaked test examples {split.leaked_test_examples}"
+        )
+    lines.append(
+        "quality: "
+        + ", ".join(
+            f"{name} {value:.4g}"
+            for name, value in report.metrics().items()
+            if not math.isnan(value)
+        )
+    )
     lines.append(f"quarantined lines: {assessment.quarantine_dir}")
     return lines
 
@@ -100,8 +129,10 @@ def check_command(site_dir: Path) -> int:
     for line in lines:
         print(f"fedsec: {line}" if code == 2 else line, file=stream)
     if code == 2:
-        print(f"fedsec: (the site folder must hold {SITE_FILE} and the logs it names)",
-              file=sys.stderr)
+        print(
+            f"fedsec: (the site folder must hold {SITE_FILE} and the logs it names)",
+            file=sys.stderr,
+        )
     return code
 
 

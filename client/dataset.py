@@ -43,8 +43,13 @@ class Examples:
 
 def no_examples() -> Examples:
     empty = np.array([], dtype=object)
-    return Examples(domains=empty, labels=np.array([], dtype=np.int8), families=empty,
-                    query_counts=np.array([], dtype=np.int64), registered=empty)
+    return Examples(
+        domains=empty,
+        labels=np.array([], dtype=np.int8),
+        families=empty,
+        query_counts=np.array([], dtype=np.int64),
+        registered=empty,
+    )
 
 
 @dataclass(frozen=True)
@@ -62,16 +67,24 @@ class SiteData:
     intel_only: Examples
 
 
-def count_by_day(names: pa.Array | pa.ChunkedArray, ts: pa.Array | pa.ChunkedArray
-                 ) -> dict[str, Counter]:
+def count_by_day(
+    names: pa.Array | pa.ChunkedArray, ts: pa.Array | pa.ChunkedArray
+) -> dict[str, Counter]:
     """UTC day (YYYY-MM-DD) -> queries per valid name; `names` null where a name is invalid."""
     table = pa.table({"ts": ts, "query": names}).filter(pc.is_valid(names))
     day_index = pc.cast(pc.floor(pc.divide(table["ts"], SECONDS_PER_DAY)), pa.int64())
-    grouped = pa.table({"day": day_index, "query": table["query"]}).group_by(
-        ["day", "query"]).aggregate([("query", "count")])
+    grouped = (
+        pa.table({"day": day_index, "query": table["query"]})
+        .group_by(["day", "query"])
+        .aggregate([("query", "count")])
+    )
     per_day: dict[str, Counter] = {}
-    for day, name, count in zip(grouped["day"].to_pylist(), grouped["query"].to_pylist(),
-                                grouped["query_count"].to_pylist(), strict=True):
+    for day, name, count in zip(
+        grouped["day"].to_pylist(),
+        grouped["query"].to_pylist(),
+        grouped["query_count"].to_pylist(),
+        strict=True,
+    ):
         label = str(np.datetime64(int(day), "D"))
         per_day.setdefault(label, Counter())[name] += count
     return per_day
@@ -83,8 +96,9 @@ def held_out(registered: str, *, site_id: str, fraction: float) -> bool:
     return int.from_bytes(digest.digest(), "big") / 2**64 < fraction
 
 
-def label_examples(counts: Counter, intel: Intel, *, unlisted_benign: bool,
-                   keep: Callable[[str], bool]) -> Examples:
+def label_examples(
+    counts: Counter, intel: Intel, *, unlisted_benign: bool, keep: Callable[[str], bool]
+) -> Examples:
     """One example per name whose registered domain `keep` accepts; conflicts are dropped."""
     rows = []
     for name in sorted(counts):
@@ -110,8 +124,11 @@ def label_examples(counts: Counter, intel: Intel, *, unlisted_benign: bool,
 def intel_only_examples(intel: Intel, logged: set[str]) -> Examples:
     """Blocklisted names this site never queried: real names of families it may never have seen."""
     logged_registered = {registered_domain(name) for name in logged}
-    names = sorted(name for name in intel.blocklist
-                   if name not in logged and registered_domain(name) not in logged_registered)
+    names = sorted(
+        name
+        for name in intel.blocklist
+        if name not in logged and registered_domain(name) not in logged_registered
+    )
     return Examples(
         domains=np.array(names, dtype=object),
         labels=np.ones(len(names), dtype=np.int8),
@@ -121,8 +138,9 @@ def intel_only_examples(intel: Intel, logged: set[str]) -> Examples:
     )
 
 
-def split_site(per_day: dict[str, Counter], intel: Intel, *, config: SiteConfig,
-               site_dir: Path) -> SiteData:
+def split_site(
+    per_day: dict[str, Counter], intel: Intel, *, config: SiteConfig, site_dir: Path
+) -> SiteData:
     """The last `split.test_days` days test, earlier days train; no registered domain on both.
 
     A held-out share of registered domains never trains, so popular names reach the test set;
@@ -142,14 +160,26 @@ def split_site(per_day: dict[str, Counter], intel: Intel, *, config: SiteConfig,
     unlisted_benign = config.labels.unlisted == "benign"
     fraction = config.split.holdout_fraction
     train = label_examples(
-        train_counts, intel, unlisted_benign=unlisted_benign,
-        keep=lambda r: not held_out(r, site_id=config.site_id, fraction=fraction))
+        train_counts,
+        intel,
+        unlisted_benign=unlisted_benign,
+        keep=lambda r: not held_out(r, site_id=config.site_id, fraction=fraction),
+    )
     train_registered = set(train.registered.tolist())
-    test = label_examples(test_counts, intel, unlisted_benign=unlisted_benign,
-                          keep=lambda r: r not in train_registered)
+    test = label_examples(
+        test_counts,
+        intel,
+        unlisted_benign=unlisted_benign,
+        keep=lambda r: r not in train_registered,
+    )
     return SiteData(
-        site_id=config.site_id, site_dir=site_dir, config=config, train=train, test=test,
-        train_days=tuple(train_days), test_days=tuple(test_days),
+        site_id=config.site_id,
+        site_dir=site_dir,
+        config=config,
+        train=train,
+        test=test,
+        train_days=tuple(train_days),
+        test_days=tuple(test_days),
         train_families=frozenset(train.families[train.labels == 1].tolist()),
         intel_only=intel_only_examples(intel, set(train_counts) | set(test_counts)),
     )

@@ -148,8 +148,10 @@ class DqaReport:
     def metrics(self) -> dict[str, float]:
         """For the fragility report: the four shared rates, then local-only ``dqa_*`` figures."""
         return {
-            "malformed_rate": self.malformed_rate, "duplicate_rate": self.duplicate_rate,
-            "label_conflict_rate": self.label_conflict_rate, "leakage_rate": self.leakage_rate,
+            "malformed_rate": self.malformed_rate,
+            "duplicate_rate": self.duplicate_rate,
+            "label_conflict_rate": self.label_conflict_rate,
+            "leakage_rate": self.leakage_rate,
             "dqa_out_of_order_rate": self.out_of_order_rate,
             "dqa_missing_days": float(len(self.read.missing_days)),
             "dqa_label_coverage": math.nan if self.labels is None else self.labels.coverage,
@@ -163,18 +165,28 @@ def _ratio(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
-def label_figures(names: Sequence[str],
-                  lookup: Callable[[str, str], tuple[str, str]]) -> LabelFigures:
+def label_figures(
+    names: Sequence[str], lookup: Callable[[str, str], tuple[str, str]]
+) -> LabelFigures:
     """Intel hits over distinct valid names; ``lookup(name, registered) -> (label, family)``
     as :meth:`client.site.Intel.lookup` (label dga, benign, unlisted or conflict)."""
     labels = Counter(lookup(name, registered_domain(name))[0] for name in set(names))
-    return LabelFigures(names=len(set(names)), blocklisted=labels["dga"],
-                        allowlisted=labels["benign"], unlisted=labels["unlisted"],
-                        conflicts=labels["conflict"])
+    return LabelFigures(
+        names=len(set(names)),
+        blocklisted=labels["dga"],
+        allowlisted=labels["benign"],
+        unlisted=labels["unlisted"],
+        conflicts=labels["conflict"],
+    )
 
 
-def split_figures(*, train_labels: np.ndarray, train_registered: Sequence[str],
-                  test_labels: np.ndarray, test_registered: Sequence[str]) -> SplitFigures:
+def split_figures(
+    *,
+    train_labels: np.ndarray,
+    train_registered: Sequence[str],
+    test_labels: np.ndarray,
+    test_registered: Sequence[str],
+) -> SplitFigures:
     """Class balance per side and test examples whose registered domain is also in training."""
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
     seen = set(train_registered)
@@ -188,8 +200,12 @@ def split_figures(*, train_labels: np.ndarray, train_registered: Sequence[str],
 
 
 def read_figures(
-    *, stats: Sequence[ReadStats], records: pa.Table, quarantined: Sequence[QuarantinedLine] = (),
-    gap_seconds: float = GAP_SECONDS, reorder_tolerance_seconds: float = REORDER_TOLERANCE_SECONDS,
+    *,
+    stats: Sequence[ReadStats],
+    records: pa.Table,
+    quarantined: Sequence[QuarantinedLine] = (),
+    gap_seconds: float = GAP_SECONDS,
+    reorder_tolerance_seconds: float = REORDER_TOLERANCE_SECONDS,
 ) -> ReadFigures:
     """Per-file and per-day figures.
 
@@ -202,27 +218,46 @@ def read_figures(
     paths = [item.path for item in stats]
     order = pc.sort_indices(records, [("file", "ascending"), ("line", "ascending")])
     records = records.take(order)
-    file_index = np.array(pc.index_in(records["file"], value_set=pa.array(paths, pa.string()))
-                          .to_numpy(zero_copy_only=False), dtype=np.int64)
+    file_index = np.array(
+        pc.index_in(records["file"], value_set=pa.array(paths, pa.string())).to_numpy(
+            zero_copy_only=False
+        ),
+        dtype=np.int64,
+    )
     ts = records["ts"].to_numpy()
     day = np.floor(ts / SECONDS_PER_DAY).astype(np.int64)
     invalid = pc.is_null(records["name"]).to_numpy(zero_copy_only=False)
     duplicate = _duplicates(records)
     late = _out_of_order(file_index, ts, tolerance=reorder_tolerance_seconds)
     files = tuple(
-        FileFigures(path=item.path, lines_read=item.lines_read, header_lines=item.header_lines,
-                    records=item.records, quarantined=dict(item.quarantined),
-                    invalid_domains=int(invalid[file_index == index].sum()),
-                    duplicates=int(duplicate[file_index == index].sum()),
-                    out_of_order=int(late[file_index == index].sum()),
-                    first_ts=_extreme(ts[file_index == index], np.min),
-                    last_ts=_extreme(ts[file_index == index], np.max),
-                    compressed_stream_truncated=item.compressed_stream_truncated)
-        for index, item in enumerate(stats))
-    quarantine_days = _quarantine_days(quarantined, paths, file_index,
-                                       records["line"].to_numpy(), day)
-    days, missing = _days(records, day, ts, invalid=invalid, duplicate=duplicate, late=late,
-                          quarantine_days=quarantine_days, gap_seconds=gap_seconds)
+        FileFigures(
+            path=item.path,
+            lines_read=item.lines_read,
+            header_lines=item.header_lines,
+            records=item.records,
+            quarantined=dict(item.quarantined),
+            invalid_domains=int(invalid[file_index == index].sum()),
+            duplicates=int(duplicate[file_index == index].sum()),
+            out_of_order=int(late[file_index == index].sum()),
+            first_ts=_extreme(ts[file_index == index], np.min),
+            last_ts=_extreme(ts[file_index == index], np.max),
+            compressed_stream_truncated=item.compressed_stream_truncated,
+        )
+        for index, item in enumerate(stats)
+    )
+    quarantine_days = _quarantine_days(
+        quarantined, paths, file_index, records["line"].to_numpy(), day
+    )
+    days, missing = _days(
+        records,
+        day,
+        ts,
+        invalid=invalid,
+        duplicate=duplicate,
+        late=late,
+        quarantine_days=quarantine_days,
+        gap_seconds=gap_seconds,
+    )
     return ReadFigures(files=files, days=days, missing_days=missing)
 
 
@@ -262,9 +297,13 @@ def _out_of_order(file_index: np.ndarray, ts: np.ndarray, *, tolerance: float) -
     return late
 
 
-def _quarantine_days(quarantined: Sequence[QuarantinedLine], paths: list[str],
-                     file_index: np.ndarray, lines: np.ndarray,
-                     day: np.ndarray) -> dict[int | None, Counter]:
+def _quarantine_days(
+    quarantined: Sequence[QuarantinedLine],
+    paths: list[str],
+    file_index: np.ndarray,
+    lines: np.ndarray,
+    day: np.ndarray,
+) -> dict[int | None, Counter]:
     per_day: dict[int | None, Counter] = {}
     by_file = {path: np.flatnonzero(file_index == index) for index, path in enumerate(paths)}
     for path, line, reason in quarantined:
@@ -280,9 +319,17 @@ def _day_label(day: int) -> str:
     return str(np.datetime64(int(day), "D"))
 
 
-def _days(records: pa.Table, day: np.ndarray, ts: np.ndarray, *, invalid: np.ndarray,
-          duplicate: np.ndarray, late: np.ndarray, quarantine_days: dict[int | None, Counter],
-          gap_seconds: float) -> tuple[tuple[DayFigures, ...], tuple[str, ...]]:
+def _days(
+    records: pa.Table,
+    day: np.ndarray,
+    ts: np.ndarray,
+    *,
+    invalid: np.ndarray,
+    duplicate: np.ndarray,
+    late: np.ndarray,
+    quarantine_days: dict[int | None, Counter],
+    gap_seconds: float,
+) -> tuple[tuple[DayFigures, ...], tuple[str, ...]]:
     order = np.argsort(ts, kind="stable")
     steps = np.diff(ts[order])
     gap_day = day[order][:-1]
@@ -292,21 +339,39 @@ def _days(records: pa.Table, day: np.ndarray, ts: np.ndarray, *, invalid: np.nda
         rows = day == value
         gaps = steps[(gap_day == value) & (steps > gap_seconds)]
         distinct = len(pc.unique(names.filter(pa.array(rows)).drop_null())) if rows.any() else 0
-        result.append(DayFigures(
-            day=_day_label(value), records=int(rows.sum()),
-            quarantined=dict(quarantine_days.get(value, {})),
-            invalid_domains=int(invalid[rows].sum()), duplicates=int(duplicate[rows].sum()),
-            out_of_order=int(late[rows].sum()), gaps=int(gaps.size),
-            longest_gap_seconds=float(gaps.max()) if gaps.size else 0.0,
-            distinct_names=distinct))
+        result.append(
+            DayFigures(
+                day=_day_label(value),
+                records=int(rows.sum()),
+                quarantined=dict(quarantine_days.get(value, {})),
+                invalid_domains=int(invalid[rows].sum()),
+                duplicates=int(duplicate[rows].sum()),
+                out_of_order=int(late[rows].sum()),
+                gaps=int(gaps.size),
+                longest_gap_seconds=float(gaps.max()) if gaps.size else 0.0,
+                distinct_names=distinct,
+            )
+        )
     if None in quarantine_days:
-        result.append(DayFigures(day="unknown", records=0,
-                                 quarantined=dict(quarantine_days[None]), invalid_domains=0,
-                                 duplicates=0, out_of_order=0, gaps=0, longest_gap_seconds=0.0,
-                                 distinct_names=0))
+        result.append(
+            DayFigures(
+                day="unknown",
+                records=0,
+                quarantined=dict(quarantine_days[None]),
+                invalid_domains=0,
+                duplicates=0,
+                out_of_order=0,
+                gaps=0,
+                longest_gap_seconds=0.0,
+                distinct_names=0,
+            )
+        )
     seen = set(day.tolist())
-    missing = tuple(_day_label(value) for value in range(min(seen), max(seen) + 1)
-                    if value not in seen) if seen else ()
+    missing = (
+        tuple(_day_label(value) for value in range(min(seen), max(seen) + 1) if value not in seen)
+        if seen
+        else ()
+    )
     return tuple(result), missing
 
 
@@ -319,27 +384,53 @@ def quality_gate(report: DqaReport, thresholds: DqaConfig = DEFAULT_GATE) -> lis
         if value > limit:
             reasons.append(f"{name} {value:.4g} is above the limit {limit:g} ({fix})")
 
-    above("malformed_rate", report.malformed_rate, limits.max_malformed_rate,
-          "see the quarantine files for the bad lines; check [logs] format")
-    above("duplicate_rate", report.duplicate_rate, limits.max_duplicate_rate,
-          "a log file is probably listed twice or rotations overlap; check [logs] paths")
-    above("out_of_order_rate", report.out_of_order_rate, limits.max_out_of_order_rate,
-          "timestamps run backwards; check the sensor's clock and the log shipper")
-    above("missing_days", len(report.read.missing_days), limits.max_missing_days,
-          f"no records on {', '.join(report.read.missing_days[:5])}; add those days' logs")
+    above(
+        "malformed_rate",
+        report.malformed_rate,
+        limits.max_malformed_rate,
+        "see the quarantine files for the bad lines; check [logs] format",
+    )
+    above(
+        "duplicate_rate",
+        report.duplicate_rate,
+        limits.max_duplicate_rate,
+        "a log file is probably listed twice or rotations overlap; check [logs] paths",
+    )
+    above(
+        "out_of_order_rate",
+        report.out_of_order_rate,
+        limits.max_out_of_order_rate,
+        "timestamps run backwards; check the sensor's clock and the log shipper",
+    )
+    above(
+        "missing_days",
+        len(report.read.missing_days),
+        limits.max_missing_days,
+        f"no records on {', '.join(report.read.missing_days[:5])}; add those days' logs",
+    )
     if report.labels is not None:
-        above("label_conflict_rate", report.label_conflict_rate, limits.max_label_conflict_rate,
-              "names on both the blocklist and the allowlist; fix the intel lists")
+        above(
+            "label_conflict_rate",
+            report.label_conflict_rate,
+            limits.max_label_conflict_rate,
+            "names on both the blocklist and the allowlist; fix the intel lists",
+        )
     if report.split is not None:
-        above("leakage_rate", report.leakage_rate, limits.max_leakage_rate,
-              "registered domains occur on both sides of the time split")
+        above(
+            "leakage_rate",
+            report.leakage_rate,
+            limits.max_leakage_rate,
+            "registered domains occur on both sides of the time split",
+        )
         for side, value, limit in (
             ("train_positives", report.split.train_positives, limits.min_train_positives),
             ("train_negatives", report.split.train_negatives, limits.min_train_negatives),
         ):
             if value < limit:
-                reasons.append(f"{side} {value} is below the minimum {limit} (add log days or "
-                               "intel: the training days need both classes)")
+                reasons.append(
+                    f"{side} {value} is below the minimum {limit} (add log days or "
+                    "intel: the training days need both classes)"
+                )
     if report.read.data_lines == 0:
         reasons.append("the logs hold no data lines (check [logs] paths)")
     return reasons
@@ -349,10 +440,13 @@ class QualityGateError(ValueError):
     """A site's logs fail its quality gate; the message says why and how to fix it."""
 
 
-def enforce_quality_gate(report: DqaReport, thresholds: DqaConfig = DEFAULT_GATE,
-                         *, site_id: str) -> None:
+def enforce_quality_gate(
+    report: DqaReport, thresholds: DqaConfig = DEFAULT_GATE, *, site_id: str
+) -> None:
     """Raise :class:`QualityGateError` when the site must not train."""
     reasons = quality_gate(report, thresholds)
     if reasons:
-        raise QualityGateError(f"{site_id} refuses to train: its logs fail the quality gate:\n"
-                               + "\n".join(f"  - {reason}" for reason in reasons))
+        raise QualityGateError(
+            f"{site_id} refuses to train: its logs fail the quality gate:\n"
+            + "\n".join(f"  - {reason}" for reason in reasons)
+        )

@@ -1,4 +1,4 @@
-"""One site's fragility report for one round: every DESIGN.md metric at the operating threshold.
+"""One site's fragility report for one round: every metric of docs/metrics.md at threshold tau.
 
 The full report (with the top false-positive domains) is written to WORK/fragility/ as JSON and
 HTML and never leaves the site; `common.share.share_subset` picks what goes into the reply.
@@ -84,35 +84,62 @@ def resolve_base_rate(config: SiteConfig, test: Examples) -> tuple[float, str]:
     return (rate if 0.0 < rate < 1.0 else NAN), source
 
 
-def _budget_point(scores: np.ndarray, labels: np.ndarray, *, benign_events_per_day: float,
-                  base_rate: float, alert_budget_per_day: float) -> tuple[BudgetPoint, str]:
+def _budget_point(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    benign_events_per_day: float,
+    base_rate: float,
+    alert_budget_per_day: float,
+) -> tuple[BudgetPoint, str]:
     negatives = int((~labels).sum())
     if negatives == 0:
         return BudgetPoint(NAN, NAN, NAN, NAN, feasible=False), "undefined"
     if negatives < labels.size and math.isfinite(base_rate):
         point = fragility.threshold_at_budget(
-            scores=scores, labels=labels, benign_events_per_day=benign_events_per_day,
-            base_rate=base_rate, alert_budget_per_day=alert_budget_per_day)
+            scores=scores,
+            labels=labels,
+            benign_events_per_day=benign_events_per_day,
+            base_rate=base_rate,
+            alert_budget_per_day=alert_budget_per_day,
+        )
         return point, "tp+fp"
     # TP volume unknown (no test positives, or no base rate): the budget must hold the FPs alone.
     thresholds = score_thresholds(scores)
     fpr = confusion_at_thresholds(scores=scores, labels=labels, thresholds=thresholds).fpr
     index = int(np.argmax(fpr * benign_events_per_day <= alert_budget_per_day))
-    point = BudgetPoint(threshold=float(thresholds[index]), tpr=NAN, fpr=float(fpr[index]),
-                        alerts_per_day=NAN, feasible=index < thresholds.size - 1)
+    point = BudgetPoint(
+        threshold=float(thresholds[index]),
+        tpr=NAN,
+        fpr=float(fpr[index]),
+        alerts_per_day=NAN,
+        feasible=index < thresholds.size - 1,
+    )
     return point, "fp_only"
 
 
-def choose_operating_point(scores: np.ndarray, labels: np.ndarray, *, config: SiteConfig,
-                           base_rate: float, base_rate_source: str) -> OperatingChoice:
+def choose_operating_point(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    config: SiteConfig,
+    base_rate: float,
+    base_rate_source: str,
+) -> OperatingChoice:
     """tau = the FPR-target threshold if ``operating.target_fpr`` is set, else the budget one."""
     analysts = config.analysts
     budget_per_day = fragility.alert_budget_per_day(
-        analysts=analysts.count, productive_hours_per_day=analysts.productive_hours_per_day,
-        minutes_per_alert=analysts.minutes_per_alert)
+        analysts=analysts.count,
+        productive_hours_per_day=analysts.productive_hours_per_day,
+        minutes_per_alert=analysts.minutes_per_alert,
+    )
     budget, basis = _budget_point(
-        scores, labels, benign_events_per_day=config.deployment.benign_events_per_day,
-        base_rate=base_rate, alert_budget_per_day=budget_per_day)
+        scores,
+        labels,
+        benign_events_per_day=config.deployment.benign_events_per_day,
+        base_rate=base_rate,
+        alert_budget_per_day=budget_per_day,
+    )
     target = config.operating.target_fpr
     if target is None:
         mode, threshold, feasible = "budget", budget.threshold, budget.feasible
@@ -121,9 +148,16 @@ def choose_operating_point(scores: np.ndarray, labels: np.ndarray, *, config: Si
         threshold = threshold_for_fpr(scores=scores, labels=labels, target_fpr=target)
         # Like the budget: infeasible when meeting the target means flagging nothing at all.
         feasible = math.isfinite(threshold) and threshold <= float(scores.max())
-    return OperatingChoice(mode=mode, threshold=threshold, feasible=bool(feasible), budget=budget,
-                           budget_basis=basis, base_rate=base_rate,
-                           base_rate_source=base_rate_source, alert_budget_per_day=budget_per_day)
+    return OperatingChoice(
+        mode=mode,
+        threshold=threshold,
+        feasible=bool(feasible),
+        budget=budget,
+        budget_basis=basis,
+        base_rate=base_rate,
+        base_rate_source=base_rate_source,
+        alert_budget_per_day=budget_per_day,
+    )
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -138,8 +172,10 @@ def _defined(function: Callable[..., float], **kwargs: float) -> float:
 
 def ranking_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """AUC, McClish pAUC at FPR <= 1e-3 and TPR at each FPR target with its resolvability flag."""
-    metrics = {"auc": roc_auc(scores=scores, labels=labels),
-               "pauc_fpr_1e-3": partial_auc_mcclish(scores=scores, labels=labels, max_fpr=1e-3)}
+    metrics = {
+        "auc": roc_auc(scores=scores, labels=labels),
+        "pauc_fpr_1e-3": partial_auc_mcclish(scores=scores, labels=labels, max_fpr=1e-3),
+    }
     for name, target in FPR_TARGETS.items():
         point = tpr_at_fpr(scores=scores, labels=labels, target_fpr=target)
         metrics[f"tpr_at_fpr_{name}"] = point.tpr
@@ -147,24 +183,36 @@ def ranking_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return metrics
 
 
-def threshold_metrics(test: Examples, scores: np.ndarray, *, choice: OperatingChoice,
-                      config: SiteConfig) -> dict[str, float]:
+def threshold_metrics(
+    test: Examples, scores: np.ndarray, *, choice: OperatingChoice, config: SiteConfig
+) -> dict[str, float]:
     """Rates, volumes and costs at tau; FPR is per unique benign domain (the CP bound's trials)."""
     volume = config.deployment.benign_events_per_day
     labels = test.labels == 1
     threshold, base_rate = choice.threshold, choice.base_rate
-    split = (fragility.fpr_query_vs_unique(scores=scores, labels=labels, threshold=threshold,
-                                           query_counts=test.query_counts)
-             if math.isfinite(threshold) else None)
+    split = (
+        fragility.fpr_query_vs_unique(
+            scores=scores, labels=labels, threshold=threshold, query_counts=test.query_counts
+        )
+        if math.isfinite(threshold)
+        else None
+    )
     fpr = split.fpr_unique if split else NAN
     flagged_positives = int((scores[labels] >= threshold).sum()) if split else 0
     tpr = flagged_positives / labels.sum() if split and labels.any() else NAN
-    fpr_upper = (fragility.clopper_pearson_upper(successes=split.fp_domains,
-                                                 trials=split.benign_domains)
-                 if split else NAN)
+    fpr_upper = (
+        fragility.clopper_pearson_upper(successes=split.fp_domains, trials=split.benign_domains)
+        if split
+        else NAN
+    )
     precision = _defined(fragility.precision_at_base_rate, tpr=tpr, fpr=fpr, base_rate=base_rate)
-    alerts = _defined(fragility.expected_alerts_per_day, tpr=tpr, fpr=fpr,
-                      benign_events_per_day=volume, base_rate=base_rate)
+    alerts = _defined(
+        fragility.expected_alerts_per_day,
+        tpr=tpr,
+        fpr=fpr,
+        benign_events_per_day=volume,
+        base_rate=base_rate,
+    )
     return {
         "tpr": tpr,
         "fpr": fpr,
@@ -177,10 +225,15 @@ def threshold_metrics(test: Examples, scores: np.ndarray, *, choice: OperatingCh
         "alerts_per_incident": _defined(fragility.alerts_per_incident, precision=precision),
         "alerts_per_day": alerts,
         "analyst_hours_per_day": _defined(
-            fragility.analyst_hours_per_day, alerts_per_day=alerts,
-            minutes_per_alert=config.analysts.minutes_per_alert),
-        "budget_utilisation": _defined(fragility.budget_utilisation, alerts_per_day=alerts,
-                                       alert_budget_per_day=choice.alert_budget_per_day),
+            fragility.analyst_hours_per_day,
+            alerts_per_day=alerts,
+            minutes_per_alert=config.analysts.minutes_per_alert,
+        ),
+        "budget_utilisation": _defined(
+            fragility.budget_utilisation,
+            alerts_per_day=alerts,
+            alert_budget_per_day=choice.alert_budget_per_day,
+        ),
     }
 
 
@@ -195,13 +248,15 @@ def operating_metrics(choice: OperatingChoice) -> dict[str, float]:
     }
 
 
-def stability_metrics(test_scores: np.ndarray, labels: np.ndarray,
-                      train_scores: np.ndarray) -> dict[str, float]:
+def stability_metrics(
+    test_scores: np.ndarray, labels: np.ndarray, train_scores: np.ndarray
+) -> dict[str, float]:
     return {
         "ece": calibration.expected_calibration_error(scores=test_scores, labels=labels, bins=15),
         "brier": calibration.brier_score_loss(scores=test_scores, labels=labels),
         "psi_score": calibration.population_stability_index(
-            expected_scores=train_scores, actual_scores=test_scores),
+            expected_scores=train_scores, actual_scores=test_scores
+        ),
     }
 
 
@@ -222,9 +277,14 @@ def family_slug(name: str) -> str:
     return _NOT_SLUG.sub("_", str(name).lower()).strip("_") or "unknown"
 
 
-def family_recall(data: SiteData, test_scores: np.ndarray, *, intel_only: Examples,
-                  intel_only_scores: np.ndarray, threshold: float
-                  ) -> tuple[list[dict], dict[str, float]]:
+def family_recall(
+    data: SiteData,
+    test_scores: np.ndarray,
+    *,
+    intel_only: Examples,
+    intel_only_scores: np.ndarray,
+    threshold: float,
+) -> tuple[list[dict], dict[str, float]]:
     """Recall per family over test positives plus intel-only names: (table rows, metrics)."""
     positives = data.test.labels == 1
     names = np.concatenate([data.test.families[positives], intel_only.families]).astype(str)
@@ -235,16 +295,22 @@ def family_recall(data: SiteData, test_scores: np.ndarray, *, intel_only: Exampl
     seen = {family_slug(name) for name in data.train_families}
     if math.isfinite(threshold):
         recall = fragility.per_family_recall(scores=scores, families=slugs, threshold=threshold)
-        unseen = fragility.unseen_family_recall(scores=scores, families=slugs,
-                                                seen_families=seen, threshold=threshold)
+        unseen = fragility.unseen_family_recall(
+            scores=scores, families=slugs, seen_families=seen, threshold=threshold
+        )
     else:
         recall, unseen = {str(slug): NAN for slug in np.unique(slugs)}, NAN
-    rows = [{"family": slug,
-             "names": sorted(set(names[slugs == slug].tolist())),
-             "seen_in_training": slug in seen,
-             "test_positives": int((from_test & (slugs == slug)).sum()),
-             "intel_only": int((~from_test & (slugs == slug)).sum()),
-             "recall": value} for slug, value in recall.items()]
+    rows = [
+        {
+            "family": slug,
+            "names": sorted(set(names[slugs == slug].tolist())),
+            "seen_in_training": slug in seen,
+            "test_positives": int((from_test & (slugs == slug)).sum()),
+            "intel_only": int((~from_test & (slugs == slug)).sum()),
+            "recall": value,
+        }
+        for slug, value in recall.items()
+    ]
     metrics = {f"recall_family_{slug}": value for slug, value in recall.items()}
     metrics["unseen_family_recall"] = unseen
     metrics["unseen_families"] = float(sum(not row["seen_in_training"] for row in rows))
@@ -264,10 +330,12 @@ class ProbeDecisions:
     false_positive: np.ndarray  # bool
 
     def to_json(self) -> dict:
-        return {"hashes": _b64(self.hashes.astype(">u8").tobytes()),
-                "flagged": _b64(np.packbits(self.flagged).tobytes()),
-                "false_positive": _b64(np.packbits(self.false_positive).tobytes()),
-                "size": int(self.hashes.size)}
+        return {
+            "hashes": _b64(self.hashes.astype(">u8").tobytes()),
+            "flagged": _b64(np.packbits(self.flagged).tobytes()),
+            "false_positive": _b64(np.packbits(self.false_positive).tobytes()),
+            "size": int(self.hashes.size),
+        }
 
     @classmethod
     def from_json(cls, server_round: int, state: Mapping) -> ProbeDecisions:
@@ -290,19 +358,31 @@ def _b64(raw: bytes) -> str:
 def domain_hashes(domains: np.ndarray) -> np.ndarray:
     """A stable 64-bit hash per domain (blake2b), the same in every round and process."""
     return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(str(name).encode(), digest_size=8).digest(), "big")
-         for name in domains), dtype=np.uint64, count=len(domains))
+        (
+            int.from_bytes(hashlib.blake2b(str(name).encode(), digest_size=8).digest(), "big")
+            for name in domains
+        ),
+        dtype=np.uint64,
+        count=len(domains),
+    )
 
 
-def probe_decisions(test: Examples, scores: np.ndarray, *, threshold: float, server_round: int,
-                    size: int = PROBE_SIZE) -> ProbeDecisions:
+def probe_decisions(
+    test: Examples,
+    scores: np.ndarray,
+    *,
+    threshold: float,
+    server_round: int,
+    size: int = PROBE_SIZE,
+) -> ProbeDecisions:
     """The ``size`` test domains with the smallest hashes: the same set every round."""
     hashes = domain_hashes(test.domains)
     chosen = np.argpartition(hashes, size - 1)[:size] if hashes.size > size else hashes.argsort()
     chosen = chosen[np.argsort(hashes[chosen])]
     flagged = scores[chosen] >= threshold
-    return ProbeDecisions(server_round, hashes[chosen], flagged,
-                          flagged & (test.labels[chosen] == 0))
+    return ProbeDecisions(
+        server_round, hashes[chosen], flagged, flagged & (test.labels[chosen] == 0)
+    )
 
 
 def churn_metrics(previous: ProbeDecisions | None, current: ProbeDecisions) -> dict[str, float]:
@@ -313,10 +393,13 @@ def churn_metrics(previous: ProbeDecisions | None, current: ProbeDecisions) -> d
     if before.size == 0:
         return {"churn": NAN, "new_fp_rate": NAN}
     return {
-        "churn": calibration.decision_churn(previous_decisions=previous.flagged[before],
-                                            current_decisions=current.flagged[now]),
-        "new_fp_rate": calibration.new_fp_rate(previous_fp_mask=previous.false_positive[before],
-                                               current_fp_mask=current.false_positive[now]),
+        "churn": calibration.decision_churn(
+            previous_decisions=previous.flagged[before], current_decisions=current.flagged[now]
+        ),
+        "new_fp_rate": calibration.new_fp_rate(
+            previous_fp_mask=previous.false_positive[before],
+            current_fp_mask=current.false_positive[now],
+        ),
     }
 
 
@@ -344,8 +427,9 @@ def save_probe(path: Path, current: ProbeDecisions, previous: ProbeDecisions | N
 # --- what the site looks at: top false positives and the FP/day curve --------------------------
 
 
-def top_false_positives(test: Examples, scores: np.ndarray, *, threshold: float,
-                        count: int = TOP_FP_COUNT) -> dict:
+def top_false_positives(
+    test: Examples, scores: np.ndarray, *, threshold: float, count: int = TOP_FP_COUNT
+) -> dict:
     """The most-queried FPs at tau (then highest score), or the highest-scored benign names."""
     benign = np.flatnonzero(test.labels == 0)
     flagged = benign[scores[benign] >= threshold] if math.isfinite(threshold) else benign[:0]
@@ -355,27 +439,43 @@ def top_false_positives(test: Examples, scores: np.ndarray, *, threshold: float,
     else:
         kind = "highest_scored_benign"
         chosen = benign[np.argsort(-scores[benign], kind="stable")[:count]]
-    rows = [{"domain": str(test.domains[i]), "score": float(scores[i]),
-             "queries": int(test.query_counts[i])} for i in chosen]
+    rows = [
+        {
+            "domain": str(test.domains[i]),
+            "score": float(scores[i]),
+            "queries": int(test.query_counts[i]),
+        }
+        for i in chosen
+    ]
     return {"kind": kind, "false_positives_at_threshold": int(flagged.size), "rows": rows}
 
 
-def fp_per_day_curve(scores: np.ndarray, labels: np.ndarray, *, benign_events_per_day: float,
-                     points: int = CURVE_POINTS) -> FpCurve:
+def fp_per_day_curve(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    benign_events_per_day: float,
+    points: int = CURVE_POINTS,
+) -> FpCurve:
     """FP/day and its Clopper-Pearson upper bound at thresholds flagging ~1..n benign domains."""
     benign = np.sort(scores[~labels])
     if benign.size == 0:
         empty = np.array([])
         return FpCurve(thresholds=empty, fp_per_day=empty, fp_per_day_upper95=empty)
     flagged_counts = np.unique(np.geomspace(1, benign.size, points).astype(np.int64))
-    thresholds = np.unique(np.append(benign[benign.size - flagged_counts],
-                                     np.nextafter(benign[-1], np.inf)))
+    thresholds = np.unique(
+        np.append(benign[benign.size - flagged_counts], np.nextafter(benign[-1], np.inf))
+    )
     false_positives = benign.size - np.searchsorted(benign, thresholds, side="left")
-    upper = [fragility.clopper_pearson_upper(successes=int(fp), trials=benign.size)
-             for fp in false_positives]
-    return FpCurve(thresholds=thresholds,
-                   fp_per_day=false_positives / benign.size * benign_events_per_day,
-                   fp_per_day_upper95=np.asarray(upper) * benign_events_per_day)
+    upper = [
+        fragility.clopper_pearson_upper(successes=int(fp), trials=benign.size)
+        for fp in false_positives
+    ]
+    return FpCurve(
+        thresholds=thresholds,
+        fp_per_day=false_positives / benign.size * benign_events_per_day,
+        fp_per_day_upper95=np.asarray(upper) * benign_events_per_day,
+    )
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -384,8 +484,9 @@ def fp_per_day_curve(scores: np.ndarray, labels: np.ndarray, *, benign_events_pe
 def _scores(name: str, values: np.ndarray | None, size: int) -> np.ndarray:
     array = np.asarray(values if values is not None else [], dtype=np.float64)
     if array.shape != (size,):
-        raise ValueError(f"{name} must hold one score per domain: shape ({size},), "
-                         f"got {array.shape}")
+        raise ValueError(
+            f"{name} must hold one score per domain: shape ({size},), got {array.shape}"
+        )
     return array
 
 
@@ -398,15 +499,22 @@ def _merge(metrics: dict[str, float], more: Mapping[str, float] | None, *, sourc
 
 def _operating_block(choice: OperatingChoice, config: SiteConfig) -> dict:
     return {
-        "mode": choice.mode, "threshold": choice.threshold, "feasible": choice.feasible,
+        "mode": choice.mode,
+        "threshold": choice.threshold,
+        "feasible": choice.feasible,
         "target_fpr": config.operating.target_fpr,
-        "base_rate": choice.base_rate, "base_rate_source": choice.base_rate_source,
+        "base_rate": choice.base_rate,
+        "base_rate_source": choice.base_rate_source,
         "benign_events_per_day": config.deployment.benign_events_per_day,
         "alert_budget_per_day": choice.alert_budget_per_day,
         "budget_basis": choice.budget_basis,
-        "budget_point": {"threshold": choice.budget.threshold, "tpr": choice.budget.tpr,
-                         "fpr": choice.budget.fpr, "alerts_per_day": choice.budget.alerts_per_day,
-                         "feasible": choice.budget.feasible},
+        "budget_point": {
+            "threshold": choice.budget.threshold,
+            "tpr": choice.budget.tpr,
+            "fpr": choice.budget.fpr,
+            "alerts_per_day": choice.budget.alerts_per_day,
+            "feasible": choice.budget.feasible,
+        },
     }
 
 
@@ -421,43 +529,68 @@ class SiteEvaluation:
     probe: ProbeDecisions | None
 
 
-def compute_metrics(data: SiteData, *, intel_only: Examples, test_scores: np.ndarray,
-                    train_scores: np.ndarray, intel_only_scores: np.ndarray,
-                    previous_probe: ProbeDecisions | None, server_round: int) -> SiteEvaluation:
-    """All DESIGN metrics at tau, plus this round's probe decisions for the next round's churn."""
+def compute_metrics(
+    data: SiteData,
+    *,
+    intel_only: Examples,
+    test_scores: np.ndarray,
+    train_scores: np.ndarray,
+    intel_only_scores: np.ndarray,
+    previous_probe: ProbeDecisions | None,
+    server_round: int,
+) -> SiteEvaluation:
+    """Every documented metric at tau, and this round's probe decisions (for next round's churn)."""
     test, config = data.test, data.config
     labels = test.labels == 1
     base_rate, source = resolve_base_rate(config, test)
-    choice = choose_operating_point(test_scores, labels, config=config, base_rate=base_rate,
-                                    base_rate_source=source)
-    metrics: dict[str, float] = {"test_domains": float(len(test)),
-                                 "test_positives": float(labels.sum()),
-                                 "test_queries": float(test.query_counts.sum())}
+    choice = choose_operating_point(
+        test_scores, labels, config=config, base_rate=base_rate, base_rate_source=source
+    )
+    metrics: dict[str, float] = {
+        "test_domains": float(len(test)),
+        "test_positives": float(labels.sum()),
+        "test_queries": float(test.query_counts.sum()),
+    }
     metrics |= ranking_metrics(test_scores, labels)
     metrics |= operating_metrics(choice)
     metrics |= threshold_metrics(test, test_scores, choice=choice, config=config)
     metrics |= stability_metrics(test_scores, labels, train_scores)
     shortcut, feature = shortcut_metrics(test, model_auc=metrics["auc"])
     metrics |= shortcut
-    families, family_metrics = family_recall(data, test_scores, intel_only=intel_only,
-                                             intel_only_scores=intel_only_scores,
-                                             threshold=choice.threshold)
+    families, family_metrics = family_recall(
+        data,
+        test_scores,
+        intel_only=intel_only,
+        intel_only_scores=intel_only_scores,
+        threshold=choice.threshold,
+    )
     metrics |= family_metrics
     probe = None
     if math.isfinite(choice.threshold) and len(test):
-        probe = probe_decisions(test, test_scores, threshold=choice.threshold,
-                                server_round=server_round)
+        probe = probe_decisions(
+            test, test_scores, threshold=choice.threshold, server_round=server_round
+        )
         metrics |= churn_metrics(previous_probe, probe)
     else:
         metrics |= {"churn": NAN, "new_fp_rate": NAN}
-    return SiteEvaluation(metrics=metrics, choice=choice, families=families,
-                          shortcut_feature=feature, probe=probe)
+    return SiteEvaluation(
+        metrics=metrics, choice=choice, families=families, shortcut_feature=feature, probe=probe
+    )
 
 
-def site_fragility_report(*, data: SiteData, intel_only: Examples | None, test_scores: np.ndarray,
-                          train_scores: np.ndarray, intel_only_scores: np.ndarray | None,
-                          server_round: int, work_dir: Path, dqa: dict[str, float] | None = None,
-                          extra: dict[str, float] | None = None, html: bool = True) -> SiteReport:
+def site_fragility_report(
+    *,
+    data: SiteData,
+    intel_only: Examples | None,
+    test_scores: np.ndarray,
+    train_scores: np.ndarray,
+    intel_only_scores: np.ndarray | None,
+    server_round: int,
+    work_dir: Path,
+    dqa: dict[str, float] | None = None,
+    extra: dict[str, float] | None = None,
+    html: bool = True,
+) -> SiteReport:
     """Compute every fragility metric for this round and write WORK/fragility/round-NNN.{json,html}.
 
     ``test_scores`` align with ``data.test``; ``intel_only`` holds blocklisted names absent from
@@ -475,9 +608,15 @@ def site_fragility_report(*, data: SiteData, intel_only: Examples | None, test_s
     report_dir = Path(work_dir) / REPORT_DIR
     probe_path = report_dir / PROBE_STATE_FILE
     previous = load_previous_probe(probe_path, server_round=server_round)
-    computed = compute_metrics(data, intel_only=intel_only, test_scores=test_scores,
-                               train_scores=train_scores, intel_only_scores=intel_only_scores,
-                               previous_probe=previous, server_round=server_round)
+    computed = compute_metrics(
+        data,
+        intel_only=intel_only,
+        test_scores=test_scores,
+        train_scores=train_scores,
+        intel_only_scores=intel_only_scores,
+        previous_probe=previous,
+        server_round=server_round,
+    )
     metrics, choice = computed.metrics, computed.choice
     _merge(metrics, dqa, source="data-quality")
     _merge(metrics, extra, source="extra")
@@ -487,35 +626,51 @@ def site_fragility_report(*, data: SiteData, intel_only: Examples | None, test_s
         "site_id": data.site_id,
         "round": int(server_round),
         "generated_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "train_days": list(data.train_days), "test_days": list(data.test_days),
+        "train_days": list(data.train_days),
+        "test_days": list(data.test_days),
         "operating_point": _operating_block(choice, config),
         "metrics": metrics,
-        "shortcut": {"feature": computed.shortcut_feature,
-                     "baseline_auc": metrics["baseline_auc"]},
+        "shortcut": {"feature": computed.shortcut_feature, "baseline_auc": metrics["baseline_auc"]},
         "families": computed.families,
         "top_false_positives": top_false_positives(test, test_scores, threshold=choice.threshold),
         "data_quality": dict(dqa or {}),
         "extra": dict(extra or {}),
-        "probe": {"size": int(computed.probe.hashes.size) if computed.probe else 0,
-                  "compared_with_round": previous.server_round if previous else None},
-        "share": {"level": config.share.level,
-                  "sent": share_subset(metrics, level=config.share.level)},
+        "probe": {
+            "size": int(computed.probe.hashes.size) if computed.probe else 0,
+            "compared_with_round": previous.server_round if previous else None,
+        },
+        "share": {
+            "level": config.share.level,
+            "sent": share_subset(metrics, level=config.share.level),
+        },
     }
     page = None
     if html:
         plots = PlotInputs(
-            test_scores=test_scores, test_labels=test.labels == 1,
+            test_scores=test_scores,
+            test_labels=test.labels == 1,
             intel_only_scores=intel_only_scores,
-            fp_curve=fp_per_day_curve(test_scores, test.labels == 1,
-                                      benign_events_per_day=config.deployment.benign_events_per_day))
+            fp_curve=fp_per_day_curve(
+                test_scores,
+                test.labels == 1,
+                benign_events_per_day=config.deployment.benign_events_per_day,
+            ),
+        )
         page = render_report_html(report, plots)
     report["compute_seconds"] = round(time.perf_counter() - started, 3)
-    return _write_report(report, page, report_dir=report_dir, probe=computed.probe,
-                         previous=previous)
+    return _write_report(
+        report, page, report_dir=report_dir, probe=computed.probe, previous=previous
+    )
 
 
-def _write_report(report: dict, page: str | None, *, report_dir: Path,
-                  probe: ProbeDecisions | None, previous: ProbeDecisions | None) -> SiteReport:
+def _write_report(
+    report: dict,
+    page: str | None,
+    *,
+    report_dir: Path,
+    probe: ProbeDecisions | None,
+    previous: ProbeDecisions | None,
+) -> SiteReport:
     json_path = report_dir / f"round-{report['round']:03d}.json"
     html_path = json_path.with_suffix(".html")
     write_json(json_path, report, indent=1)
@@ -535,11 +690,18 @@ def _index_rows(report_dir: Path) -> list[dict]:
     for path in sorted(report_dir.glob("round-*.json")):
         try:
             report = json.loads(path.read_text(encoding="utf-8"))
-            metrics = {key: (NAN if value is None else value)
-                       for key, value in report["metrics"].items()}
+            metrics = {
+                key: (NAN if value is None else value) for key, value in report["metrics"].items()
+            }
             html = path.with_suffix(".html")
-            rows.append({"round": int(report["round"]), "metrics": metrics, "json": path.name,
-                         "html": html.name if html.exists() else None})
+            rows.append(
+                {
+                    "round": int(report["round"]),
+                    "metrics": metrics,
+                    "json": path.name,
+                    "html": html.name if html.exists() else None,
+                }
+            )
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a report from another version or a half-copied file: not listed
     return sorted(rows, key=lambda row: row["round"])
@@ -547,5 +709,10 @@ def _index_rows(report_dir: Path) -> list[dict]:
 
 def _no_examples() -> Examples:
     empty = np.array([], dtype=object)
-    return Examples(domains=empty, labels=np.array([], dtype=np.int8), families=empty,
-                    query_counts=np.array([], dtype=np.int64), registered=empty)
+    return Examples(
+        domains=empty,
+        labels=np.array([], dtype=np.int8),
+        families=empty,
+        query_counts=np.array([], dtype=np.int64),
+        registered=empty,
+    )

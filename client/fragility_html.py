@@ -23,8 +23,15 @@ from common.metrics import confusion_at_thresholds, score_thresholds
 CALIBRATION_BINS = 15
 # Threshold axes use a logit scale: the interesting thresholds crowd next to 0 and 1.
 _LOGIT_CLIP = 1e-12
-_COLOURS = {"benign": "#4c72b0", "malicious": "#c44e52", "intel": "#dd8452",
-            "seen": "#55a868", "unseen": "#8172b3", "budget": "#333333", "tau": "#c44e52"}
+_COLOURS = {
+    "benign": "#4c72b0",
+    "malicious": "#c44e52",
+    "intel": "#dd8452",
+    "seen": "#55a868",
+    "unseen": "#8172b3",
+    "budget": "#333333",
+    "tau": "#c44e52",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,8 +72,13 @@ def _no_data(ax: Axes, message: str) -> None:
 
 def _vertical_threshold(ax: Axes, threshold: float) -> None:
     if math.isfinite(threshold):
-        ax.axvline(np.clip(threshold, _LOGIT_CLIP, 1 - _LOGIT_CLIP), color=_COLOURS["tau"],
-                   linestyle="--", linewidth=1, label=f"τ = {threshold:.4g}")
+        ax.axvline(
+            np.clip(threshold, _LOGIT_CLIP, 1 - _LOGIT_CLIP),
+            color=_COLOURS["tau"],
+            linestyle="--",
+            linewidth=1,
+            label=f"τ = {threshold:.4g}",
+        )
 
 
 def plot_score_distributions(ax: Axes, plots: PlotInputs, report: Mapping) -> None:
@@ -74,13 +86,21 @@ def plot_score_distributions(ax: Axes, plots: PlotInputs, report: Mapping) -> No
         _no_data(ax, "no scored domains")
         return
     bins = np.linspace(0.0, 1.0, 51)
-    groups = (("benign (test)", plots.test_scores[~plots.test_labels], "benign"),
-              ("blocklisted (test)", plots.test_scores[plots.test_labels], "malicious"),
-              ("blocklisted, never in logs", plots.intel_only_scores, "intel"))
+    groups = (
+        ("benign (test)", plots.test_scores[~plots.test_labels], "benign"),
+        ("blocklisted (test)", plots.test_scores[plots.test_labels], "malicious"),
+        ("blocklisted, never in logs", plots.intel_only_scores, "intel"),
+    )
     for label, values, colour in groups:
         if values.size:
-            ax.hist(values, bins=bins, histtype="step", linewidth=1.5, color=_COLOURS[colour],
-                    label=f"{label} (n={values.size:,})")
+            ax.hist(
+                values,
+                bins=bins,
+                histtype="step",
+                linewidth=1.5,
+                color=_COLOURS[colour],
+                label=f"{label} (n={values.size:,})",
+            )
     _vertical_threshold(ax, report["operating_point"]["threshold"])
     ax.set_yscale("log")
     _plain_ticks(ax.yaxis)
@@ -101,13 +121,25 @@ def plot_fp_per_day(ax: Axes, plots: PlotInputs, report: Mapping) -> None:
         x = np.append(x, min(threshold, 1 - _LOGIT_CLIP))
         fp_per_day, upper = np.append(fp_per_day, 0.0), np.append(upper, upper[-1])
     estimate = np.where(fp_per_day > 0, fp_per_day, np.nan)
-    ax.fill_between(x, np.fmin(estimate, upper), upper, color=_COLOURS["benign"], alpha=0.2,
-                    step="post")
-    ax.step(x, upper, where="post", color=_COLOURS["benign"], linewidth=1,
-            linestyle=":", label="95% upper bound (Clopper–Pearson)")
+    ax.fill_between(
+        x, np.fmin(estimate, upper), upper, color=_COLOURS["benign"], alpha=0.2, step="post"
+    )
+    ax.step(
+        x,
+        upper,
+        where="post",
+        color=_COLOURS["benign"],
+        linewidth=1,
+        linestyle=":",
+        label="95% upper bound (Clopper–Pearson)",
+    )
     ax.step(x, estimate, where="post", color=_COLOURS["benign"], label="FP/day (estimate)")
-    ax.axhline(operating["alert_budget_per_day"], color=_COLOURS["budget"], linewidth=1,
-               label=f"alert budget {operating['alert_budget_per_day']:,.0f}/day")
+    ax.axhline(
+        operating["alert_budget_per_day"],
+        color=_COLOURS["budget"],
+        linewidth=1,
+        label=f"alert budget {operating['alert_budget_per_day']:,.0f}/day",
+    )
     _vertical_threshold(ax, operating["threshold"])
     ax.set_xscale("logit")
     ax.set_yscale("log")
@@ -119,8 +151,11 @@ def plot_fp_per_day(ax: Axes, plots: PlotInputs, report: Mapping) -> None:
         left = min(left, max(threshold, _LOGIT_CLIP))
     if left < x[-1]:
         ax.set_xlim(left, x[-1])
-    ax.set(xlabel="score threshold (logit scale)", ylabel="false positives per day",
-           title="FP/day at this site's volume vs threshold")
+    ax.set(
+        xlabel="score threshold (logit scale)",
+        ylabel="false positives per day",
+        title="FP/day at this site's volume vs threshold",
+    )
     _legend(ax, loc="upper right")
 
 
@@ -133,12 +168,20 @@ def plot_family_recall(ax: Axes, plots: PlotInputs, report: Mapping) -> None:
     positions = np.arange(len(rows))
     colours = [_COLOURS["seen" if row["seen_in_training"] else "unseen"] for row in rows]
     ax.barh(positions, [row["recall"] for row in rows], color=colours)
-    ax.set_yticks(positions, [f"{row['family']} (n={row['test_positives'] + row['intel_only']})"
-                              for row in rows], fontsize=7)
+    ax.set_yticks(
+        positions,
+        [f"{row['family']} (n={row['test_positives'] + row['intel_only']})" for row in rows],
+        fontsize=7,
+    )
     ax.set_xlim(0, 1)
-    ax.legend(handles=[Patch(color=_COLOURS["seen"], label="seen in local training"),
-                       Patch(color=_COLOURS["unseen"], label="never seen here")],
-              fontsize=7, loc="lower right")
+    ax.legend(
+        handles=[
+            Patch(color=_COLOURS["seen"], label="seen in local training"),
+            Patch(color=_COLOURS["unseen"], label="never seen here"),
+        ],
+        fontsize=7,
+        loc="lower right",
+    )
     ax.set(xlabel="recall at τ", title="Recall by DGA family")
 
 
@@ -148,14 +191,19 @@ def plot_calibration(ax: Axes, plots: PlotInputs, report: Mapping) -> None:
     counts = np.bincount(index, minlength=CALIBRATION_BINS)
     used = counts > 0
     mean_score = np.bincount(index, weights=scores, minlength=CALIBRATION_BINS)[used] / counts[used]
-    positive_rate = np.bincount(index, weights=labels, minlength=CALIBRATION_BINS)[used] / counts[
-        used]
+    positive_rate = (
+        np.bincount(index, weights=labels, minlength=CALIBRATION_BINS)[used] / counts[used]
+    )
     ax.plot([0, 1], [0, 1], color="#999999", linewidth=1, label="perfect calibration")
     ax.plot(mean_score, positive_rate, marker="o", color=_COLOURS["malicious"], label="model")
     ece = report["metrics"].get("ece")
-    ax.set(xlabel="mean predicted score (bin)", ylabel="share blocklisted (bin)",
-           xlim=(0, 1), ylim=(0, 1), title=f"Reliability diagram ({CALIBRATION_BINS} bins, "
-                                           f"ECE {_format(ece)})")
+    ax.set(
+        xlabel="mean predicted score (bin)",
+        ylabel="share blocklisted (bin)",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=f"Reliability diagram ({CALIBRATION_BINS} bins, ECE {_format(ece)})",
+    )
     _legend(ax)
 
 
@@ -165,37 +213,53 @@ def plot_roc(ax: Axes, plots: PlotInputs, report: Mapping) -> None:
     if negatives == 0 or not labels.any():
         _no_data(ax, "ROC needs both classes on the test days")
         return
-    confusion = confusion_at_thresholds(scores=scores, labels=labels,
-                                        thresholds=score_thresholds(scores)[::-1])
+    confusion = confusion_at_thresholds(
+        scores=scores, labels=labels, thresholds=score_thresholds(scores)[::-1]
+    )
     # The best TPR at 300 log-spaced FPRs: exact at those points, and cheap to draw.
     fpr_grid = np.geomspace(0.1 / negatives, 1.0, 300)
     best = np.searchsorted(confusion.fpr, fpr_grid, side="right") - 1
     ax.step(fpr_grid, confusion.tpr[best], where="post", color=_COLOURS["malicious"])
-    ax.axvspan(0.1 / negatives, 3.0 / negatives, color="#999999", alpha=0.2,
-               label=f"not resolvable (< 3/{negatives:,} benign)")
+    ax.axvspan(
+        0.1 / negatives,
+        3.0 / negatives,
+        color="#999999",
+        alpha=0.2,
+        label=f"not resolvable (< 3/{negatives:,} benign)",
+    )
     for target in (1e-3, 1e-4, 1e-5):
         ax.axvline(target, color="#999999", linestyle=":", linewidth=1)
     ax.set_xscale("log")
     _plain_ticks(ax.xaxis)
-    ax.set(xlabel="false-positive rate (log)", ylabel="true-positive rate", ylim=(0, 1.02),
-           title="ROC, low-FPR end")
+    ax.set(
+        xlabel="false-positive rate (log)",
+        ylabel="true-positive rate",
+        ylim=(0, 1.02),
+        title="ROC, low-FPR end",
+    )
     _legend(ax, loc="lower right")
 
 
 PLOTS: tuple[tuple[str, Callable[[Axes, PlotInputs, Mapping], None]], ...] = (
     ("Score distributions (log y). τ is the operating threshold.", plot_score_distributions),
-    ("Expected false positives per day at this site's benign volume, with the one-sided 95% "
-     "Clopper–Pearson bound; the horizontal line is the analysts' alert budget.", plot_fp_per_day),
-    ("Recall per DGA family at τ over test-day hits and blocklist entries never seen in the "
-     "logs.", plot_family_recall),
+    (
+        "Expected false positives per day at this site's benign volume, with the one-sided 95% "
+        "Clopper–Pearson bound; the horizontal line is the analysts' alert budget.",
+        plot_fp_per_day,
+    ),
+    (
+        "Recall per DGA family at τ over test-day hits and blocklist entries never seen in the "
+        "logs.",
+        plot_family_recall,
+    ),
     ("Calibration: predicted score vs observed share of blocklisted domains.", plot_calibration),
-    ("ROC on a log FPR axis; FPRs under 3/n benign cannot be measured on this test set.",
-     plot_roc),
+    ("ROC on a log FPR axis; FPRs under 3/n benign cannot be measured on this test set.", plot_roc),
 )
 
 
-def png_data_uri(draw: Callable[[Axes, PlotInputs, Mapping], None], plots: PlotInputs,
-                 report: Mapping) -> str:
+def png_data_uri(
+    draw: Callable[[Axes, PlotInputs, Mapping], None], plots: PlotInputs, report: Mapping
+) -> str:
     """Draw one plot on a fresh Agg figure (no pyplot state, safe across threads)."""
     figure = Figure(figsize=(6.4, 3.8), dpi=90)
     FigureCanvasAgg(figure)
@@ -210,21 +274,64 @@ def png_data_uri(draw: Callable[[Axes, PlotInputs, Mapping], None], plots: PlotI
 # --- page ---------------------------------------------------------------------------------------
 
 METRIC_SECTIONS: tuple[tuple[str, Callable[[str], bool]], ...] = (
-    ("Ranking", lambda key: key in {"auc", "pauc_fpr_1e-3", "baseline_auc", "shortcut_ratio"}
-     or key.startswith("tpr_at_fpr_")),
-    ("Operating point", lambda key: key in {
-        "threshold", "threshold_feasible", "operating_mode_budget", "threshold_at_budget",
-        "recall_at_budget", "tpr", "fpr", "fpr_upper95", "fpr_query", "fpr_unique",
-        "precision_at_base_rate"}),
-    ("Cost at this site", lambda key: key in {
-        "fp_per_day", "fp_per_day_upper95", "alerts_per_day", "alerts_per_incident",
-        "alert_budget_per_day", "analyst_hours_per_day", "budget_utilisation"}),
-    ("Calibration and stability", lambda key: key in {
-        "ece", "brier", "psi_score", "churn", "new_fp_rate"}),
-    ("Families", lambda key: key.startswith("recall_family_")
-     or key in {"unseen_family_recall", "unseen_families"}),
-    ("Data quality", lambda key: key.endswith("_rate") and key.split("_")[0] in {
-        "malformed", "duplicate", "label", "leakage"}),
+    (
+        "Ranking",
+        lambda key: (
+            key in {"auc", "pauc_fpr_1e-3", "baseline_auc", "shortcut_ratio"}
+            or key.startswith("tpr_at_fpr_")
+        ),
+    ),
+    (
+        "Operating point",
+        lambda key: (
+            key
+            in {
+                "threshold",
+                "threshold_feasible",
+                "operating_mode_budget",
+                "threshold_at_budget",
+                "recall_at_budget",
+                "tpr",
+                "fpr",
+                "fpr_upper95",
+                "fpr_query",
+                "fpr_unique",
+                "precision_at_base_rate",
+            }
+        ),
+    ),
+    (
+        "Cost at this site",
+        lambda key: (
+            key
+            in {
+                "fp_per_day",
+                "fp_per_day_upper95",
+                "alerts_per_day",
+                "alerts_per_incident",
+                "alert_budget_per_day",
+                "analyst_hours_per_day",
+                "budget_utilisation",
+            }
+        ),
+    ),
+    (
+        "Calibration and stability",
+        lambda key: key in {"ece", "brier", "psi_score", "churn", "new_fp_rate"},
+    ),
+    (
+        "Families",
+        lambda key: (
+            key.startswith("recall_family_") or key in {"unseen_family_recall", "unseen_families"}
+        ),
+    ),
+    (
+        "Data quality",
+        lambda key: (
+            key.endswith("_rate")
+            and key.split("_")[0] in {"malformed", "duplicate", "label", "leakage"}
+        ),
+    ),
     ("Test set", lambda key: key.startswith("test_")),
 )
 
@@ -248,9 +355,19 @@ def _format(value: object) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Rows of plain values: numbers right-aligned, every cell escaped."""
-    return html_table(header, [
-        [td(_format(cell), numeric=isinstance(cell, int | float) and not isinstance(cell, bool))
-         for cell in row] for row in rows])
+    return html_table(
+        header,
+        [
+            [
+                td(
+                    _format(cell),
+                    numeric=isinstance(cell, int | float) and not isinstance(cell, bool),
+                )
+                for cell in row
+            ]
+            for row in rows
+        ],
+    )
 
 
 def metric_tables(metrics: Mapping[str, float], sent: Mapping[str, float]) -> str:
@@ -268,24 +385,38 @@ def metric_tables(metrics: Mapping[str, float], sent: Mapping[str, float]) -> st
 
 def _operating_summary(report: Mapping) -> str:
     operating = report["operating_point"]
-    how = (f"FPR target {operating['target_fpr']:g}" if operating["mode"] == "target_fpr"
-           else "alert budget")
-    return _table(("setting", "value"), (
-        ("threshold τ chosen by", how), ("τ", operating["threshold"]),
-        ("feasible", operating["feasible"]),
-        ("base rate π", operating["base_rate"]), ("π from", operating["base_rate_source"]),
-        ("benign events/day V", float(operating["benign_events_per_day"])),
-        ("alert budget/day A", operating["alert_budget_per_day"]),
-        ("budget threshold basis", operating["budget_basis"])))
+    how = (
+        f"FPR target {operating['target_fpr']:g}"
+        if operating["mode"] == "target_fpr"
+        else "alert budget"
+    )
+    return _table(
+        ("setting", "value"),
+        (
+            ("threshold τ chosen by", how),
+            ("τ", operating["threshold"]),
+            ("feasible", operating["feasible"]),
+            ("base rate π", operating["base_rate"]),
+            ("π from", operating["base_rate_source"]),
+            ("benign events/day V", float(operating["benign_events_per_day"])),
+            ("alert budget/day A", operating["alert_budget_per_day"]),
+            ("budget threshold basis", operating["budget_basis"]),
+        ),
+    )
 
 
 def _top_false_positives(report: Mapping) -> str:
     top = report["top_false_positives"]
-    title = ("Most-queried false positives at τ" if top["kind"] == "false_positives_at_threshold"
-             else "No false positives at τ: the highest-scored benign domains")
+    title = (
+        "Most-queried false positives at τ"
+        if top["kind"] == "false_positives_at_threshold"
+        else "No false positives at τ: the highest-scored benign domains"
+    )
     rows = [(row["domain"], row["score"], row["queries"]) for row in top["rows"]]
-    return (f"<h2>{title}</h2><p class=local><b>Stays on this site:</b> these names are never "
-            "sent to the coordinator.</p>" + _table(("domain", "score", "queries"), rows))
+    return (
+        f"<h2>{title}</h2><p class=local><b>Stays on this site:</b> these names are never "
+        "sent to the coordinator.</p>" + _table(("domain", "score", "queries"), rows)
+    )
 
 
 def render_report_html(report: Mapping, plots: PlotInputs) -> str:
@@ -293,23 +424,34 @@ def render_report_html(report: Mapping, plots: PlotInputs) -> str:
     title = f"fedsec fragility: site {report['site_id']}, round {report['round']}"
     figures = "".join(
         f'<figure><img alt="{escape(caption)}" src="{png_data_uri(draw, plots, report)}">'
-        f"<figcaption>{escape(caption)}</figcaption></figure>" for caption, draw in PLOTS)
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+        for caption, draw in PLOTS
+    )
     families = _table(
         ("family", "seen in training", "test hits", "never in logs", "recall at τ"),
-        [(row["family"], row["seen_in_training"], row["test_positives"], row["intel_only"],
-          row["recall"]) for row in report["families"]])
+        [
+            (
+                row["family"],
+                row["seen_in_training"],
+                row["test_positives"],
+                row["intel_only"],
+                row["recall"],
+            )
+            for row in report["families"]
+        ],
+    )
     share = report["share"]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>{escape(title)}</h1>
 <p class=local>This report stays on this site. Only the <i>sent</i> column below leaves it
-(share level <b>{escape(share['level'])}</b>, rounded to 2 significant figures).
-Generated {escape(report['generated_utc'])}; test days {escape(', '.join(report['test_days']))}.
+(share level <b>{escape(share["level"])}</b>, rounded to 2 significant figures).
+Generated {escape(report["generated_utc"])}; test days {escape(", ".join(report["test_days"]))}.
 </p>
 <h2>Operating point</h2>{_operating_summary(report)}
 <h2>Plots</h2>{figures}
-<h2>Metrics</h2>{metric_tables(report['metrics'], share['sent'])}
+<h2>Metrics</h2>{metric_tables(report["metrics"], share["sent"])}
 <h2>Families</h2>{families}
 {_top_false_positives(report)}
 </body></html>
@@ -318,14 +460,25 @@ Generated {escape(report['generated_utc'])}; test days {escape(', '.join(report[
 
 def render_index(rounds: Sequence[Mapping]) -> str:
     """A page linking every round's report, with a few headline metrics per round."""
-    columns = ("tpr_at_fpr_1e-4", "recall_at_budget", "fp_per_day", "fp_per_day_upper95",
-               "unseen_family_recall", "churn")
+    columns = (
+        "tpr_at_fpr_1e-4",
+        "recall_at_budget",
+        "fp_per_day",
+        "fp_per_day_upper95",
+        "unseen_family_recall",
+        "churn",
+    )
     rows = "".join(
-        (f'<tr><td><a href="{escape(item["html"])}">round {item["round"]}</a> '
-         if item.get("html") else f'<tr><td>round {item["round"]} ')
+        (
+            f'<tr><td><a href="{escape(item["html"])}">round {item["round"]}</a> '
+            if item.get("html")
+            else f"<tr><td>round {item['round']} "
+        )
         + f'(<a href="{escape(item["json"])}">json</a>)</td>'
         + "".join(td(_format(item["metrics"].get(key)), numeric=True) for key in columns)
-        + "</tr>" for item in rounds)
+        + "</tr>"
+        for item in rounds
+    )
     head = "".join(f"<th>{escape(key)}</th>" for key in ("report", *columns))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>fedsec fragility reports</title>

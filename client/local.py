@@ -53,12 +53,14 @@ class TrainReply:
     metrics: dict[str, float | int]
 
 
-def train_round(site: PreparedSite, *, global_arrays: list[np.ndarray], settings: RunSettings,
-                server_round: int) -> TrainReply:
+def train_round(
+    site: PreparedSite, *, global_arrays: list[np.ndarray], settings: RunSettings, server_round: int
+) -> TrainReply:
     """Train from the global weights; reply with the norm-clipped delta and a bounded weight."""
     if settings.fails_at(site_id=site.site_id, server_round=server_round):
         raise RuntimeError(
-            f"fault injected for {site.site_id} in round {server_round} (fail-sites)")
+            f"fault injected for {site.site_id} in round {server_round} (fail-sites)"
+        )
     # A site whose logs fail its own quality gate refuses to train rather than poison the
     # federation; the round goes on without it.
     enforce_quality_gate(site.quality.report, site.config.dqa, site_id=site.site_id)
@@ -66,12 +68,17 @@ def train_round(site: PreparedSite, *, global_arrays: list[np.ndarray], settings
     if len(data.train) == 0:
         raise ValueError(f"{data.site_id}: no training examples after labelling and split")
     model = ndarrays_to_model(global_arrays, spec=SPEC)
-    config = TrainConfig(steps=settings.local_steps, batch_size=settings.batch_size,
-                         learning_rate=settings.learning_rate)
-    rng = site_rng(seed=settings.seed, server_round=server_round, site_id=data.site_id,
-                   purpose="train")
-    summary = train_model(model, domains=site.encoded.train, labels=data.train.labels,
-                          config=config, generator=rng)
+    config = TrainConfig(
+        steps=settings.local_steps,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+    )
+    rng = site_rng(
+        seed=settings.seed, server_round=server_round, site_id=data.site_id, purpose="train"
+    )
+    summary = train_model(
+        model, domains=site.encoded.train, labels=data.train.labels, config=config, generator=rng
+    )
     delta = weights.subtract(model_to_ndarrays(model), global_arrays)
     raw_norm = weights.global_norm(delta)
     delta, scale = weights.clip_by_global_norm(delta, max_norm=settings.delta_clip_norm)
@@ -94,16 +101,18 @@ def _scores(model, encoded: np.ndarray) -> np.ndarray:
     return predict_scores(model, domains=encoded)
 
 
-def evaluate_round(site: PreparedSite, *, global_arrays: list[np.ndarray], settings: RunSettings,
-                   server_round: int) -> SiteReport:
+def evaluate_round(
+    site: PreparedSite, *, global_arrays: list[np.ndarray], settings: RunSettings, server_round: int
+) -> SiteReport:
     """Score the test days with the global model and write this round's fragility report."""
     data = site.require_data()
     model = ndarrays_to_model(global_arrays, spec=SPEC)
     test_scores = _scores(model, site.encoded.test)
     extra = None
     if settings.compare_local:
-        extra = federated_gain(site, global_scores=test_scores, settings=settings,
-                               server_round=server_round)
+        extra = federated_gain(
+            site, global_scores=test_scores, settings=settings, server_round=server_round
+        )
     return site_fragility_report(
         data=data,
         intel_only=data.intel_only,
@@ -121,26 +130,28 @@ def evaluate_round(site: PreparedSite, *, global_arrays: list[np.ndarray], setti
 def _gain_metrics(site: PreparedSite, scores: np.ndarray) -> dict[str, float]:
     data = site.require_data()
     base_rate, source = resolve_base_rate(data.config, data.test)
-    choice = choose_operating_point(scores, data.test.labels, config=data.config,
-                                    base_rate=base_rate, base_rate_source=source)
+    choice = choose_operating_point(
+        scores, data.test.labels, config=data.config, base_rate=base_rate, base_rate_source=source
+    )
     at_threshold = threshold_metrics(data.test, scores, choice=choice, config=data.config)
     return {
-        "tpr_at_fpr_1e-4": tpr_at_fpr(scores=scores, labels=data.test.labels,
-                                      target_fpr=1e-4).tpr,
+        "tpr_at_fpr_1e-4": tpr_at_fpr(scores=scores, labels=data.test.labels, target_fpr=1e-4).tpr,
         "recall_at_budget": choice.budget.tpr,
         "fp_per_day": at_threshold["fp_per_day"],
     }
 
 
-def federated_gain(site: PreparedSite, *, global_scores: np.ndarray, settings: RunSettings,
-                   server_round: int) -> dict[str, float]:
+def federated_gain(
+    site: PreparedSite, *, global_scores: np.ndarray, settings: RunSettings, server_round: int
+) -> dict[str, float]:
     """Global minus a local-only model trained here with the same steps per round."""
     local = LocalOnlyModel(site.work_dir / "local-only", spec=SPEC)
     model = local.advance_to(server_round, site=site, settings=settings)
     global_metrics = _gain_metrics(site, global_scores)
     local_metrics = _gain_metrics(site, _scores(model, site.encoded.test))
-    return {f"federated_gain_{key}": global_metrics[key] - local_metrics[key]
-            for key in global_metrics}
+    return {
+        f"federated_gain_{key}": global_metrics[key] - local_metrics[key] for key in global_metrics
+    }
 
 
 class LocalOnlyModel:
@@ -157,13 +168,25 @@ class LocalOnlyModel:
             model, _ = model_from_bytes(self.path.read_bytes())
         else:  # a new run (or a rerun of an earlier round): start from the global init
             trained, model = 0, build_model(self.spec, seed=settings.seed)
-        config = TrainConfig(steps=settings.local_steps, batch_size=settings.batch_size,
-                             learning_rate=settings.learning_rate)
+        config = TrainConfig(
+            steps=settings.local_steps,
+            batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+        )
         for catch_up in range(trained + 1, server_round + 1):
-            rng = site_rng(seed=settings.seed, server_round=catch_up,
-                           site_id=site.site_id, purpose="local-only")
-            train_model(model, domains=site.encoded.train, labels=site.require_data().train.labels,
-                        config=config, generator=rng)
+            rng = site_rng(
+                seed=settings.seed,
+                server_round=catch_up,
+                site_id=site.site_id,
+                purpose="local-only",
+            )
+            train_model(
+                model,
+                domains=site.encoded.train,
+                labels=site.require_data().train.labels,
+                config=config,
+                generator=rng,
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_bytes(model_to_bytes(model))
         self.round_path.write_text(str(server_round))

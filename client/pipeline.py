@@ -112,15 +112,25 @@ class EncodedSite:
             return encode_domains(domains.tolist(), max_chars=MAX_DOMAIN_CHARS)
 
         train = encode(data.train.domains)
-        sample = np.random.default_rng(0).permutation(len(data.train))[:cls.PSI_SAMPLE]
-        return cls(train=train, test=encode(data.test.domains),
-                   train_sample=train[np.sort(sample)], intel_only=encode(data.intel_only.domains))
+        sample = np.random.default_rng(0).permutation(len(data.train))[: cls.PSI_SAMPLE]
+        return cls(
+            train=train,
+            test=encode(data.test.domains),
+            train_sample=train[np.sort(sample)],
+            intel_only=encode(data.intel_only.domains),
+        )
 
 
 def log_files(site_dir: Path, config: SiteConfig) -> list[Path]:
     """The files `[logs] paths` matches under the site folder, sorted."""
-    files = sorted({Path(p) for pattern in config.logs.paths
-                    for p in glob.glob(str(site_dir / pattern)) if Path(p).is_file()})
+    files = sorted(
+        {
+            Path(p)
+            for pattern in config.logs.paths
+            for p in glob.glob(str(site_dir / pattern))
+            if Path(p).is_file()
+        }
+    )
     if not files:
         raise ConfigError(
             f"{site_dir / SITE_FILE}: field logs.paths: no file matches {config.logs.paths} "
@@ -131,37 +141,49 @@ def log_files(site_dir: Path, config: SiteConfig) -> list[Path]:
 
 def _read_columns(config: SiteConfig) -> tuple[str, ...]:
     mapping = config.logs.columns or {}
-    extra = [name for name in DUPLICATE_KEY[2:]
-             if config.logs.format in SELF_DESCRIBING_FORMATS or name in mapping]
+    extra = [
+        name
+        for name in DUPLICATE_KEY[2:]
+        if config.logs.format in SELF_DESCRIBING_FORMATS or name in mapping
+    ]
     return ("ts", "query", *extra)
 
 
-def read_records(files: list[Path], config: SiteConfig, quarantine: Quarantine
-                 ) -> tuple[list[ReadStats], pa.Table]:
+def read_records(
+    files: list[Path], config: SiteConfig, quarantine: Quarantine
+) -> tuple[list[ReadStats], pa.Table]:
     """Every log file through the configured reader, once: (per-file stats, records + `file`)."""
     reader = READERS[config.logs.format]
     columns = _read_columns(config)
     stats, tables = [], []
     for path in files:
-        table, read = reader(path, quarantine=quarantine, columns=columns,
-                             mapping=config.logs.columns)
+        table, read = reader(
+            path, quarantine=quarantine, columns=columns, mapping=config.logs.columns
+        )
         stats.append(read)
-        tables.append(table.append_column("file", pa.array([read.path] * table.num_rows,
-                                                            pa.string())))
+        tables.append(
+            table.append_column("file", pa.array([read.path] * table.num_rows, pa.string()))
+        )
     return stats, pa.concat_tables(tables)
 
 
-def _quarantine_invalid_names(records: pa.Table, reasons: pa.Array,
-                              quarantine: Quarantine) -> None:
+def _quarantine_invalid_names(records: pa.Table, reasons: pa.Array, quarantine: Quarantine) -> None:
     """Records whose query is set but not a valid name go to the quarantine with the reason."""
     bad = pc.and_(pc.is_valid(records["query"]), pc.is_valid(reasons))
     if not pc.any(bad).as_py():
         return
-    rows = records.select(["file", "line", "query"]).filter(bad).append_column(
-        "reason", reasons.filter(bad))
+    rows = (
+        records.select(["file", "line", "query"])
+        .filter(bad)
+        .append_column("reason", reasons.filter(bad))
+    )
     for row in rows.to_pylist():
-        quarantine.add(source=row["file"], line_number=row["line"],
-                       reason=REASON_PREFIX + row["reason"], raw=row["query"])
+        quarantine.add(
+            source=row["file"],
+            line_number=row["line"],
+            reason=REASON_PREFIX + row["reason"],
+            raw=row["query"],
+        )
 
 
 def _names_to_guard(names: pa.Array, intel: Intel) -> frozenset[str]:
@@ -192,26 +214,42 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
         _quarantine_invalid_names(records, reasons, quarantine)
         intel = load_intel(site_dir, config, quarantine=quarantine)
     records = records.append_column("name", names)
-    read = read_figures(stats=stats, records=records, quarantined=reader_lines,
-                        gap_seconds=dqa.gap_seconds,
-                        reorder_tolerance_seconds=dqa.reorder_tolerance_seconds)
+    read = read_figures(
+        stats=stats,
+        records=records,
+        quarantined=reader_lines,
+        gap_seconds=dqa.gap_seconds,
+        reorder_tolerance_seconds=dqa.reorder_tolerance_seconds,
+    )
     labels = label_figures(pc.unique(names.drop_null()).to_pylist(), intel.lookup)
     data, notes, split = None, (), None
     try:
-        data = split_site(count_by_day(names, records["ts"]), intel, config=config,
-                          site_dir=site_dir)
-        split = split_figures(train_labels=data.train.labels,
-                              train_registered=data.train.registered.tolist(),
-                              test_labels=data.test.labels,
-                              test_registered=data.test.registered.tolist())
+        data = split_site(
+            count_by_day(names, records["ts"]), intel, config=config, site_dir=site_dir
+        )
+        split = split_figures(
+            train_labels=data.train.labels,
+            train_registered=data.train.registered.tolist(),
+            test_labels=data.test.labels,
+            test_registered=data.test.registered.tolist(),
+        )
     except ConfigError as error:
         notes = (str(error),)
     report = DqaReport(read=read, labels=labels, split=split, notes=notes)
-    quality = Assessment(config=config, report=report,
-                         problems=[*notes, *quality_gate(report, dqa)],
-                         quarantine_dir=quarantine_dir)
-    return PreparedSite(site_dir=site_dir, work_dir=work_dir, config=config, quality=quality,
-                        data=data, names=_names_to_guard(names, intel))
+    quality = Assessment(
+        config=config,
+        report=report,
+        problems=[*notes, *quality_gate(report, dqa)],
+        quarantine_dir=quarantine_dir,
+    )
+    return PreparedSite(
+        site_dir=site_dir,
+        work_dir=work_dir,
+        config=config,
+        quality=quality,
+        data=data,
+        names=_names_to_guard(names, intel),
+    )
 
 
 _cache: dict[tuple[Path, Path | None], tuple[tuple, PreparedSite]] = {}
@@ -222,8 +260,12 @@ def _fingerprint(site_dir: Path) -> tuple:
     """(path, size, mtime) of the site's config, logs and intel: a change means a new read."""
     try:
         config = load_site_config(site_dir)
-        paths = [site_dir / SITE_FILE, *log_files(site_dir, config),
-                 site_dir / config.labels.blocklist, site_dir / config.labels.allowlist]
+        paths = [
+            site_dir / SITE_FILE,
+            *log_files(site_dir, config),
+            site_dir / config.labels.blocklist,
+            site_dir / config.labels.allowlist,
+        ]
     except ConfigError:
         return ()
     found = []

@@ -123,8 +123,15 @@ class LogScorer:
     stops the model thread.
     """
 
-    def __init__(self, model: CharCNN, *, threshold: float, quarantine: Quarantine,
-                 cache_size: int = CACHE_SIZE, batch_size: int = 1024) -> None:
+    def __init__(
+        self,
+        model: CharCNN,
+        *,
+        threshold: float,
+        quarantine: Quarantine,
+        cache_size: int = CACHE_SIZE,
+        batch_size: int = 1024,
+    ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.model, self.threshold, self.quarantine = model, threshold, quarantine
@@ -146,21 +153,33 @@ class LogScorer:
         if without:
             summary.records_without_query += without
             table = table.filter(pc.invert(missing))
-        grouped = table.select(["query", "ts"]).group_by("query", use_threads=False).aggregate(
-            [("ts", "count"), ("ts", "min"), ("ts", "max")])
+        grouped = (
+            table.select(["query", "ts"])
+            .group_by("query", use_threads=False)
+            .aggregate([("ts", "count"), ("ts", "min"), ("ts", "max")])
+        )
         clock.lap("dedup")
         names, reasons = normalise_domain_array(grouped["query"])
         invalid = pc.is_null(names)
         if pc.any(invalid).as_py():
-            self._quarantine_invalid(table, grouped["query"].filter(invalid),
-                                     reasons.filter(invalid), source=source)
+            self._quarantine_invalid(
+                table, grouped["query"].filter(invalid), reasons.filter(invalid), source=source
+            )
             names, grouped = names.filter(pc.invert(invalid)), grouped.filter(pc.invert(invalid))
-        per_name = pa.table({"name": names, "count": grouped["ts_count"],
-                             "first": grouped["ts_min"], "last": grouped["ts_max"]})
+        per_name = pa.table(
+            {
+                "name": names,
+                "count": grouped["ts_count"],
+                "first": grouped["ts_min"],
+                "last": grouped["ts_max"],
+            }
+        )
         if len(pc.unique(names)) < len(names):  # spellings of one name: 'A.com', 'a.com.'
-            per_name = per_name.group_by("name", use_threads=False).aggregate(
-                [("count", "sum"), ("first", "min"), ("last", "max")]).rename_columns(
-                ["name", "count", "first", "last"])
+            per_name = (
+                per_name.group_by("name", use_threads=False)
+                .aggregate([("count", "sum"), ("first", "min"), ("last", "max")])
+                .rename_columns(["name", "count", "first", "last"])
+            )
         clock.lap("normalise")
         self._pending.append(self._model_thread.submit(self._score, per_name))
         while len(self._pending) > self.blocks_ahead:
@@ -183,8 +202,11 @@ class LogScorer:
         todo = np.flatnonzero(np.isnan(scores))
         if todo.size:
             fresh = [unique[index] for index in todo]
-            scores[todo] = predict_scores(self.model, domains=encode_domains(
-                fresh, max_chars=self.model.spec.max_chars), batch_size=self.batch_size)
+            scores[todo] = predict_scores(
+                self.model,
+                domains=encode_domains(fresh, max_chars=self.model.spec.max_chars),
+                batch_size=self.batch_size,
+            )
             self.cache.store(fresh, scores[todo])
         self.summary.domains_looked_up += len(unique)
         self.summary.domains_scored += int(todo.size)
@@ -192,13 +214,15 @@ class LogScorer:
         self._remember(per_name, unique, scores)
         clock.lap("alerts")
 
-    def _quarantine_invalid(self, table: pa.Table, raw: pa.Array, reasons: pa.Array,
-                            *, source: Path) -> None:
+    def _quarantine_invalid(
+        self, table: pa.Table, raw: pa.Array, reasons: pa.Array, *, source: Path
+    ) -> None:
         reason_of = dict(zip(raw.to_pylist(), reasons.to_pylist(), strict=True))
         rows = table.filter(pc.is_in(table["query"], value_set=raw))
         for line, query in zip(rows["line"].to_pylist(), rows["query"].to_pylist(), strict=True):
-            self.quarantine.add(source=source, line_number=line,
-                                reason=REASON_PREFIX + reason_of[query], raw=query)
+            self.quarantine.add(
+                source=source, line_number=line, reason=REASON_PREFIX + reason_of[query], raw=query
+            )
         self.summary.invalid_domains += rows.num_rows
 
     def _remember(self, per_name: pa.Table, names: list[str], scores: np.ndarray) -> None:
@@ -228,24 +252,39 @@ def _iso(seconds: float) -> str:
 
 def alert_records(ranked: list[tuple[str, Sighting]]) -> list[dict]:
     """The alerts.jsonl records, in rank order."""
-    return [{"rank": rank, "domain": name, "registered_domain": registered_domain(name),
-             "score": seen.score, "query_count": seen.query_count,
-             "priority": seen.priority, "first_seen": _iso(seen.first_seen),
-             "last_seen": _iso(seen.last_seen)}
-            for rank, (name, seen) in enumerate(ranked, start=1)]
+    return [
+        {
+            "rank": rank,
+            "domain": name,
+            "registered_domain": registered_domain(name),
+            "score": seen.score,
+            "query_count": seen.query_count,
+            "priority": seen.priority,
+            "first_seen": _iso(seen.first_seen),
+            "last_seen": _iso(seen.last_seen),
+        }
+        for rank, (name, seen) in enumerate(ranked, start=1)
+    ]
 
 
 def write_alerts(path: Path, records: list[dict]) -> None:
     """One JSON object per line, written to a temporary file and renamed into place."""
-    write_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n"
-                               for record in records))
+    write_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def score_logs(
-    model: CharCNN, paths: Sequence[Path], *, out: Path, threshold: float,
-    quarantine_dir: Path, log_format: str | None = None, mapping: dict[str, str] | None = None,
-    cache_size: int = CACHE_SIZE, on_progress: Progress | None = None,
-    on_file: Callable[[Path], None] | None = None, block_bytes: int | None = None,
+    model: CharCNN,
+    paths: Sequence[Path],
+    *,
+    out: Path,
+    threshold: float,
+    quarantine_dir: Path,
+    log_format: str | None = None,
+    mapping: dict[str, str] | None = None,
+    cache_size: int = CACHE_SIZE,
+    on_progress: Progress | None = None,
+    on_file: Callable[[Path], None] | None = None,
+    block_bytes: int | None = None,
     model_threads: int = 1,
 ) -> ScoreSummary:
     """Score every record of ``paths`` and write ``out`` (alerts.jsonl); return the summary.
@@ -258,11 +297,18 @@ def score_logs(
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, model_threads))
     with Quarantine(quarantine_dir) as quarantine:
-        scorer = LogScorer(model, threshold=threshold, quarantine=quarantine,
-                           cache_size=cache_size)
+        scorer = LogScorer(model, threshold=threshold, quarantine=quarantine, cache_size=cache_size)
         try:
-            _feed(scorer, paths, quarantine=quarantine, log_format=log_format, mapping=mapping,
-                  on_progress=on_progress, on_file=on_file, block_bytes=block_bytes)
+            _feed(
+                scorer,
+                paths,
+                quarantine=quarantine,
+                log_format=log_format,
+                mapping=mapping,
+                on_progress=on_progress,
+                on_file=on_file,
+                block_bytes=block_bytes,
+            )
         finally:
             scorer.close()
             torch.set_num_threads(threads)
@@ -275,9 +321,17 @@ def score_logs(
     return scorer.summary
 
 
-def _feed(scorer: LogScorer, paths: Sequence[Path], *, quarantine: Quarantine,
-          log_format: str | None, mapping: dict[str, str] | None, on_progress: Progress | None,
-          on_file: Callable[[Path], None] | None, block_bytes: int | None) -> None:
+def _feed(
+    scorer: LogScorer,
+    paths: Sequence[Path],
+    *,
+    quarantine: Quarantine,
+    log_format: str | None,
+    mapping: dict[str, str] | None,
+    on_progress: Progress | None,
+    on_file: Callable[[Path], None] | None,
+    block_bytes: int | None,
+) -> None:
     summary = scorer.summary
     clock = _Clock(summary.seconds)
     reasons: Counter = Counter()
@@ -286,8 +340,14 @@ def _feed(scorer: LogScorer, paths: Sequence[Path], *, quarantine: Quarantine,
             on_file(path)
         fmt = log_format or detect_format(path)
         sizing = {} if block_bytes is None else {"block_bytes": block_bytes}
-        stream = STREAMS[fmt](path, quarantine=quarantine, columns=("ts", "query"),
-                              mapping=mapping, on_progress=on_progress, **sizing)
+        stream = STREAMS[fmt](
+            path,
+            quarantine=quarantine,
+            columns=("ts", "query"),
+            mapping=mapping,
+            on_progress=on_progress,
+            **sizing,
+        )
         while True:
             try:
                 table = next(stream)
@@ -318,8 +378,10 @@ def resolve_threshold(*, threshold: float | None, site_dir: Path | None) -> tupl
     if threshold is not None:
         return float(threshold), "--threshold"
     if site_dir is not None:
-        reports = sorted((site_dir / FRAGILITY_DIR).glob("round-*.json"),
-                         key=lambda path: (len(path.stem), path.stem))
+        reports = sorted(
+            (site_dir / FRAGILITY_DIR).glob("round-*.json"),
+            key=lambda path: (len(path.stem), path.stem),
+        )
         for report in reversed(reports):
             try:
                 document = json.loads(report.read_text(encoding="utf-8"))
@@ -345,8 +407,9 @@ def _log_paths(logs: list[Path]) -> list[Path]:
     return paths
 
 
-def score_command(*, model: Path, logs: list[Path], out: Path, site_dir: Path | None,
-                  threshold: float | None) -> int:
+def score_command(
+    *, model: Path, logs: list[Path], out: Path, site_dir: Path | None, threshold: float | None
+) -> int:
     """`fedsec score`: alerts.jsonl from logs; prints the summary; 0 on success, 2 on bad input.
 
     With ``site_dir`` the logs are read in the site's configured format (and column mapping);
@@ -372,26 +435,41 @@ def score_command(*, model: Path, logs: list[Path], out: Path, site_dir: Path | 
         paths = _log_paths([Path(p) for p in logs])
         tau, source = resolve_threshold(threshold=threshold, site_dir=site_dir)
         quarantine_dir = out.parent / f"{out.name}.quarantine"
-        with Progress("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                      console=console, disable=not console.is_terminal, transient=True) as bar:
+        with Progress(
+            "{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+            transient=True,
+        ) as bar:
             task = bar.add_task("scoring", total=sum(p.stat().st_size for p in paths))
             summary = score_logs(
-                network, paths, out=out, threshold=tau, quarantine_dir=quarantine_dir,
-                log_format=fmt, mapping=mapping,
+                network,
+                paths,
+                out=out,
+                threshold=tau,
+                quarantine_dir=quarantine_dir,
+                log_format=fmt,
+                mapping=mapping,
                 on_progress=lambda size: bar.advance(task, size),
-                on_file=lambda path: bar.update(task, description=f"scoring {path.name}"))
+                on_file=lambda path: bar.update(task, description=f"scoring {path.name}"),
+            )
     except (ConfigError, LogFormatError, FileNotFoundError, ValueError, OSError) as error:
         for line in str(error).splitlines():
             print(f"fedsec: error: {line}", file=sys.stderr)
         return 2
-    for line in summary_lines(summary, out=out, threshold_source=source,
-                              quarantine_dir=quarantine_dir):
+    for line in summary_lines(
+        summary, out=out, threshold_source=source, quarantine_dir=quarantine_dir
+    ):
         print(line)
     return 0
 
 
-def summary_lines(summary: ScoreSummary, *, out: Path, threshold_source: str,
-                  quarantine_dir: Path) -> list[str]:
+def summary_lines(
+    summary: ScoreSummary, *, out: Path, threshold_source: str, quarantine_dir: Path
+) -> list[str]:
     total = sum(summary.seconds.values()) or math.nan
     quarantined = sum(summary.quarantined.values())
     return [

@@ -85,8 +85,12 @@ def load_intel(site_dir: Path, config: SiteConfig, *, quarantine: Quarantine) ->
             continue
         name, reason = normalise_domain(row[0].strip())
         if name is None:
-            quarantine.add(source=block_path, line_number=line_number,
-                           reason=f"invalid-domain:{reason}", raw=",".join(row))
+            quarantine.add(
+                source=block_path,
+                line_number=line_number,
+                reason=f"invalid-domain:{reason}",
+                raw=",".join(row),
+            )
             continue
         blocklist[name] = row[1].strip() if len(row) > 1 and row[1].strip() else "unknown"
     allowlist: set[str] = set()
@@ -97,8 +101,12 @@ def load_intel(site_dir: Path, config: SiteConfig, *, quarantine: Quarantine) ->
             continue
         name, reason = normalise_domain(text)
         if name is None:
-            quarantine.add(source=allow_path, line_number=line_number,
-                           reason=f"invalid-domain:{reason}", raw=line)
+            quarantine.add(
+                source=allow_path,
+                line_number=line_number,
+                reason=f"invalid-domain:{reason}",
+                raw=line,
+            )
             continue
         allowlist.add(name)
     return Intel(blocklist=blocklist, allowlist=frozenset(allowlist))

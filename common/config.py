@@ -28,17 +28,21 @@ class LogsConfig(_Strict):
     columns: dict[str, str] | None = Field(
         default=None,
         description="column -> the file's field/header name, e.g. {ts = 'timestamp', "
-                    "query = 'qname'}; csv, parquet, zeek-json (Zeek TSV names its own fields)")
+        "query = 'qname'}; csv, parquet, zeek-json (Zeek TSV names its own fields)",
+    )
 
     @model_validator(mode="after")
     def _columns_fit_the_format(self) -> LogsConfig:
         if not self.columns:
             return self
         if self.format == "zeek-tsv" and any(k != v for k, v in self.columns.items()):
-            raise ValueError("columns does not apply to format 'zeek-tsv' (Zeek names its "
-                             "fields in '#fields'); remove it or set the right format")
-        if (any(not k or not v for k, v in self.columns.items())
-                or len(set(self.columns.values())) != len(self.columns)):
+            raise ValueError(
+                "columns does not apply to format 'zeek-tsv' (Zeek names its "
+                "fields in '#fields'); remove it or set the right format"
+            )
+        if any(not k or not v for k, v in self.columns.items()) or len(
+            set(self.columns.values())
+        ) != len(self.columns):
             raise ValueError("columns must map each column to its own non-empty field name")
         return self
 
@@ -74,14 +78,17 @@ class ShareConfig(_Strict):
 class SplitConfig(_Strict):
     test_days: int = Field(default=1, ge=1, description="the last N log days are the test set")
     holdout_fraction: float = Field(
-        default=0.2, ge=0.0, lt=1.0,
+        default=0.2,
+        ge=0.0,
+        lt=1.0,
         description="registered domains kept out of training, so popular names reach the test",
     )
 
 
 class OperatingConfig(_Strict):
     target_fpr: float | None = Field(
-        default=None, gt=0, lt=1, description="fixed FPR instead of the alert budget")
+        default=None, gt=0, lt=1, description="fixed FPR instead of the alert budget"
+    )
 
 
 class DqaConfig(_Strict):
@@ -100,7 +107,7 @@ class DqaConfig(_Strict):
 
 
 class SiteConfig(_Strict):
-    """The schema of `site.toml` (see DESIGN.md)."""
+    """The schema of `site.toml` (every field: docs/site-config.md)."""
 
     site_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     logs: LogsConfig

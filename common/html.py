@@ -12,12 +12,14 @@ def td(text: object, *, numeric: bool = False, css: str = "", title: str = "") -
     """One escaped `<td>`; `numeric` right-aligns it (class "num")."""
     classes = " ".join(part for part in ("num" if numeric else "", css) if part)
     attributes = (f' class="{classes}"' if classes else "") + (
-        f' title="{escape(title)}"' if title else "")
+        f' title="{escape(title)}"' if title else ""
+    )
     return f"<td{attributes}>{escape(str(text))}</td>"
 
 
-def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *,
-               scroll: bool = False) -> str:
+def html_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, scroll: bool = False
+) -> str:
     """`rows` hold ready-made cells (`td(...)` or `<th>`); `header` plain text, empty for none.
 
     >>> html_table(["a"], [[td("x<y")]])

@@ -23,7 +23,8 @@ class RunSettings(BaseModel):
     """Every knob of a training run; pyproject's `[tool.flwr.app.config]` mirrors the defaults."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, coerce_numbers_to_str=True)
+        extra="forbid", frozen=True, populate_by_name=True, coerce_numbers_to_str=True
+    )
 
     mode: Literal["secagg", "fedavg"] = "secagg"
     num_rounds: int = Field(default=5, ge=1, alias="num-rounds")
@@ -38,8 +39,9 @@ class RunSettings(BaseModel):
     # 0: fedsec's default; 0 < x <= 1: a fraction (of the sampled nodes for num-shares, of
     # the shares for the threshold), resolved by flwr each round; above 1: a whole count.
     num_shares: float = Field(default=0.0, ge=0, allow_inf_nan=False, alias="num-shares")
-    reconstruction_threshold: float = Field(default=0.0, ge=0, allow_inf_nan=False,
-                                            alias="reconstruction-threshold")
+    reconstruction_threshold: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, alias="reconstruction-threshold"
+    )
     max_weight: float = Field(default=10000.0, gt=0, alias="max-weight")
     round_timeout: float = Field(default=600.0, gt=0, alias="round-timeout")
     fail_sites: str = Field(default="", alias="fail-sites")
@@ -50,8 +52,9 @@ class RunSettings(BaseModel):
     # Each site's HTML fragility report (5 plots) is most of its evaluation cost: researchers
     # simulating hundreds of sites on one machine can keep it to the last round or turn it off.
     # The JSON report, and what a site sends, are the same either way.
-    site_html: Literal["every-round", "last-round", "off"] = Field(default="every-round",
-                                                                   alias="site-html")
+    site_html: Literal["every-round", "last-round", "off"] = Field(
+        default="every-round", alias="site-html"
+    )
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> RunSettings:
@@ -66,7 +69,8 @@ class RunSettings(BaseModel):
     def site_html_at(self, server_round: int) -> bool:
         """Does a site render its HTML report in this round?"""
         return self.site_html == "every-round" or (
-            self.site_html == "last-round" and server_round >= self.num_rounds)
+            self.site_html == "last-round" and server_round >= self.num_rounds
+        )
 
     def fails_at(self, *, site_id: str, server_round: int) -> bool:
         """Fault injection for dropout tests and experiments: this site raises in this round."""
@@ -80,7 +84,8 @@ class RunSettings(BaseModel):
         if value > 1 and value != int(value):
             raise ValueError(
                 f"{value:g} is neither a fraction in (0, 1] nor a whole count "
-                f"(fix: {math.ceil(value)}, a fraction such as 0.6, or 0 for fedsec's default)")
+                f"(fix: {math.ceil(value)}, a fraction such as 0.6, or 0 for fedsec's default)"
+            )
         return value
 
     def secagg_shares(self, *, num_nodes: int) -> tuple[int | float, int | float]:
@@ -91,10 +96,12 @@ class RunSettings(BaseModel):
         setting that could never aggregate fails here and not inside a round.
         """
         shares, threshold = self.resolved_secagg_shares(num_nodes=num_nodes)
-        passed_shares: int | float = (float(self.num_shares) if 0 < self.num_shares <= 1
-                                      else shares)
-        passed_threshold: int | float = (float(self.reconstruction_threshold)
-                                         if 0 < self.reconstruction_threshold <= 1 else threshold)
+        passed_shares: int | float = float(self.num_shares) if 0 < self.num_shares <= 1 else shares
+        passed_threshold: int | float = (
+            float(self.reconstruction_threshold)
+            if 0 < self.reconstruction_threshold <= 1
+            else threshold
+        )
         return passed_shares, passed_threshold
 
     def check_secagg_capacity(self, *, num_nodes: int) -> None:
@@ -108,7 +115,7 @@ class RunSettings(BaseModel):
             raise ConfigError(
                 f"run config: a SecAgg+ round over {num_nodes} nodes can wrap flwr's 2^32 "
                 f"modulus (at most {MAX_SECAGG_NODES} nodes per round; fix: fewer sites per "
-                "federation, or mode = \"fedavg\")"
+                'federation, or mode = "fedavg")'
             )
 
     def resolved_secagg_shares(self, *, num_nodes: int) -> tuple[int, int]:
@@ -122,7 +129,7 @@ class RunSettings(BaseModel):
         if num_nodes < 3:
             raise ConfigError(
                 f"run config: secure aggregation needs at least 3 nodes, got {num_nodes} "
-                "(fix: add sites, or set mode = \"fedavg\")"
+                '(fix: add sites, or set mode = "fedavg")'
             )
         if 0 < self.num_shares <= 1:
             shares = flwr_fraction_of_nodes(self.num_shares, num_nodes=num_nodes)

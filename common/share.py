@@ -56,8 +56,10 @@ def is_shared(key: str, *, level: ShareLevel) -> bool:
     _check_level(level)
     if key in SHARE_KEYS[level]:
         return True
-    return any(key.startswith(prefix) and _SLUG.fullmatch(key[len(prefix):])
-               for prefix in SHARE_PREFIXES[level])
+    return any(
+        key.startswith(prefix) and _SLUG.fullmatch(key[len(prefix) :])
+        for prefix in SHARE_PREFIXES[level]
+    )
 
 
 def round_significant(value: float, digits: int = 2) -> float:

@@ -42,8 +42,11 @@ from deploy.procs import (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-QUIET = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+QUIET = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
 
 
 def _rss_mib(pid: int) -> float:
@@ -91,8 +94,7 @@ class Sampler(threading.Thread):
                 for p in tree:
                     if "flwr-clientapp" in _name(p):
                         self.clientapp_peak = max(self.clientapp_peak, _rss_mib(p))
-                        self.clientapp_cpu[p] = max(self.clientapp_cpu.get(p, 0.0),
-                                                    _cpu_seconds(p))
+                        self.clientapp_cpu[p] = max(self.clientapp_cpu.get(p, 0.0), _cpu_seconds(p))
 
 
 def copy_app(target: Path) -> Path:
@@ -100,8 +102,9 @@ def copy_app(target: Path) -> Path:
     for name in ("pyproject.toml", "LICENSE", "README.md"):
         shutil.copy2(ROOT / name, target / name)
     for package in ("common", "client", "server"):
-        shutil.copytree(ROOT / package, target / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     return target
 
 
@@ -118,11 +121,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fedsec-bench-") as scratch:
         root = Path(scratch)
         generate_sites(out_dir=root / "sites", n_sites=3, n_days=3, seed=1, scale=args.scale)
-        services = load_compose(env={"FEDSEC_PKI": str(root / "pki"),
-                                     "FEDSEC_SITES": str(root / "sites")})
+        services = load_compose(
+            env={"FEDSEC_PKI": str(root / "pki"), "FEDSEC_SITES": str(root / "sites")}
+        )
         holders = sorted(n for n, s in services.items() if s.command[0] == "flower-supernode")
-        write_pki(root / "pki", hosts=["superlink", "fleet-proxy", "localhost", "127.0.0.1"],
-                  nodes=holders)
+        write_pki(
+            root / "pki",
+            hosts=["superlink", "fleet-proxy", "localhost", "127.0.0.1"],
+            nodes=holders,
+        )
         need = [(s.name, p) for s in services.values() for p in s.ports]
         ports = dict(zip(need, free_ports(len(need)), strict=True))
         local = local_services(services, root=root, ports=ports)
@@ -131,26 +138,38 @@ def main() -> None:
 
         def start(name: str):
             materialise(local[name])
-            return processes.start(name, local[name].argv, env=process_env(local[name], base),
-                                   cwd=local[name].cwd)
+            return processes.start(
+                name, local[name].argv, env=process_env(local[name], base), cwd=local[name].cwd
+            )
 
         try:
             t0 = time.monotonic()
             start("superlink")
-            wait_until(lambda: subprocess.run(local["superlink"].healthcheck,
-                                              capture_output=True).returncode == 0,
-                       timeout=90, what="SuperLink")
+            wait_until(
+                lambda: (
+                    subprocess.run(local["superlink"].healthcheck, capture_output=True).returncode
+                    == 0
+                ),
+                timeout=90,
+                what="SuperLink",
+            )
             healthy = time.monotonic() - t0
             start("fleet-proxy")
             wait_until(lambda: port_open(ports[("fleet-proxy", 8443)]), timeout=30, what="proxy")
             home = root / "model-team"
-            write_connection(home, "bench", connection_entry(
-                address=f"127.0.0.1:{ports[('superlink', 8000)]}",
-                root_certificates=root / "pki" / "ca.crt"))
+            write_connection(
+                home,
+                "bench",
+                connection_entry(
+                    address=f"127.0.0.1:{ports[('superlink', 8000)]}",
+                    root_certificates=root / "pki" / "ca.crt",
+                ),
+            )
             t_register = time.monotonic()
             for name in holders:
-                node_register_command(root / "pki" / "nodes" / f"{name}.pub", connection="bench",
-                                      flwr_home=home)
+                node_register_command(
+                    root / "pki" / "nodes" / f"{name}.pub", connection="bench", flwr_home=home
+                )
             registered = time.monotonic() - t_register
             t_nodes = time.monotonic()
             nodes = {name: start(name) for name in holders}
@@ -158,19 +177,31 @@ def main() -> None:
                 proc.wait_for_log("SuperNode ID", timeout=90)
             active = time.monotonic() - t_nodes
             time.sleep(3)
-            idle = {n: sum(_rss_mib(p) for p in process_tree(proc.pid))
-                    for n, proc in nodes.items()}
+            idle = {
+                n: sum(_rss_mib(p) for p in process_tree(proc.pid)) for n, proc in nodes.items()
+            }
             monitor = Sampler({n: proc.pid for n, proc in nodes.items()})
             monitor.start()
             app = args.app or copy_app(root / "app")
             out = root / "run"
             t_run = time.monotonic()
             result = subprocess.run(
-                [default_executable("flwr"), "run", str(app), "bench", "--stream", "--run-config",
-                 f"mode='{args.mode}' num-rounds={args.rounds} min-nodes={len(holders)} "
-                 f"local-steps={args.local_steps} out-dir='{out}'"],
-                env={**base, "FLWR_HOME": str(home)}, capture_output=True, text=True,
-                timeout=1800, check=False)
+                [
+                    default_executable("flwr"),
+                    "run",
+                    str(app),
+                    "bench",
+                    "--stream",
+                    "--run-config",
+                    f"mode='{args.mode}' num-rounds={args.rounds} min-nodes={len(holders)} "
+                    f"local-steps={args.local_steps} out-dir='{out}'",
+                ],
+                env={**base, "FLWR_HOME": str(home)},
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                check=False,
+            )
             run_seconds = time.monotonic() - t_run
             monitor.stop.set()
             monitor.join()
@@ -180,22 +211,32 @@ def main() -> None:
             rounds = json.loads((out / "results.json").read_text())["rounds"]
         finally:
             processes.stop()
-    print(f"mode={args.mode} rounds={args.rounds} nodes={len(holders)} "
-          f"local-steps={args.local_steps} scale={args.scale} load={os.getloadavg()[0]:.2f}")
-    print(f"start-up: SuperLink healthy {healthy:.1f}s, 3 registrations {registered:.1f}s, "
-          f"SuperNodes active {active:.1f}s")
+    print(
+        f"mode={args.mode} rounds={args.rounds} nodes={len(holders)} "
+        f"local-steps={args.local_steps} scale={args.scale} load={os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"start-up: SuperLink healthy {healthy:.1f}s, 3 registrations {registered:.1f}s, "
+        f"SuperNodes active {active:.1f}s"
+    )
     print(f"flwr run (submit to end): {run_seconds:.1f}s")
     for entry in rounds:
         seconds = {k: round(v, 1) for k, v in entry.get("seconds", {}).items()}
         print(f"round {entry['round']}: {seconds}")
-    print("idle MiB per data holder (SuperNode + SuperExec): "
-          + ", ".join(f"{n} {v:.0f}" for n, v in idle.items()))
-    print("peak MiB per data holder (incl. flwr-clientapp): "
-          + ", ".join(f"{n} {v:.0f}" for n, v in monitor.peak.items())
-          + f"; largest flwr-clientapp {monitor.clientapp_peak:.0f}")
+    print(
+        "idle MiB per data holder (SuperNode + SuperExec): "
+        + ", ".join(f"{n} {v:.0f}" for n, v in idle.items())
+    )
+    print(
+        "peak MiB per data holder (incl. flwr-clientapp): "
+        + ", ".join(f"{n} {v:.0f}" for n, v in monitor.peak.items())
+        + f"; largest flwr-clientapp {monitor.clientapp_peak:.0f}"
+    )
     cpu = monitor.clientapp_cpu
-    print(f"flwr-clientapp processes: {len(cpu)}, CPU {sum(cpu.values()):.1f}s in all, "
-          f"{sum(cpu.values()) / max(1, len(cpu)):.2f}s each")
+    print(
+        f"flwr-clientapp processes: {len(cpu)}, CPU {sum(cpu.values()):.1f}s in all, "
+        f"{sum(cpu.values()) / max(1, len(cpu)):.2f}s each"
+    )
 
 
 if __name__ == "__main__":

@@ -39,12 +39,17 @@ def main() -> None:
         generate_sites(out_dir=data, n_sites=args.sites, n_days=4, seed=0, scale=args.scale)
         for mode in ("fedavg", "secagg"):
             started = time.perf_counter()
-            results = run_simulation(data_dir=data, out_dir=Path(temp) / mode,
-                                     overrides={"mode": mode, "num-rounds": args.rounds})
+            results = run_simulation(
+                data_dir=data,
+                out_dir=Path(temp) / mode,
+                overrides={"mode": mode, "num-rounds": args.rounds},
+            )
             figures[mode] = {**_per_round(results), "wall_s": time.perf_counter() - started}
             row = figures[mode]
-            print(f"{mode:7s} round 1 {row['first_round_s']:6.1f} s, later rounds "
-                  f"{row['mean_later_round_s']:6.1f} s, wall {row['wall_s']:.0f} s")
+            print(
+                f"{mode:7s} round 1 {row['first_round_s']:6.1f} s, later rounds "
+                f"{row['mean_later_round_s']:6.1f} s, wall {row['wall_s']:.0f} s"
+            )
     ratio = figures["secagg"]["mean_later_round_s"] / figures["fedavg"]["mean_later_round_s"]
     figures["secagg_over_fedavg"] = ratio
     print(f"SecAgg+/FedAvg seconds per round (rounds >= 2): {ratio:.2f}x")

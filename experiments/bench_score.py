@@ -77,17 +77,21 @@ def write_log(path: Path, *, lines: int, unique_fraction: float, seed: int) -> d
             count = min(CHUNK_LINES, lines - start)
             picks = rng.choice(len(tails), size=count, p=weights)
             seen[picks] = True
-            ts = stamps[start:start + count]
+            ts = stamps[start : start + count]
             seconds = ts.astype(np.int64)
             micros = np.round((ts - seconds) * 1e6).astype(np.int64).clip(0, 999_999)
             text = pc.binary_join_element_wise(
-                pa.array(seconds.astype(str)), pc.utf8_lpad(pa.array(micros.astype(str)), 6, "0"),
-                ".")
+                pa.array(seconds.astype(str)),
+                pc.utf8_lpad(pa.array(micros.astype(str)), 6, "0"),
+                ".",
+            )
             columns = [
-                text, pa.array(traffic._uids(rng, count)),
+                text,
+                pa.array(traffic._uids(rng, count)),
                 clients.take(pa.array(rng.integers(0, len(clients), count))),
                 pa.array(rng.integers(1025, 65536, count).astype(str)),
-                pa.array(np.full(count, "10.1.0.53")), pa.array(np.full(count, "53")),
+                pa.array(np.full(count, "10.1.0.53")),
+                pa.array(np.full(count, "53")),
                 pa.array(np.where(rng.random(count) < 0.015, "tcp", "udp")),
                 pa.array(rng.integers(0, 65536, count).astype(str)),
                 pa.array(np.char.mod("%.6f", rng.lognormal(np.log(0.01), 1.0, count))),
@@ -96,8 +100,12 @@ def write_log(path: Path, *, lines: int, unique_fraction: float, seed: int) -> d
             body = pc.binary_join_element_wise(*columns, "\t")
             handle.write(("\n".join(body.to_pylist()) + "\n").encode())
         handle.write(zeek_writer.footer(DAY).encode())
-    return {"lines": lines, "bytes": path.stat().st_size, "vocabulary": len(tails),
-            "distinct_queries": int(seen.sum())}
+    return {
+        "lines": lines,
+        "bytes": path.stat().st_size,
+        "vocabulary": len(tails),
+        "distinct_queries": int(seen.sum()),
+    }
 
 
 def _peak_rss_mib() -> float:
@@ -131,22 +139,33 @@ def run_score(path: Path, *, threshold: float, seed: int, model_threads: int) ->
 
     work = Path(tempfile.mkdtemp(prefix="bench-score-"))
     start = time.perf_counter()
-    summary = score_logs(_model(seed), [path], out=work / "alerts.jsonl", threshold=threshold,
-                         quarantine_dir=work / "quarantine", model_threads=model_threads)
+    summary = score_logs(
+        _model(seed),
+        [path],
+        out=work / "alerts.jsonl",
+        threshold=threshold,
+        quarantine_dir=work / "quarantine",
+        model_threads=model_threads,
+    )
     seconds = time.perf_counter() - start
     with open(work / "alerts.jsonl", encoding="utf-8") as handle:
         alerts_ok = sum(1 for _ in handle) == summary.alerts
     shutil.rmtree(work)
     return {
-        "seconds": seconds, "records": summary.records, "lines_read": summary.lines_read,
+        "seconds": seconds,
+        "records": summary.records,
+        "lines_read": summary.lines_read,
         "records_per_s": summary.records / seconds,
         "unique_domains": summary.domains_scored,
         "unique_domains_per_s": summary.domains_scored / seconds,
-        "domains_looked_up": summary.domains_looked_up, "cache_evictions": summary.cache_evictions,
-        "invalid_domains": summary.invalid_domains, "alerts": summary.alerts,
+        "domains_looked_up": summary.domains_looked_up,
+        "cache_evictions": summary.cache_evictions,
+        "invalid_domains": summary.invalid_domains,
+        "alerts": summary.alerts,
         "alerts_file_consistent": alerts_ok,
         "stage_seconds": {stage: round(value, 3) for stage, value in summary.seconds.items()},
-        "model_threads": model_threads, "peak_rss_mib": _peak_rss_mib(),
+        "model_threads": model_threads,
+        "peak_rss_mib": _peak_rss_mib(),
     }
 
 
@@ -183,8 +202,7 @@ def run_parse_only(path: Path) -> dict:
     records = sum(table.num_rows for table in stream)
     seconds = time.perf_counter() - start
     shutil.rmtree(work)
-    return {"seconds": seconds, "records_per_s": records / seconds,
-            "peak_rss_mib": _peak_rss_mib()}
+    return {"seconds": seconds, "records_per_s": records / seconds, "peak_rss_mib": _peak_rss_mib()}
 
 
 def run_line_loop(path: Path) -> dict:
@@ -199,8 +217,11 @@ def run_line_loop(path: Path) -> dict:
     with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         for line in handle:
             if line.startswith("#"):
-                query_field = (line.rstrip("\n").split("\t")[1:].index("query")
-                               if line.startswith("#fields") else query_field)
+                query_field = (
+                    line.rstrip("\n").split("\t")[1:].index("query")
+                    if line.startswith("#fields")
+                    else query_field
+                )
                 continue
             fields = line.rstrip("\n").split("\t")
             if len(fields) <= query_field:
@@ -220,8 +241,13 @@ def run_line_loop(path: Path) -> dict:
                 entry[0] += 1
                 entry[1], entry[2] = min(entry[1], ts), max(entry[2], ts)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "records": records, "records_per_s": records / seconds,
-            "unique_domains": len(seen), "peak_rss_mib": _peak_rss_mib()}
+    return {
+        "seconds": seconds,
+        "records": records,
+        "records_per_s": records / seconds,
+        "unique_domains": len(seen),
+        "peak_rss_mib": _peak_rss_mib(),
+    }
 
 
 def in_child(function, *args, **kwargs):
@@ -236,14 +262,30 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lines", type=int, default=10_000_000)
     parser.add_argument("--unique-fraction", type=float, default=0.04)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--alert-quantile", type=float, default=0.99,
-                        help="threshold = this quantile of a sample's scores")
-    parser.add_argument("--model-threads", type=int, default=1,
-                        help="torch threads of the scoring model (the parser needs a core too)")
-    parser.add_argument("--flat-check", action=argparse.BooleanOptionalAction, default=True,
-                        help="also score a log 10x smaller, to compare peak RSS")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep the generated logs here and reuse them on the next run")
+    parser.add_argument(
+        "--alert-quantile",
+        type=float,
+        default=0.99,
+        help="threshold = this quantile of a sample's scores",
+    )
+    parser.add_argument(
+        "--model-threads",
+        type=int,
+        default=1,
+        help="torch threads of the scoring model (the parser needs a core too)",
+    )
+    parser.add_argument(
+        "--flat-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also score a log 10x smaller, to compare peak RSS",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the generated logs here and reuse them on the next run",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.lines < 1 or not 0 < args.unique_fraction <= 1:
@@ -278,21 +320,29 @@ def prepared_log(path: Path, *, lines: int, unique_fraction: float, seed: int) -
 
 def _measure(args: argparse.Namespace, work: Path) -> dict:
     path = work / "dns.log"
-    data = prepared_log(path, lines=args.lines, unique_fraction=args.unique_fraction,
-                        seed=args.seed)
+    data = prepared_log(
+        path, lines=args.lines, unique_fraction=args.unique_fraction, seed=args.seed
+    )
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure
     threshold = in_child(pick_threshold, path, seed=args.seed, quantile=args.alert_quantile)
-    score = in_child(run_score, path, threshold=threshold, seed=args.seed,
-                     model_threads=args.model_threads)
+    score = in_child(
+        run_score, path, threshold=threshold, seed=args.seed, model_threads=args.model_threads
+    )
     parse = in_child(run_parse_only, path)
     loop = in_child(run_line_loop, path)
     model = in_child(run_model_only, path, seed=args.seed)
     result = {
-        "machine": {"cpus": multiprocessing.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(),
-                    "load_average_1min_before_after": [load_before, os.getloadavg()[0]]},
+        "machine": {
+            "cpus": multiprocessing.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_1min_before_after": [load_before, os.getloadavg()[0]],
+        },
         "input": data | {"unique_fraction": args.unique_fraction, "threshold": threshold},
-        "score": score, "parse_only": parse, "python_line_loop": loop, "model_only": model,
+        "score": score,
+        "parse_only": parse,
+        "python_line_loop": loop,
+        "model_only": model,
         "speedup_vs_line_loop": score["records_per_s"] / loop["records_per_s"],
         "parse_speedup_vs_line_loop": parse["records_per_s"] / loop["records_per_s"],
         "target_records_per_s": 278_000,
@@ -300,34 +350,48 @@ def _measure(args: argparse.Namespace, work: Path) -> dict:
     }
     if args.flat_check and args.lines >= 10:
         small = work / "dns-small.log"
-        prepared_log(small, lines=args.lines // 10, unique_fraction=args.unique_fraction,
-                     seed=args.seed)
-        small_score = in_child(run_score, small, threshold=threshold, seed=args.seed,
-                               model_threads=args.model_threads)
-        result["flat_memory"] = {"lines": [args.lines // 10, args.lines],
-                                 "peak_rss_mib": [small_score["peak_rss_mib"],
-                                                  score["peak_rss_mib"]]}
+        prepared_log(
+            small, lines=args.lines // 10, unique_fraction=args.unique_fraction, seed=args.seed
+        )
+        small_score = in_child(
+            run_score, small, threshold=threshold, seed=args.seed, model_threads=args.model_threads
+        )
+        result["flat_memory"] = {
+            "lines": [args.lines // 10, args.lines],
+            "peak_rss_mib": [small_score["peak_rss_mib"], score["peak_rss_mib"]],
+        }
     return result
 
 
 def _print(result: dict, out: Path) -> None:
     score, loop = result["score"], result["python_line_loop"]
-    print(f"input: {result['input']['lines']:,} lines, {result['input']['bytes'] / 2**20:,.0f} "
-          f"MiB, {score['unique_domains']:,} distinct names")
-    print(f"score end to end: {score['seconds']:.1f} s, {score['records_per_s']:,.0f} records/s, "
-          f"{score['unique_domains_per_s']:,.0f} unique domains/s, peak RSS "
-          f"{score['peak_rss_mib']:,.0f} MiB, {score['alerts']:,} alerts")
+    print(
+        f"input: {result['input']['lines']:,} lines, {result['input']['bytes'] / 2**20:,.0f} "
+        f"MiB, {score['unique_domains']:,} distinct names"
+    )
+    print(
+        f"score end to end: {score['seconds']:.1f} s, {score['records_per_s']:,.0f} records/s, "
+        f"{score['unique_domains_per_s']:,.0f} unique domains/s, peak RSS "
+        f"{score['peak_rss_mib']:,.0f} MiB, {score['alerts']:,} alerts"
+    )
     print("  stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in score["stage_seconds"].items()))
-    print(f"parse only: {result['parse_only']['records_per_s']:,.0f} records/s; model only: "
-          + ", ".join(f"{value:,.0f} {key.replace('_', ' ')}"
-                      for key, value in result["model_only"].items()))
+    print(
+        f"parse only: {result['parse_only']['records_per_s']:,.0f} records/s; model only: "
+        + ", ".join(
+            f"{value:,.0f} {key.replace('_', ' ')}" for key, value in result["model_only"].items()
+        )
+    )
     load = result["machine"]["load_average_1min_before_after"]
     print(f"load average (1 min) before/after: {load}")
-    print(f"python line loop (parse, normalise, dedup; no model): {loop['records_per_s']:,.0f} "
-          f"records/s; end to end is {result['speedup_vs_line_loop']:.2f}x that")
+    print(
+        f"python line loop (parse, normalise, dedup; no model): {loop['records_per_s']:,.0f} "
+        f"records/s; end to end is {result['speedup_vs_line_loop']:.2f}x that"
+    )
     if "flat_memory" in result:
-        print(f"peak RSS at {result['flat_memory']['lines']} lines: "
-              f"{result['flat_memory']['peak_rss_mib']} MiB")
+        print(
+            f"peak RSS at {result['flat_memory']['lines']} lines: "
+            f"{result['flat_memory']['peak_rss_mib']} MiB"
+        )
     print(f"wrote {out}")
 
 

@@ -60,36 +60,67 @@ def run(*, size: str = "default", root: Path = RESULTS_ROOT) -> dict[str, Any]:
     settings = settings_for(**_overrides(plan))
     shares, threshold = settings.resolved_secagg_shares(num_nodes=plan.n_sites)
     ks = plan.ks if plan.ks is not None else tuple(range(plan.n_sites - threshold + 2))
-    log.info("dropouts: %d sites, %d shares, threshold %d, k in %s, fail in round %d of %d",
-             plan.n_sites, shares, threshold, list(ks), plan.fail_round, plan.num_rounds)
+    log.info(
+        "dropouts: %d sites, %d shares, threshold %d, k in %s, fail in round %d of %d",
+        plan.n_sites,
+        shares,
+        threshold,
+        list(ks),
+        plan.fail_round,
+        plan.num_rounds,
+    )
     with tempfile.TemporaryDirectory(prefix="fedsec-dropouts-") as temp:
         from experiments.generator import generate_sites
 
         data = Path(temp) / "sites"
-        generate_sites(out_dir=data, n_sites=plan.n_sites, n_days=plan.n_days, seed=SEED,
-                       scale=plan.scale)
+        generate_sites(
+            out_dir=data, n_sites=plan.n_sites, n_days=plan.n_days, seed=SEED, scale=plan.scale
+        )
         site_ids = _site_ids(data)
         quiet = _DropInjectedFaults()
         for name in QUIET_LOGGERS:
             logging.getLogger(name).addFilter(quiet)
         try:
-            rows = [_one_k(plan, data=data, work=Path(temp) / f"k{k}",
-                           failing=site_ids[:k], threshold=threshold) for k in ks]
+            rows = [
+                _one_k(
+                    plan,
+                    data=data,
+                    work=Path(temp) / f"k{k}",
+                    failing=site_ids[:k],
+                    threshold=threshold,
+                )
+                for k in ks
+            ]
         finally:
             for name in QUIET_LOGGERS:
                 logging.getLogger(name).removeFilter(quiet)
-    summary = {"sites": plan.n_sites, "num_shares": shares, "threshold": threshold,
-               "tolerated_dropouts": plan.n_sites - threshold,
-               "all_as_protocol_says": all(row["ok"] for row in rows)}
-    payload = {"size": size, "plan": asdict(plan), "seed": SEED, "summary": summary,
-               "run_config": _overrides(plan), "rows": rows}
+    summary = {
+        "sites": plan.n_sites,
+        "num_shares": shares,
+        "threshold": threshold,
+        "tolerated_dropouts": plan.n_sites - threshold,
+        "all_as_protocol_says": all(row["ok"] for row in rows),
+    }
+    payload = {
+        "size": size,
+        "plan": asdict(plan),
+        "seed": SEED,
+        "summary": summary,
+        "run_config": _overrides(plan),
+        "rows": rows,
+    }
     _write(Results(NAME, TITLE, root), payload, size=size)
     return payload
 
 
 def _overrides(plan: Plan, **extra: Any) -> dict[str, Any]:
-    return {"num-rounds": plan.num_rounds, "local-steps": plan.local_steps, "seed": SEED,
-            "max-weight": plan.max_weight, **extra}
+    return {
+        "num-rounds": plan.num_rounds,
+        "local-steps": plan.local_steps,
+        "seed": SEED,
+        "max-weight": plan.max_weight,
+        **extra,
+    }
 
 
 class _DropInjectedFaults(logging.Filter):
@@ -99,8 +130,11 @@ class _DropInjectedFaults(logging.Filter):
     that was not injected still shows in the verdict (wrong status or model).
     """
 
-    NOISE = ("fault injected", "RayTaskError(ClientAppException)",
-             "An exception was raised when processing a message by RayBackend")
+    NOISE = (
+        "fault injected",
+        "RayTaskError(ClientAppException)",
+        "An exception was raised when processing a message by RayBackend",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -116,8 +150,9 @@ def _site_ids(data: Path) -> list[str]:
     return [load_site_config(site).site_id for site in find_site_dirs(data)]
 
 
-def _one_k(plan: Plan, *, data: Path, work: Path, failing: list[str],
-           threshold: int) -> dict[str, Any]:
+def _one_k(
+    plan: Plan, *, data: Path, work: Path, failing: list[str], threshold: int
+) -> dict[str, Any]:
     """One SecAgg+ run, `failing` sites raising in the fail round, checked against a reference."""
     fault = {"fail-sites": ",".join(failing), "fail-rounds": str(plan.fail_round)}
     secagg_dir = work / "secagg"
@@ -128,8 +163,9 @@ def _one_k(plan: Plan, *, data: Path, work: Path, failing: list[str],
     before = _checkpoint(secagg_dir, plan.fail_round - 1) if plan.fail_round > 1 else None
     expected = "aggregated" if plan.n_sites - len(failing) >= threshold else "halted"
     if train.get("status") == "aggregated":
-        reference, weights = _fedavg_reference(plan, data=data, work=work, secagg_dir=secagg_dir,
-                                               fault=fault)
+        reference, weights = _fedavg_reference(
+            plan, data=data, work=work, secagg_dir=secagg_dir, fault=fault
+        )
         step = 2 * settings_for(**_overrides(plan)).delta_clip_norm / QUANTIZATION_RANGE
         # Each survivor's weight/max_weight * delta is rounded once; the sum is divided by the
         # total weight ratio: at most survivors * step / sum(ratios) per value.
@@ -143,8 +179,14 @@ def _one_k(plan: Plan, *, data: Path, work: Path, failing: list[str],
     moved = _max_abs_diff(after, before if before is not None else _initial_arrays())
     next_round = rounds.get(plan.fail_round + 1, {}).get("train", {})
     ok = train.get("status") == expected and max_diff <= bound + 1e-7
-    log.info("k=%d: %s with %d sites alive, max |diff| %.2e (bound %.2e)", len(failing),
-             train.get("status"), plan.n_sites - len(failing), max_diff, bound)
+    log.info(
+        "k=%d: %s with %d sites alive, max |diff| %.2e (bound %.2e)",
+        len(failing),
+        train.get("status"),
+        plan.n_sites - len(failing),
+        max_diff,
+        bound,
+    )
     return {
         "k": len(failing),
         "failing_sites": ",".join(failing) or "-",
@@ -165,8 +207,9 @@ def _one_k(plan: Plan, *, data: Path, work: Path, failing: list[str],
     }
 
 
-def _fedavg_reference(plan: Plan, *, data: Path, work: Path, secagg_dir: Path,
-                      fault: dict[str, str]) -> tuple[list[np.ndarray], list[float]]:
+def _fedavg_reference(
+    plan: Plan, *, data: Path, work: Path, secagg_dir: Path, fault: dict[str, str]
+) -> tuple[list[np.ndarray], list[float]]:
     """The fail round under FedAvg, resumed from the SecAgg+ run's previous checkpoint."""
     out = work / "fedavg"
     resume = plan.fail_round > 1
@@ -179,8 +222,12 @@ def _fedavg_reference(plan: Plan, *, data: Path, work: Path, secagg_dir: Path,
             shutil.copy2(source.with_suffix(".state.json"), store / f"{source.stem}.state.json")
         shutil.copy2(secagg_dir / "results.json", out / "results.json")
     results, _ = run_federation(
-        data, out, **_overrides(plan, mode="fedavg", resume=resume, **fault,
-                                **{"num-rounds": plan.fail_round}))
+        data,
+        out,
+        **_overrides(
+            plan, mode="fedavg", resume=resume, **fault, **{"num-rounds": plan.fail_round}
+        ),
+    )
     train = next(r["train"] for r in results["rounds"] if r["round"] == plan.fail_round)
     weights = [float(site["num_examples"]) for site in train["sites"].values()]
     return _checkpoint(out, plan.fail_round), weights
@@ -201,8 +248,10 @@ def _initial_arrays() -> list[np.ndarray]:
 
 
 def _max_abs_diff(first: list[np.ndarray], second: list[np.ndarray]) -> float:
-    return max(float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b)))
-               for a, b in zip(first, second, strict=True))
+    return max(
+        float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b)))
+        for a, b in zip(first, second, strict=True)
+    )
 
 
 COLUMNS = (
@@ -227,8 +276,10 @@ def _write(results: Results, payload: dict[str, Any], *, size: str) -> None:
     results.write_csv(rows, "dropouts.csv")
     halted = [row["k"] for row in rows if row["status"] == "halted"]
     completed = [row["k"] for row in rows if row["status"] == "aggregated"]
-    worst = max((row["max_abs_diff"] / row["bound"] for row in rows if row["bound"] > 0),
-                default=float("nan"))
+    worst = max(
+        (row["max_abs_diff"] / row["bound"] for row in rows if row["bound"] > 0),
+        default=float("nan"),
+    )
     notes = [
         f"{plan['n_sites']} sites, {summary['num_shares']} shares, reconstruction threshold "
         f"{summary['threshold']}: SecAgg+ should tolerate up to {summary['tolerated_dropouts']} "
@@ -243,34 +294,50 @@ def _write(results: Results, payload: dict[str, Any], *, size: str) -> None:
     results.add_table("Dropouts per k", rows, COLUMNS, notes=notes)
     reading = (
         f"Rounds with k in {completed} failing sites completed over the survivors"
-        + (f" and matched FedAvg over the same survivors within {worst:.2f}x the quantisation "
-           "bound" if completed and not math.isnan(worst) else "")
+        + (
+            f" and matched FedAvg over the same survivors within {worst:.2f}x the quantisation "
+            "bound"
+            if completed and not math.isnan(worst)
+            else ""
+        )
         + (f"; k in {halted} halted and left the checkpoint unchanged" if halted else "")
         + ". Every k behaved as the protocol says."
         if summary["all_as_protocol_says"]
         else "At least one k did NOT behave as the protocol says: see the verdict column."
     )
-    next_ok = all(row["next_round_status"] == "aggregated" and
-                  row["next_round_sites"] == plan["n_sites"]
-                  for row in rows if row["next_round_status"] != "-")
+    next_ok = all(
+        row["next_round_status"] == "aggregated" and row["next_round_sites"] == plan["n_sites"]
+        for row in rows
+        if row["next_round_status"] != "-"
+    )
     if any(row["next_round_status"] != "-" for row in rows):
-        reading += (" In the next round every site trained again." if next_ok else
-                    " The round after the failures did NOT get every site back.")
+        reading += (
+            " In the next round every site trained again."
+            if next_ok
+            else " The round after the failures did NOT get every site back."
+        )
     results.plot("survivors.png", lambda figure: _draw(figure, rows, summary))
-    results.write_table_md(size=size, command=f"fedsec experiment {NAME}"
-                           + {"default": "", "full": " --full", "tiny": " --tiny"}[size],
-                           intro=reading, plots=["survivors.png"])
+    results.write_table_md(
+        size=size,
+        command=f"fedsec experiment {NAME}"
+        + {"default": "", "full": " --full", "tiny": " --tiny"}[size],
+        intro=reading,
+        plots=["survivors.png"],
+    )
 
 
 def _draw(figure: Any, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     axes = figure.add_subplot(1, 1, 1)
     colours = ["tab:green" if row["status"] == "aggregated" else "tab:red" for row in rows]
     axes.bar([row["k"] for row in rows], [row["alive"] for row in rows], color=colours)
-    axes.axhline(summary["threshold"], color="black", linestyle="--",
-                 label=f"reconstruction threshold ({summary['threshold']})")
+    axes.axhline(
+        summary["threshold"],
+        color="black",
+        linestyle="--",
+        label=f"reconstruction threshold ({summary['threshold']})",
+    )
     for row in rows:
-        axes.annotate(row["status"], (row["k"], row["alive"]), ha="center",
-                      va="bottom", fontsize=8)
+        axes.annotate(row["status"], (row["k"], row["alive"]), ha="center", va="bottom", fontsize=8)
     axes.set_xlabel("sites failing in the round (k)")
     axes.set_ylabel("sites alive in the round")
     axes.set_title(f"SecAgg+ over {summary['sites']} sites: green aggregated, red halted")

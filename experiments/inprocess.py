@@ -44,8 +44,9 @@ def wire(message: Message) -> Message:
 def clientapp_error_reply(error: Exception, *, reply_to: Message) -> Message:
     """What flwr 1.42's `flwr-clientapp` sends when the ClientApp raises (run_clientapp.py)."""
     reason = str(type(error)) + ":<'" + str(error) + "'>"
-    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
-                   reply_to=reply_to)
+    return Message(
+        Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=reply_to
+    )
 
 
 class LocalGrid(Grid):
@@ -59,9 +60,12 @@ class LocalGrid(Grid):
         self._run = Run.create_empty(run_id=self.run_id)
         self.contexts = {
             _FIRST_NODE_ID + index: Context(
-                run_id=self.run_id, node_id=_FIRST_NODE_ID + index,
+                run_id=self.run_id,
+                node_id=_FIRST_NODE_ID + index,
                 node_config={PARTITION_ID_KEY: index, NUM_PARTITIONS_KEY: num_nodes},
-                state=RecordDict(), run_config=dict(run_config))
+                state=RecordDict(),
+                run_config=dict(run_config),
+            )
             for index in range(num_nodes)
         }
         self._replies: dict[str, Message] = {}
@@ -79,8 +83,14 @@ class LocalGrid(Grid):
     def run(self) -> Run:
         return self._run
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
-                       group_id: str, ttl: float | None = None) -> Message:
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
@@ -96,11 +106,15 @@ class LocalGrid(Grid):
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return [self._replies.pop(message_id) for message_id in message_ids
-                if message_id in self._replies]
+        return [
+            self._replies.pop(message_id)
+            for message_id in message_ids
+            if message_id in self._replies
+        ]
 
-    def send_and_receive(self, messages: Iterable[Message], *,
-                         timeout: float | None = None) -> Iterable[Message]:
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
         return list(self.pull_messages(self.push_messages(messages)))
 
     def _deliver(self, message: Message) -> Message:

@@ -48,8 +48,16 @@ AUC_DROP = 0.005
 FP_RATIO = 1.2
 BOOTSTRAP_SAMPLES = 400
 RECALL_TARGET = 0.8
-METRICS = ("auc", "tpr_at_fpr_1e-4", "tpr_at_fpr_1e-4_resolvable", "recall_at_budget",
-           "fp_per_day", "fp_at_recall", "fp_per_day_at_recall", "unseen_family_auc")
+METRICS = (
+    "auc",
+    "tpr_at_fpr_1e-4",
+    "tpr_at_fpr_1e-4_resolvable",
+    "recall_at_budget",
+    "fp_per_day",
+    "fp_at_recall",
+    "fp_per_day_at_recall",
+    "unseen_family_auc",
+)
 
 log = logging.getLogger("fedsec.experiments")
 
@@ -65,8 +73,13 @@ class Size:
 
 
 # One factor at a time around the generator's defaults; the full size runs the whole grid.
-CROSS = (("2-4", "default"), ("1", "default"), ("all", "default"),
-         ("2-4", "identical"), ("2-4", "very different"))
+CROSS = (
+    ("2-4", "default"),
+    ("1", "default"),
+    ("all", "default"),
+    ("2-4", "identical"),
+    ("2-4", "very different"),
+)
 SIZES = {
     "tiny": Size(4, 2, 0.1, 2, 10, (("1", "default"), ("all", "default"))),
     "default": Size(6, 3, 0.25, 3, 30, CROSS),
@@ -92,8 +105,9 @@ def rank_auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
     return float((midranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def false_positives_at_recall(positive_scores: np.ndarray, negative_scores: np.ndarray, *,
-                              recall: float = RECALL_TARGET) -> int:
+def false_positives_at_recall(
+    positive_scores: np.ndarray, negative_scores: np.ndarray, *, recall: float = RECALL_TARGET
+) -> int:
     """Benign test domains flagged by the highest threshold that catches `recall` of the DGA."""
     if positive_scores.size == 0:
         return 0
@@ -107,17 +121,23 @@ def fp_ratio(federated_fp: int, local_fp: int) -> float:
     return (federated_fp + 0.5) / (local_fp + 0.5)
 
 
-def paired_bootstrap(federated: np.ndarray, local: np.ndarray, labels: np.ndarray, *,
-                     rng: np.random.Generator, samples: int = BOOTSTRAP_SAMPLES
-                     ) -> dict[str, float]:
+def paired_bootstrap(
+    federated: np.ndarray,
+    local: np.ndarray,
+    labels: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    samples: int = BOOTSTRAP_SAMPLES,
+) -> dict[str, float]:
     """95% intervals of the AUC difference and the FP ratio over the same resampled domains.
 
     Positives and negatives are resampled separately (their counts stay fixed).
     """
     positives, negatives = np.flatnonzero(labels), np.flatnonzero(~labels)
     if positives.size == 0 or negatives.size == 0:
-        return dict.fromkeys(("d_auc_low95", "d_auc_high95", "fp_ratio_low95",
-                              "fp_ratio_high95"), math.nan)
+        return dict.fromkeys(
+            ("d_auc_low95", "d_auc_high95", "fp_ratio_low95", "fp_ratio_high95"), math.nan
+        )
     differences, ratios = np.empty(samples), np.empty(samples)
     for index in range(samples):
         pick_pos = rng.choice(positives, size=positives.size)
@@ -125,20 +145,27 @@ def paired_bootstrap(federated: np.ndarray, local: np.ndarray, labels: np.ndarra
         fed_pos, fed_neg = federated[pick_pos], federated[pick_neg]
         loc_pos, loc_neg = local[pick_pos], local[pick_neg]
         differences[index] = rank_auc(fed_pos, fed_neg) - rank_auc(loc_pos, loc_neg)
-        ratios[index] = fp_ratio(false_positives_at_recall(fed_pos, fed_neg),
-                                 false_positives_at_recall(loc_pos, loc_neg))
+        ratios[index] = fp_ratio(
+            false_positives_at_recall(fed_pos, fed_neg), false_positives_at_recall(loc_pos, loc_neg)
+        )
     auc_low, auc_high = np.quantile(differences, [0.025, 0.975])
     ratio_low, ratio_high = np.quantile(ratios, [0.025, 0.975])
-    return {"d_auc_low95": float(auc_low), "d_auc_high95": float(auc_high),
-            "fp_ratio_low95": float(ratio_low), "fp_ratio_high95": float(ratio_high)}
+    return {
+        "d_auc_low95": float(auc_low),
+        "d_auc_high95": float(auc_high),
+        "fp_ratio_low95": float(ratio_low),
+        "fp_ratio_high95": float(ratio_high),
+    }
 
 
 def outcome(row: dict[str, Any]) -> str:
     """helped / hurt / neutral under the rule in the module docstring."""
     worse = (row["d_auc"] < -AUC_DROP and row["d_auc_high95"] < 0) or (
-        row["fp_ratio"] > FP_RATIO and row["fp_ratio_low95"] > 1)
+        row["fp_ratio"] > FP_RATIO and row["fp_ratio_low95"] > 1
+    )
     better = (row["d_auc"] > AUC_DROP and row["d_auc_low95"] > 0) or (
-        row["fp_ratio"] < 1 / FP_RATIO and row["fp_ratio_high95"] < 1)
+        row["fp_ratio"] < 1 / FP_RATIO and row["fp_ratio_high95"] < 1
+    )
     return "hurt" if worse else "helped" if better else "neutral"
 
 
@@ -149,8 +176,13 @@ def unseen_family_auc(site: Any, scores: dict[str, np.ndarray]) -> float:
     """Blocklisted names of families absent from the site's training days against its test
     benign domains: what the site can only learn from others."""
     intel = site.data.intel_only
-    unseen = np.array([family not in site.data.train_families and family not in ("", "unknown")
-                       for family in intel.families.tolist()], dtype=bool)
+    unseen = np.array(
+        [
+            family not in site.data.train_families and family not in ("", "unknown")
+            for family in intel.families.tolist()
+        ],
+        dtype=bool,
+    )
     negatives = scores["test"][site.data.test.labels == 0]
     return rank_auc(scores["intel_only"][unseen], negatives)
 
@@ -168,36 +200,37 @@ def _arm_metrics(site: Any, model: Any) -> tuple[dict[str, float], np.ndarray]:
     scores = lab.site_scores(site, model)
     labels = site.data.test.labels == 1
     metrics["unseen_family_auc"] = unseen_family_auc(site, scores)
-    metrics["fp_at_recall"] = false_positives_at_recall(scores["test"][labels],
-                                                        scores["test"][~labels])
+    metrics["fp_at_recall"] = false_positives_at_recall(
+        scores["test"][labels], scores["test"][~labels]
+    )
     benign = max(int((~labels).sum()), 1)
     volume = site.data.config.deployment.benign_events_per_day
     metrics["fp_per_day_at_recall"] = metrics["fp_at_recall"] / benign * volume
     return metrics, scores["test"]
 
 
-def compare_site(site: Any, local_model: Any, global_arrays: list, *, seed: int
-                 ) -> dict[str, Any]:
+def compare_site(site: Any, local_model: Any, global_arrays: list, *, seed: int) -> dict[str, Any]:
     """Local-only against federated at one site: both arms' metrics, the gains and the outcome."""
     local, local_scores = _arm_metrics(site, local_model)
     federated, federated_scores = _arm_metrics(site, global_arrays)
     labels = site.data.test.labels == 1
     rng = np.random.default_rng([seed, int(site.data.site_id.rsplit("-", 1)[-1])])
-    row: dict[str, Any] = {"site_id": site.data.site_id,
-                           "train_domains": len(site.data.train),
-                           "train_positives": site.data.train.positives,
-                           "test_domains": len(site.data.test),
-                           "test_positives": site.data.test.positives,
-                           "seen_families": local["seen_families"],
-                           "refused_to_train": quality_refusal(site)}
+    row: dict[str, Any] = {
+        "site_id": site.data.site_id,
+        "train_domains": len(site.data.train),
+        "train_positives": site.data.train.positives,
+        "test_domains": len(site.data.test),
+        "test_positives": site.data.test.positives,
+        "seen_families": local["seen_families"],
+        "refused_to_train": quality_refusal(site),
+    }
     for key in METRICS:
         row[f"local_{key}"] = float(local[key])
         row[f"federated_{key}"] = float(federated[key])
     row["d_auc"] = row["federated_auc"] - row["local_auc"]
     row["d_tpr_at_fpr_1e-4"] = row["federated_tpr_at_fpr_1e-4"] - row["local_tpr_at_fpr_1e-4"]
     row["d_recall_at_budget"] = row["federated_recall_at_budget"] - row["local_recall_at_budget"]
-    row["d_unseen_family_auc"] = (row["federated_unseen_family_auc"]
-                                  - row["local_unseen_family_auc"])
+    row["d_unseen_family_auc"] = row["federated_unseen_family_auc"] - row["local_unseen_family_auc"]
     row["fp_ratio"] = fp_ratio(int(federated["fp_at_recall"]), int(local["fp_at_recall"]))
     row.update(paired_bootstrap(federated_scores, local_scores, labels, rng=rng))
     # A site its own gate kept out is not negative transfer: it is shown apart.
@@ -209,19 +242,26 @@ def describe_sites(rows: list[dict[str, Any]], manifest: dict[str, Any]) -> None
     """Add what might explain a site's result: how unusual its mix, families and size are."""
     by_id = {site["site_id"]: site for site in manifest["sites"]}
     categories = sorted(next(iter(by_id.values()))["benign_mix"])
-    mixes = np.array([[by_id[row["site_id"]]["benign_mix"][c] for c in categories]
-                      for row in rows])
+    mixes = np.array([[by_id[row["site_id"]]["benign_mix"][c] for c in categories] for row in rows])
     mean_mix = mixes.mean(axis=0)
     total_train = sum(row["train_domains"] for row in rows)
     for row, mix in zip(rows, mixes, strict=True):
         site = by_id[row["site_id"]]
-        others = {name for other in manifest["sites"] if other["site_id"] != row["site_id"]
-                  for name in other["families"]}
-        row["families"] = (f"all {len(FAMILIES)}" if len(site["families"]) == len(FAMILIES)
-                           else ",".join(site["families"]))
+        others = {
+            name
+            for other in manifest["sites"]
+            if other["site_id"] != row["site_id"]
+            for name in other["families"]
+        }
+        row["families"] = (
+            f"all {len(FAMILIES)}"
+            if len(site["families"]) == len(FAMILIES)
+            else ",".join(site["families"])
+        )
         row["n_families"] = len(site["families"])
         row["family_overlap"] = sum(name in others for name in site["families"]) / max(
-            len(site["families"]), 1)
+            len(site["families"]), 1
+        )
         row["mix_distance"] = float(0.5 * np.abs(mix - mean_mix).sum())
         row["train_share"] = row["train_domains"] / max(total_train, 1)
         row["dga_share"] = site["dga_share"]
@@ -234,10 +274,13 @@ def likely_causes(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """Visible traits that set this site apart from the others in its setting."""
     causes = []
     if row.get("refused_to_train"):
-        causes.append(f"refused to train, so the global model never saw its data (quality "
-                      f"gate: {row['refused_to_train']})")
+        causes.append(
+            f"refused to train, so the global model never saw its data (quality "
+            f"gate: {row['refused_to_train']})"
+        )
     if row["mix_distance"] == max(other["mix_distance"] for other in rows) and (
-            row["mix_distance"] > 0.01):
+        row["mix_distance"] > 0.01
+    ):
         causes.append(f"most unusual benign mix (TV {row['mix_distance']:.2f})")
     if row["family_overlap"] == 0:
         causes.append("its DGA families appear at no other site")
@@ -257,35 +300,63 @@ def run_setting(families: str, spread: str, size: Size, temp: Path) -> dict[str,
     key = setting_key(families, spread)
     folder = temp / f"{families}-{spread}".replace(" ", "_")
     data_dir = folder / "sites"
-    generate_sites(data_dir, n_sites=size.n_sites, n_days=size.n_days, seed=SEED,
-                   scale=size.scale, families_per_site=FAMILY_SETTINGS[families],
-                   benign_mix_spread=SPREAD_SETTINGS[spread])
+    generate_sites(
+        data_dir,
+        n_sites=size.n_sites,
+        n_days=size.n_days,
+        seed=SEED,
+        scale=size.scale,
+        families_per_site=FAMILY_SETTINGS[families],
+        benign_mix_spread=SPREAD_SETTINGS[spread],
+    )
     manifest = json.loads((data_dir / "manifest.json").read_text())
     sites = lab.load_sites(data_dir, folder / "work")
-    overrides = {"mode": "fedavg", "num-rounds": size.rounds, "local-steps": size.local_steps,
-                 "seed": SEED}
+    overrides = {
+        "mode": "fedavg",
+        "num-rounds": size.rounds,
+        "local-steps": size.local_steps,
+        "seed": SEED,
+    }
     settings = lab.settings_for(**overrides)
     with lab.stopwatch() as local_time:
-        local_models = [lab.train_local_only(site, settings, folder / "local" / site.data.site_id)
-                        for site in sites]
+        local_models = [
+            lab.train_local_only(site, settings, folder / "local" / site.data.site_id)
+            for site in sites
+        ]
     log.info("%s: local-only models trained in %.0f s", key, local_time["seconds"])
     with lab.stopwatch() as federated_time:
         results, global_arrays = lab.run_federation(data_dir, folder / "federation", **overrides)
     log.info("%s: FedAvg federation done in %.0f s", key, federated_time["seconds"])
-    rows = [compare_site(site, model, global_arrays, seed=SEED)
-            for site, model in zip(sites, local_models, strict=True)]
+    rows = [
+        compare_site(site, model, global_arrays, seed=SEED)
+        for site, model in zip(sites, local_models, strict=True)
+    ]
     describe_sites(rows, manifest)
     for row in rows:
         row.update(setting=key, families_setting=families, spread_setting=spread)
-    counts = {name: sum(row["outcome"] == name for row in rows)
-              for name in ("helped", "hurt", "neutral", "refused")}
-    log.info("%s: helped %d, hurt %d, neutral %d, refused to train %d", key, counts["helped"],
-             counts["hurt"], counts["neutral"], counts["refused"])
-    return {"setting": key, "families_setting": families, "spread_setting": spread,
-            "families_per_site": FAMILY_SETTINGS[families],
-            "benign_mix_spread": SPREAD_SETTINGS[spread], "sites": rows,
-            "local_train_s": local_time["seconds"], "federation_s": federated_time["seconds"],
-            **lab.round_seconds(results)}
+    counts = {
+        name: sum(row["outcome"] == name for row in rows)
+        for name in ("helped", "hurt", "neutral", "refused")
+    }
+    log.info(
+        "%s: helped %d, hurt %d, neutral %d, refused to train %d",
+        key,
+        counts["helped"],
+        counts["hurt"],
+        counts["neutral"],
+        counts["refused"],
+    )
+    return {
+        "setting": key,
+        "families_setting": families,
+        "spread_setting": spread,
+        "families_per_site": FAMILY_SETTINGS[families],
+        "benign_mix_spread": SPREAD_SETTINGS[spread],
+        "sites": rows,
+        "local_train_s": local_time["seconds"],
+        "federation_s": federated_time["seconds"],
+        **lab.round_seconds(results),
+    }
 
 
 # --- the experiment ----------------------------------------------------------------------------
@@ -302,24 +373,38 @@ def run(*, size: str = "default", root: Path = lab.RESULTS_ROOT) -> dict[str, An
     torch.set_num_threads(1)
     settings_out = []
     try:
-        with lab.PeakRss() as memory, lab.stopwatch() as total, \
-                tempfile.TemporaryDirectory(prefix="fedsec-noniid-") as temp:
+        with (
+            lab.PeakRss() as memory,
+            lab.stopwatch() as total,
+            tempfile.TemporaryDirectory(prefix="fedsec-noniid-") as temp,
+        ):
             for index, (families, spread) in enumerate(plan.grid, start=1):
-                log.info("setting %d/%d: %s", index, len(plan.grid),
-                         setting_key(families, spread))
+                log.info("setting %d/%d: %s", index, len(plan.grid), setting_key(families, spread))
                 settings_out.append(run_setting(families, spread, plan, Path(temp)))
     finally:
         torch.set_num_threads(threads)
     payload = {
-        "size": size, "seed": SEED,
-        "config": {"n_sites": plan.n_sites, "n_days": plan.n_days, "scale": plan.scale,
-                   "num_rounds": plan.rounds, "local_steps": plan.local_steps, "mode": "fedavg",
-                   "family_settings": {k: FAMILY_SETTINGS[k] for k in FAMILY_SETTINGS},
-                   "spread_settings": SPREAD_SETTINGS},
-        "rule": {"auc_drop": AUC_DROP, "fp_ratio": FP_RATIO, "recall_target": RECALL_TARGET,
-                 "bootstrap_samples": BOOTSTRAP_SAMPLES},
+        "size": size,
+        "seed": SEED,
+        "config": {
+            "n_sites": plan.n_sites,
+            "n_days": plan.n_days,
+            "scale": plan.scale,
+            "num_rounds": plan.rounds,
+            "local_steps": plan.local_steps,
+            "mode": "fedavg",
+            "family_settings": {k: FAMILY_SETTINGS[k] for k in FAMILY_SETTINGS},
+            "spread_settings": SPREAD_SETTINGS,
+        },
+        "rule": {
+            "auc_drop": AUC_DROP,
+            "fp_ratio": FP_RATIO,
+            "recall_target": RECALL_TARGET,
+            "bootstrap_samples": BOOTSTRAP_SAMPLES,
+        },
         "settings": settings_out,
-        "wall_s": total["seconds"], "peak_rss_mib": memory.peak_mib,
+        "wall_s": total["seconds"],
+        "peak_rss_mib": memory.peak_mib,
     }
     return report(payload, lab.Results(NAME, TITLE, root))
 

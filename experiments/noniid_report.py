@@ -10,8 +10,12 @@ import numpy as np
 from experiments import lab
 from experiments.lab import Column
 
-OUTCOME_COLOURS = {"helped": "#1a9850", "neutral": "#8c8c8c", "hurt": "#d73027",
-                   "refused": "#7b3294"}
+OUTCOME_COLOURS = {
+    "helped": "#1a9850",
+    "neutral": "#8c8c8c",
+    "hurt": "#d73027",
+    "refused": "#7b3294",
+}
 FAMILY_ORDER = ("1", "2-4", "all")
 SPREAD_ORDER = ("identical", "default", "very different")
 FAMILY_LABELS = {"1": "1", "2-4": "2-4 (default)", "all": "all 10"}
@@ -51,8 +55,8 @@ def summarise(setting: dict[str, Any]) -> dict[str, Any]:
         "worst_fp_ratio": max(ratios) if ratios else math.nan,
         "mean_d_unseen_family_auc": _mean([row["d_unseen_family_auc"] for row in rows]),
         "hurt_sites": "; ".join(f"{row['site_id']}: {row['why']}" for row in hurt) or "none",
-        "refused_sites": ", ".join(row["site_id"] for row in every
-                                   if row["outcome"] == "refused") or "none",
+        "refused_sites": ", ".join(row["site_id"] for row in every if row["outcome"] == "refused")
+        or "none",
         "federation_over_local_s": setting["federation_s"] / setting["local_train_s"],
     }
 
@@ -62,8 +66,14 @@ def arm_rows(setting: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for arm, label in (("local", "local-only"), ("federated", "FedAvg")):
         row: dict[str, Any] = {"setting": setting["setting"], "arm": label}
-        for key in ("auc", "tpr_at_fpr_1e-4", "recall_at_budget", "fp_per_day",
-                    "fp_per_day_at_recall", "unseen_family_auc"):
+        for key in (
+            "auc",
+            "tpr_at_fpr_1e-4",
+            "recall_at_budget",
+            "fp_per_day",
+            "fp_per_day_at_recall",
+            "unseen_family_auc",
+        ):
             row[key] = _mean([site[f"{arm}_{key}"] for site in setting["sites"]])
         rows.append(row)
     return rows
@@ -80,8 +90,12 @@ def _spearman(x: list[float], y: list[float]) -> float:
 
 
 def budget_infeasible_share(settings: list[dict[str, Any]]) -> float:
-    values = [site[f"{arm}_recall_at_budget"] for setting in settings
-              for site in setting["sites"] for arm in ("local", "federated")]
+    values = [
+        site[f"{arm}_recall_at_budget"]
+        for setting in settings
+        for site in setting["sites"]
+        for arm in ("local", "federated")
+    ]
     return sum(not (value > 0) for value in values) / max(len(values), 1)
 
 
@@ -92,8 +106,10 @@ def draw_gains(settings: list[dict[str, Any]]):
     from matplotlib.ticker import FuncFormatter
 
     def draw(figure) -> None:
-        panels = (("d_auc", "federated − local-only AUC", "linear"),
-                  ("fp_ratio", "FP/day at 80% recall, federated ÷ local-only", "log"))
+        panels = (
+            ("d_auc", "federated − local-only AUC", "linear"),
+            ("fp_ratio", "FP/day at 80% recall, federated ÷ local-only", "log"),
+        )
         for index, (key, label, scale) in enumerate(panels, start=1):
             axes = figure.add_subplot(1, 2, index)
             for position, setting in enumerate(settings):
@@ -101,11 +117,15 @@ def draw_gains(settings: list[dict[str, Any]]):
                 offsets = np.linspace(-0.25, 0.25, len(rows)) if len(rows) > 1 else [0.0]
                 for offset, row in zip(offsets, rows, strict=True):
                     value = row[key]
-                    if value is None or not math.isfinite(value) or (scale == "log"
-                                                                     and value <= 0):
+                    if value is None or not math.isfinite(value) or (scale == "log" and value <= 0):
                         continue
-                    axes.scatter(position + offset, value, s=22,
-                                 color=OUTCOME_COLOURS[row["outcome"]], zorder=3)
+                    axes.scatter(
+                        position + offset,
+                        value,
+                        s=22,
+                        color=OUTCOME_COLOURS[row["outcome"]],
+                        zorder=3,
+                    )
             axes.axhline(1.0 if scale == "log" else 0.0, color="black", linewidth=0.8)
             axes.set_yscale(scale)
             if scale == "log":
@@ -114,13 +134,16 @@ def draw_gains(settings: list[dict[str, Any]]):
                 axes.yaxis.set_minor_formatter(plain)
                 axes.tick_params(axis="y", which="minor", labelsize=7)
             axes.set_xticks(range(len(settings)))
-            axes.set_xticklabels([f"{s['families_setting']}\n{s['spread_setting']}"
-                                  for s in settings], fontsize=7)
+            axes.set_xticklabels(
+                [f"{s['families_setting']}\n{s['spread_setting']}" for s in settings], fontsize=7
+            )
             axes.set_xlabel("DGA families per site / benign mix spread", fontsize=8)
             axes.set_ylabel(label)
             axes.grid(axis="y", alpha=0.3)
-        handles = [figure.axes[0].scatter([], [], color=colour, label=name)
-                   for name, colour in OUTCOME_COLOURS.items()]
+        handles = [
+            figure.axes[0].scatter([], [], color=colour, label=name)
+            for name, colour in OUTCOME_COLOURS.items()
+        ]
         figure.axes[0].legend(handles=handles, fontsize=7, loc="best")
 
     return draw
@@ -144,12 +167,22 @@ def draw_heatmap(summaries: list[dict[str, Any]]):
         for i, fam in enumerate(families):
             for j, spread in enumerate(spreads):
                 summary = cell.get((fam, spread))
-                text = ("not run" if summary is None else
-                        f"{summary['mean_d_auc']:+.4f}\nhurt {summary['hurt']}/{summary['sites']}"
-                        + (f"\n{summary['refused']} refused" if summary["refused"] else ""))
+                text = (
+                    "not run"
+                    if summary is None
+                    else f"{summary['mean_d_auc']:+.4f}\nhurt {summary['hurt']}/{summary['sites']}"
+                    + (f"\n{summary['refused']} refused" if summary["refused"] else "")
+                )
                 dark = summary is not None and abs(summary["mean_d_auc"]) > 0.6 * limit
-                axes.text(j, i, text, ha="center", va="center", fontsize=8,
-                          color="white" if dark else "black")
+                axes.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark else "black",
+                )
         axes.set_xticks(range(len(spreads)), spreads)
         axes.set_yticks(range(len(families)), [FAMILY_LABELS.get(f, f) for f in families])
         axes.set_xlabel("benign mix spread")
@@ -198,21 +231,29 @@ SUMMARY_COLUMNS = (
     Column("refused_sites", "refused sites"),
 )
 ARM_COLUMNS = (
-    Column("setting", "setting"), Column("arm", "arm"),
-    Column("auc", "AUC", "{:.4f}"), Column("tpr_at_fpr_1e-4", "TPR@FPR=1e-4"),
+    Column("setting", "setting"),
+    Column("arm", "arm"),
+    Column("auc", "AUC", "{:.4f}"),
+    Column("tpr_at_fpr_1e-4", "TPR@FPR=1e-4"),
     Column("recall_at_budget", "recall at budget"),
     Column("fp_per_day", "FP/day at budget", "{:,.0f}"),
     Column("fp_per_day_at_recall", "FP/day @80% recall", "{:,.0f}"),
     Column("unseen_family_auc", "unseen-family AUC", "{:.4f}"),
 )
 SITE_COLUMNS = (
-    Column("setting", "setting"), Column("site_id", "site"), Column("outcome", "outcome"),
-    Column("families", "families"), Column("mix_distance", "mix TV", "{:.2f}"),
-    Column("local_auc", "local AUC", "{:.4f}"), Column("federated_auc", "fed AUC", "{:.4f}"),
-    Column("d_auc_low95", "ΔAUC low95", "{:+.4f}"), Column("d_auc_high95", "ΔAUC high95",
-                                                         "{:+.4f}"),
-    Column("fp_ratio", "FP/day ratio", "{:.2f}"), Column("fp_ratio_low95", "ratio low95", "{:.2f}"),
-    Column("fp_ratio_high95", "ratio high95", "{:.2f}"), Column("why", "visible cause"),
+    Column("setting", "setting"),
+    Column("site_id", "site"),
+    Column("outcome", "outcome"),
+    Column("families", "families"),
+    Column("mix_distance", "mix TV", "{:.2f}"),
+    Column("local_auc", "local AUC", "{:.4f}"),
+    Column("federated_auc", "fed AUC", "{:.4f}"),
+    Column("d_auc_low95", "ΔAUC low95", "{:+.4f}"),
+    Column("d_auc_high95", "ΔAUC high95", "{:+.4f}"),
+    Column("fp_ratio", "FP/day ratio", "{:.2f}"),
+    Column("fp_ratio_low95", "ratio low95", "{:.2f}"),
+    Column("fp_ratio_high95", "ratio high95", "{:.2f}"),
+    Column("why", "visible cause"),
 )
 
 
@@ -248,23 +289,32 @@ def reading(payload: dict[str, Any], summaries: list[dict[str, Any]]) -> str:
             f"{len(refused)} site-settings refused to train because their own quality gate "
             f"failed ({'; '.join(reasons)}): the "
             "federation went on without them, so their 'federated' model never saw their "
-            "data; they are shown apart (outcome 'refused'), not as negative transfer.")
+            "data; they are shown apart (outcome 'refused'), not as negative transfer."
+        )
     share = budget_infeasible_share(settings)
     if share >= 0.5:
         parts.append(
             f"Recall at the alert budget is 0 (or undefined) for {share:.0%} of site-arms, and "
             "FP/day at the budget is then 0 too: at these benign volumes a test day cannot "
             "resolve an FPR small enough to fit the analysts' budget, so the comparison rests "
-            "on AUC, TPR@FPR and FP/day at 80% recall.")
-    unresolved = _mean([1.0 - row[f"{arm}_tpr_at_fpr_1e-4_resolvable"] for row in every_row
-                        for arm in ("local", "federated")])
+            "on AUC, TPR@FPR and FP/day at 80% recall."
+        )
+    unresolved = _mean(
+        [
+            1.0 - row[f"{arm}_tpr_at_fpr_1e-4_resolvable"]
+            for row in every_row
+            for arm in ("local", "federated")
+        ]
+    )
     if unresolved >= 0.5:
         parts.append(
             f"TPR@FPR=1e-4 is not resolvable for {unresolved:.0%} of site-arms (fewer than "
-            "30,000 benign test domains): there it means TPR with no benign domain flagged.")
+            "30,000 benign test domains): there it means TPR with no benign domain flagged."
+        )
     parts.append(
         "Small test days make single-site differences noisy; the bootstrap interval is what "
-        "separates a hurt site from noise, and a setting's sites are one seed's draw.")
+        "separates a hurt site from noise, and a setting's sites are one seed's draw."
+    )
     return " ".join(parts)
 
 
@@ -278,37 +328,52 @@ def report(payload: dict[str, Any], results: lab.Results) -> dict[str, Any]:
     results.write_csv(all_rows, "per_site.csv")
     results.write_csv(summaries, "summary.csv")
     rule_config = payload["rule"]
-    rule = (f"Rule: hurt = AUC down by more than {rule_config['auc_drop']}, or FP/day at "
-            f"{rule_config['recall_target']:.0%} recall up by more than "
-            f"{rule_config['fp_ratio'] - 1:.0%}, with the paired bootstrap 95% interval "
-            f"({rule_config['bootstrap_samples']} class-stratified resamples of the test "
-            "domains) wholly on the worse side; helped = the mirror image, if not hurt. "
-            "FP/day ratio = (benign domains flagged by the federated model + 0.5) / (by the "
-            "local-only model + 0.5), both at the threshold that catches "
-            f"{rule_config['recall_target']:.0%} of the test DGA. Mix distance: total "
-            "variation between a site's benign category mix and the mean mix of its "
-            "federation. Gains (mean, worst, ratios) leave out sites that refused to train.")
-    results.add_table("Per setting: sites helped and hurt by federation", summaries,
-                      SUMMARY_COLUMNS, notes=[rule])
+    rule = (
+        f"Rule: hurt = AUC down by more than {rule_config['auc_drop']}, or FP/day at "
+        f"{rule_config['recall_target']:.0%} recall up by more than "
+        f"{rule_config['fp_ratio'] - 1:.0%}, with the paired bootstrap 95% interval "
+        f"({rule_config['bootstrap_samples']} class-stratified resamples of the test "
+        "domains) wholly on the worse side; helped = the mirror image, if not hurt. "
+        "FP/day ratio = (benign domains flagged by the federated model + 0.5) / (by the "
+        "local-only model + 0.5), both at the threshold that catches "
+        f"{rule_config['recall_target']:.0%} of the test DGA. Mix distance: total "
+        "variation between a site's benign category mix and the mean mix of its "
+        "federation. Gains (mean, worst, ratios) leave out sites that refused to train."
+    )
+    results.add_table(
+        "Per setting: sites helped and hurt by federation", summaries, SUMMARY_COLUMNS, notes=[rule]
+    )
     arms = [row for setting in settings for row in arm_rows(setting)]
     results.write_csv(arms, "arms.csv")
-    results.add_table("Mean over sites: local-only vs FedAvg", arms, ARM_COLUMNS, notes=[
-        "Unseen-family AUC: blocklisted names of DGA families absent from the site's training "
-        "days, against its test benign domains (n/a when the site saw every family)."])
+    results.add_table(
+        "Mean over sites: local-only vs FedAvg",
+        arms,
+        ARM_COLUMNS,
+        notes=[
+            "Unseen-family AUC: blocklisted names of DGA families absent from the site's training "
+            "days, against its test benign domains (n/a when the site saw every family)."
+        ],
+    )
     notable = [row for row in all_rows if row["outcome"] != "neutral"] or all_rows
-    results.add_table("Sites helped or hurt (per_site.csv has every site)", notable,
-                      SITE_COLUMNS)
+    results.add_table("Sites helped or hurt (per_site.csv has every site)", notable, SITE_COLUMNS)
     results.plot("gain_per_site.png", draw_gains(settings), size=(10.0, 4.2))
     results.plot("gain_heatmap.png", draw_heatmap(summaries), size=(6.0, 4.2))
     intro = reading(payload, summaries)
-    intro += (f"\n\nWall time {payload['wall_s'] / 60:.1f} min, peak memory "
-              f"{payload['peak_rss_mib']:,.0f} MiB (process tree). Per setting, the FedAvg "
-              "simulation took "
-              + ", ".join(f"{s['federation_over_local_s']:.1f}x" for s in summaries)
-              + " the time of training every site's local-only model in this process "
-              "(Ray start-up included; a shared machine).")
+    intro += (
+        f"\n\nWall time {payload['wall_s'] / 60:.1f} min, peak memory "
+        f"{payload['peak_rss_mib']:,.0f} MiB (process tree). Per setting, the FedAvg "
+        "simulation took "
+        + ", ".join(f"{s['federation_over_local_s']:.1f}x" for s in summaries)
+        + " the time of training every site's local-only model in this process "
+        "(Ray start-up included; a shared machine)."
+    )
     command = "fedsec experiment noniid" + {"full": " --full", "tiny": " --tiny"}.get(
-        payload["size"], "")
-    results.write_table_md(size=payload["size"], command=command, intro=intro,
-                           plots=["gain_per_site.png", "gain_heatmap.png"])
+        payload["size"], ""
+    )
+    results.write_table_md(
+        size=payload["size"],
+        command=command,
+        intro=intro,
+        plots=["gain_per_site.png", "gain_heatmap.png"],
+    )
     return payload

@@ -75,30 +75,51 @@ def run(*, size: str = "default", root: Path = RESULTS_ROOT) -> dict[str, Any]:
 
         temp_dir = Path(temp)
         data = temp_dir / "sites"
-        generate_sites(out_dir=data, n_sites=plan.n_sites, n_days=plan.n_days, seed=SEED,
-                       scale=plan.scale)
+        generate_sites(
+            out_dir=data, n_sites=plan.n_sites, n_days=plan.n_days, seed=SEED, scale=plan.scale
+        )
         # Each arm gets its own copy: sites keep per-round state (fragility probes) in work/.
         shutil.copytree(data, temp_dir / "sites-cluster")
         shutil.copytree(data, temp_dir / "sites-repeat")
         env = _child_env(temp_dir)
-        log.info("ray: %d sites, %d rounds, %s; (a) Ray inside the command ...", plan.n_sites,
-                 plan.num_rounds, plan.mode)
+        log.info(
+            "ray: %d sites, %d rounds, %s; (a) Ray inside the command ...",
+            plan.n_sites,
+            plan.num_rounds,
+            plan.mode,
+        )
         local = _simulate(plan, data, temp_dir / "local", env=env, ray_address=None)
         with RayHead(temp_dir / "ray", env=env, num_cpus=plan.head_cpus) as head:
-            log.info("ray: head up on %s in %.1f s; (b) the same run against it ...",
-                     head.address, head.startup_s)
-            cluster = _simulate(plan, temp_dir / "sites-cluster", temp_dir / "cluster", env=env,
-                                ray_address=head.address, watch_roots=(head.pid,))
+            log.info(
+                "ray: head up on %s in %.1f s; (b) the same run against it ...",
+                head.address,
+                head.startup_s,
+            )
+            cluster = _simulate(
+                plan,
+                temp_dir / "sites-cluster",
+                temp_dir / "cluster",
+                env=env,
+                ray_address=head.address,
+                watch_roots=(head.pid,),
+            )
             head.seen.update(cluster.pop("seen").get(head.pid, {}))  # workers too
         cluster["head"] = head.report()
-        log.info("ray: head stopped; %d of its processes left, %d sockets beyond loopback",
-                 len(head.leftover), len(cluster["non_loopback_listeners"]))
+        log.info(
+            "ray: head stopped; %d of its processes left, %d sockets beyond loopback",
+            len(head.leftover),
+            len(cluster["non_loopback_listeners"]),
+        )
         arms = {"local": local, "cluster": cluster}
         if plan.mode == "secagg":  # SecAgg+ rounds stochastically: how far apart are two locals?
             log.info("ray: (a) again, for the run-to-run spread of SecAgg+ ...")
-            arms["local-repeat"] = _simulate(plan, temp_dir / "sites-repeat",
-                                             temp_dir / "local-repeat", env=env,
-                                             ray_address=None)
+            arms["local-repeat"] = _simulate(
+                plan,
+                temp_dir / "sites-repeat",
+                temp_dir / "local-repeat",
+                env=env,
+                ray_address=None,
+            )
     payload = _compare(plan, arms)
     _write(Results(NAME, TITLE, root), payload, size=size)
     return payload
@@ -122,14 +143,33 @@ def head_argv(*, port: int, temp_dir: Path, num_cpus: int, extra_ports: list[int
     """`ray start --head` on loopback; every port it opens is named, so none collides."""
     client_port, agent_port, agent_grpc_port, metrics_port, runtime_env_port = extra_ports
     ray = Path(sys.executable).with_name("ray")
-    return [str(ray), "start", "--head", "--block", "--node-ip-address", LOOPBACK,
-            "--port", str(port), "--num-cpus", str(num_cpus), "--include-dashboard", "false",
-            "--disable-usage-stats", "--temp-dir", str(temp_dir),
-            "--ray-client-server-port", str(client_port),
-            "--dashboard-agent-listen-port", str(agent_port),
-            "--dashboard-agent-grpc-port", str(agent_grpc_port),
-            "--metrics-export-port", str(metrics_port),
-            "--runtime-env-agent-port", str(runtime_env_port)]
+    return [
+        str(ray),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--num-cpus",
+        str(num_cpus),
+        "--include-dashboard",
+        "false",
+        "--disable-usage-stats",
+        "--temp-dir",
+        str(temp_dir),
+        "--ray-client-server-port",
+        str(client_port),
+        "--dashboard-agent-listen-port",
+        str(agent_port),
+        "--dashboard-agent-grpc-port",
+        str(agent_grpc_port),
+        "--metrics-export-port",
+        str(metrics_port),
+        "--runtime-env-agent-port",
+        str(runtime_env_port),
+    ]
 
 
 @dataclass
@@ -153,13 +193,19 @@ class RayHead:
     def __enter__(self) -> RayHead:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.port, *extra = free_ports(6)
-        argv = head_argv(port=self.port, temp_dir=self.temp_dir, num_cpus=self.num_cpus,
-                         extra_ports=extra)
+        argv = head_argv(
+            port=self.port, temp_dir=self.temp_dir, num_cpus=self.num_cpus, extra_ports=extra
+        )
         started = time.monotonic()
         with (self.temp_dir / "head.log").open("ab") as log_file:
-            self._popen = subprocess.Popen(argv, env=self.env, stdout=log_file,
-                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           start_new_session=True)
+            self._popen = subprocess.Popen(
+                argv,
+                env=self.env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.pid = self._popen.pid
         try:
             self._wait_ready(started)
@@ -175,8 +221,10 @@ class RayHead:
         log_path = self.temp_dir / "head.log"
         while "Ray runtime started" not in log_path.read_text(errors="replace"):
             if self._popen.poll() is not None:
-                raise RuntimeError(f"ray start exited with {self._popen.returncode}:\n"
-                                   + log_path.read_text(errors="replace")[-3000:])
+                raise RuntimeError(
+                    f"ray start exited with {self._popen.returncode}:\n"
+                    + log_path.read_text(errors="replace")[-3000:]
+                )
             if time.monotonic() - started > HEAD_START_TIMEOUT_S:
                 raise TimeoutError(f"ray head not up within {HEAD_START_TIMEOUT_S:.0f} s")
             time.sleep(0.3)
@@ -212,12 +260,19 @@ class RayHead:
         if self._popen is not None:
             self._popen.wait(timeout=15)
         self.leftover = [pid for pid, created in self.seen.items() if _alive(pid, created)]
-        self.leftover += [process.pid for process in _mentioning(str(self.temp_dir))
-                          if process.pid not in self.leftover]
+        self.leftover += [
+            process.pid
+            for process in _mentioning(str(self.temp_dir))
+            if process.pid not in self.leftover
+        ]
 
     def report(self) -> dict[str, Any]:
-        return {"address": self.address, "startup_s": self.startup_s,
-                "processes_seen": len(self.seen), "leftover_after_stop": self.leftover}
+        return {
+            "address": self.address,
+            "startup_s": self.startup_s,
+            "processes_seen": len(self.seen),
+            "leftover_after_stop": self.leftover,
+        }
 
 
 def process_tree(pid: int) -> list[Any]:
@@ -247,8 +302,9 @@ def _mentioning(text: str) -> list[Any]:
     found = []
     for process in psutil.process_iter(["cmdline", "status"]):
         try:
-            if (process.info["status"] != psutil.STATUS_ZOMBIE
-                    and text in " ".join(process.info["cmdline"] or ())):
+            if process.info["status"] != psutil.STATUS_ZOMBIE and text in " ".join(
+                process.info["cmdline"] or ()
+            ):
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -261,9 +317,14 @@ def _mentioning(text: str) -> list[Any]:
 def _child_env(temp_dir: Path) -> dict[str, str]:
     from experiments.simulate import QUIET_ENV
 
-    env = {**os.environ, **QUIET_ENV, "FLWR_HOME": str(temp_dir / ".flwr"),
-           "FLWR_LOG_LEVEL": "WARNING", "RAY_TMPDIR": str(temp_dir),
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = {
+        **os.environ,
+        **QUIET_ENV,
+        "FLWR_HOME": str(temp_dir / ".flwr"),
+        "FLWR_LOG_LEVEL": "WARNING",
+        "RAY_TMPDIR": str(temp_dir),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -312,39 +373,79 @@ def _loopback(ip: str) -> bool:
     return ip.removeprefix("::ffff:").startswith("127.") or ip == "::1"
 
 
-def _simulate(plan: Plan, data: Path, out: Path, *, env: dict[str, str],
-              ray_address: str | None, watch_roots: tuple[int, ...] = ()) -> dict[str, Any]:
+def _simulate(
+    plan: Plan,
+    data: Path,
+    out: Path,
+    *,
+    env: dict[str, str],
+    ray_address: str | None,
+    watch_roots: tuple[int, ...] = (),
+) -> dict[str, Any]:
     """`fedsec simulate` as a child process; its results, final weights and what was seen."""
     from common.model import model_from_bytes, model_to_ndarrays
 
-    argv = [sys.executable, "-m", "fedsec", "simulate", "--data", str(data),
-            "--out", str(out), "--rounds", str(plan.num_rounds), "--mode", plan.mode,
-            "--seed", str(SEED), "--local-steps", str(plan.local_steps), "--set", "site-html=off"]
+    argv = [
+        sys.executable,
+        "-m",
+        "fedsec",
+        "simulate",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--rounds",
+        str(plan.num_rounds),
+        "--mode",
+        plan.mode,
+        "--seed",
+        str(SEED),
+        "--local-steps",
+        str(plan.local_steps),
+        "--set",
+        "site-html=off",
+    ]
     if ray_address:
         argv += ["--ray-address", ray_address]
     else:  # what a user's plain `fedsec simulate` sees: its own defaults must keep Ray private
-        env = {key: value for key, value in env.items()
-               if key not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+        env = {
+            key: value
+            for key, value in env.items()
+            if key not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+        }
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path = out.with_suffix(".log")
     started = time.monotonic()
     with log_path.open("wb") as log_file:
-        child = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        child = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         with _killed_on_error(child), Watch([child.pid, *watch_roots]) as watch:
             returncode = child.wait(timeout=RUN_TIMEOUT_S)
     wall_s = time.monotonic() - started
     if returncode != 0:
-        raise RuntimeError(f"fedsec simulate exited with {returncode}:\n"
-                           + log_path.read_text(errors="replace")[-4000:])
+        raise RuntimeError(
+            f"fedsec simulate exited with {returncode}:\n"
+            + log_path.read_text(errors="replace")[-4000:]
+        )
     results = json.loads((out / "results.json").read_text())
     model, _ = model_from_bytes((out / "model.npz").read_bytes())
     actors_in = {"command" if root == child.pid else "head" for root in watch.actors.values()}
-    return {"results": results, "arrays": model_to_ndarrays(model), "wall_s": wall_s,
-            "actors_seen": len(watch.actors), "actors_in": sorted(actors_in),
-            "non_loopback_listeners": sorted(watch.listeners),
-            "seen": {root: pids for root, pids in watch.seen.items() if root != child.pid},
-            "command": " ".join(argv[3:]).replace(str(data.parent), "$TMP")}
+    return {
+        "results": results,
+        "arrays": model_to_ndarrays(model),
+        "wall_s": wall_s,
+        "actors_seen": len(watch.actors),
+        "actors_in": sorted(actors_in),
+        "non_loopback_listeners": sorted(watch.listeners),
+        "seen": {root: pids for root, pids in watch.seen.items() if root != child.pid},
+        "command": " ".join(argv[3:]).replace(str(data.parent), "$TMP"),
+    }
 
 
 @contextmanager
@@ -368,12 +469,16 @@ def _mean_auc(results: dict) -> float:
 
 
 def _max_abs_diff(left: list[np.ndarray], right: list[np.ndarray]) -> list[float]:
-    return [float(np.max(np.abs(a - b))) if a.size else 0.0
-            for a, b in zip(left, right, strict=True)]
+    return [
+        float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(left, right, strict=True)
+    ]
 
 
-ARM_LABELS = {"local": "Ray inside the command", "cluster": "Ray cluster (--ray-address)",
-              "local-repeat": "Ray inside the command, again"}
+ARM_LABELS = {
+    "local": "Ray inside the command",
+    "cluster": "Ray cluster (--ray-address)",
+    "local-repeat": "Ray inside the command, again",
+}
 
 
 def _compare(plan: Plan, arms: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -383,32 +488,46 @@ def _compare(plan: Plan, arms: dict[str, dict[str, Any]]) -> dict[str, Any]:
     rows = []
     for arm, found in arms.items():
         timing = round_seconds(found["results"])
-        rows.append({"arm": arm, "label": ARM_LABELS[arm], **timing, "wall_s": found["wall_s"],
-                     "over_local": timing["mean_round_s"] / round_seconds(
-                         local["results"])["mean_round_s"],
-                     "mean_auc": _mean_auc(found["results"]),
-                     "rounds_done": len(found["results"]["rounds"]),
-                     "actors_seen": found["actors_seen"],
-                     "actors_in": "+".join(found["actors_in"]) or "none seen",
-                     "non_loopback_listeners": len(found["non_loopback_listeners"]),
-                     "max_abs_diff": max(diffs[arm])})
+        rows.append(
+            {
+                "arm": arm,
+                "label": ARM_LABELS[arm],
+                **timing,
+                "wall_s": found["wall_s"],
+                "over_local": timing["mean_round_s"]
+                / round_seconds(local["results"])["mean_round_s"],
+                "mean_auc": _mean_auc(found["results"]),
+                "rounds_done": len(found["results"]["rounds"]),
+                "actors_seen": found["actors_seen"],
+                "actors_in": "+".join(found["actors_in"]) or "none seen",
+                "non_loopback_listeners": len(found["non_loopback_listeners"]),
+                "max_abs_diff": max(diffs[arm]),
+            }
+        )
     by_arm = {row["arm"]: row for row in rows}
     head = cluster["head"]
     summary = {
         "max_abs_weight_diff": max(diffs["cluster"]),
         "identical": max(diffs["cluster"]) == 0.0,
-        "repeat_max_abs_weight_diff": (max(diffs["local-repeat"]) if "local-repeat" in diffs
-                                       else None),
+        "repeat_max_abs_weight_diff": (
+            max(diffs["local-repeat"]) if "local-repeat" in diffs else None
+        ),
         "auc_diff": by_arm["cluster"]["mean_auc"] - by_arm["local"]["mean_auc"],
         "cluster_over_local_round_s": by_arm["cluster"]["over_local"],
         "head_startup_s": head["startup_s"],
         "head_leftover_after_stop": head["leftover_after_stop"],
-        "non_loopback_listeners": [item for found in arms.values()
-                                   for item in found["non_loopback_listeners"]],
+        "non_loopback_listeners": [
+            item for found in arms.values() for item in found["non_loopback_listeners"]
+        ],
     }
-    return {"plan": plan.__dict__, "rows": rows, "summary": summary, "head": head,
-            "commands": {arm: found["command"] for arm, found in arms.items()},
-            "max_abs_diff_per_array": diffs}
+    return {
+        "plan": plan.__dict__,
+        "rows": rows,
+        "summary": summary,
+        "head": head,
+        "commands": {arm: found["command"] for arm, found in arms.items()},
+        "max_abs_diff_per_array": diffs,
+    }
 
 
 COLUMNS = (
@@ -456,8 +575,9 @@ def _write(results: Results, payload: dict[str, Any], *, size: str) -> None:
     rows, summary, plan = payload["rows"], payload["summary"], payload["plan"]
     results.write_json(payload)
     results.write_csv(rows, "runs.csv")
-    results.add_table("Local Ray vs a Ray cluster: the same seeded run", rows, COLUMNS,
-                      notes=_notes(payload))
+    results.add_table(
+        "Local Ray vs a Ray cluster: the same seeded run", rows, COLUMNS, notes=_notes(payload)
+    )
     results.plot("ray.png", lambda figure: _draw(figure, rows))
     intro = (
         f"{plan['n_sites']} generated sites, {plan['num_rounds']} rounds of {plan['mode']} "
@@ -467,18 +587,24 @@ def _write(results: Results, payload: dict[str, Any], *, size: str) -> None:
         f"{' and, for SecAgg+, once more inside the command' if len(rows) > 2 else ''}. "
         f"{_reading(summary)}\n\n{HOWTO}"
     )
-    results.write_table_md(size=size, command="fedsec experiment ray [--full]", intro=intro,
-                           plots=["ray.png"])
+    results.write_table_md(
+        size=size, command="fedsec experiment ray [--full]", intro=intro, plots=["ray.png"]
+    )
 
 
 def _reading(summary: dict[str, Any]) -> str:
-    same = ("bit for bit the same final model" if summary["identical"] else
-            f"final models within max |Δw| = {summary['max_abs_weight_diff']:.2e}")
+    same = (
+        "bit for bit the same final model"
+        if summary["identical"]
+        else f"final models within max |Δw| = {summary['max_abs_weight_diff']:.2e}"
+    )
     if summary["repeat_max_abs_weight_diff"] is not None:
-        same += (f" of the local run, while two local runs with the same seed differ by "
-                 f"{summary['repeat_max_abs_weight_diff']:.2e} (SecAgg+ quantises with "
-                 f"stochastic rounding from NumPy's unseeded global generator, so no two SecAgg+ "
-                 f"runs are bit-identical, on any Ray)")
+        same += (
+            f" of the local run, while two local runs with the same seed differ by "
+            f"{summary['repeat_max_abs_weight_diff']:.2e} (SecAgg+ quantises with "
+            f"stochastic rounding from NumPy's unseeded global generator, so no two SecAgg+ "
+            f"runs are bit-identical, on any Ray)"
+        )
     leftover = summary["head_leftover_after_stop"]
     listeners = summary["non_loopback_listeners"]
     return (
@@ -504,13 +630,19 @@ def _notes(payload: dict[str, Any]) -> list[str]:
 def _draw(figure, rows: list[dict[str, Any]]) -> None:
     axes = figure.subplots()
     labels = [row["arm"] for row in rows]
-    axes.bar(labels, [row["mean_round_s"] for row in rows],
-             color=["tab:blue", "tab:orange", "tab:cyan"][:len(rows)])
+    axes.bar(
+        labels,
+        [row["mean_round_s"] for row in rows],
+        color=["tab:blue", "tab:orange", "tab:cyan"][: len(rows)],
+    )
     for index, row in enumerate(rows):
-        axes.annotate(f"AUC {row['mean_auc']:.3f}", (index, row["mean_round_s"]),
-                      ha="center", va="bottom")
-    axes.set(ylabel="seconds per round (rounds >= 2)",
-             title="the same seeded run: local Ray vs a Ray cluster")
+        axes.annotate(
+            f"AUC {row['mean_auc']:.3f}", (index, row["mean_round_s"]), ha="center", va="bottom"
+        )
+    axes.set(
+        ylabel="seconds per round (rounds >= 2)",
+        title="the same seeded run: local Ray vs a Ray cluster",
+    )
 
 
 if __name__ == "__main__":

@@ -79,17 +79,35 @@ def run(*, size: str = "default", root: Path = RESULTS_ROOT) -> dict[str, Any]:
         for n_sites in sorted({n for n, _ in runs}):
             datasets[n_sites], gen = _sites(Path(temp) / f"sites-{n_sites}", n_sites, plan)
             generation.append(gen)
-            log.info("scale: %d sites generated in %.0f s (%.3f s/site), %d of %d refused by "
-                     "their quality gate", n_sites, gen["seconds"], gen["seconds_per_site"],
-                     gen["gate_failures"], gen["generated"])
+            log.info(
+                "scale: %d sites generated in %.0f s (%.3f s/site), %d of %d refused by "
+                "their quality gate",
+                n_sites,
+                gen["seconds"],
+                gen["seconds_per_site"],
+                gen["gate_failures"],
+                gen["generated"],
+            )
         for n_sites, mode in runs:
-            rows.append(_one_run(datasets[n_sites], Path(temp) / f"run-{mode}-{n_sites}",
-                                 plan=plan, mode=mode, n_sites=n_sites))
+            rows.append(
+                _one_run(
+                    datasets[n_sites],
+                    Path(temp) / f"run-{mode}-{n_sites}",
+                    plan=plan,
+                    mode=mode,
+                    n_sites=n_sites,
+                )
+            )
         cache = _cache_cost(datasets[max(datasets)], Path(temp) / "cache", plan.cache_sites)
     _add_ratios(rows)
     summary = _summary(rows, cache)
-    payload = {"plan": plan.__dict__, "runs": rows, "generation": generation,
-               "cache": cache, "summary": summary}
+    payload = {
+        "plan": plan.__dict__,
+        "runs": rows,
+        "generation": generation,
+        "cache": cache,
+        "summary": summary,
+    }
     _write(Results(NAME, TITLE, root), payload, size=size)
     return payload
 
@@ -103,24 +121,31 @@ def _sites(out: Path, n_sites: int, plan: Plan) -> tuple[Path, dict[str, Any]]:
 
     generated = math.ceil(n_sites * SURPLUS) + 3
     with stopwatch() as timing:
-        site_dirs = generate_sites(out_dir=out, n_sites=generated, n_days=plan.n_days,
-                                   seed=SEED, scale=plan.scale)
+        site_dirs = generate_sites(
+            out_dir=out, n_sites=generated, n_days=plan.n_days, seed=SEED, scale=plan.scale
+        )
     with stopwatch() as gate_timing:
         refused = [site for site in site_dirs if not _passes_gate(site, out.parent / "gate")]
     kept = [site for site in sorted(site_dirs) if site not in refused][:n_sites]
     if len(kept) < n_sites:
-        raise RuntimeError(f"only {len(kept)} of {generated} generated sites pass their "
-                           f"quality gate; {n_sites} needed (raise SURPLUS)")
+        raise RuntimeError(
+            f"only {len(kept)} of {generated} generated sites pass their "
+            f"quality gate; {n_sites} needed (raise SURPLUS)"
+        )
     for site in site_dirs:
         if site not in kept:
             shutil.rmtree(site)
-    disk = sum(path.stat().st_size for site in kept for path in site.rglob("*")
-               if path.is_file())
-    return out, {"sites": n_sites, "generated": generated, "gate_failures": len(refused),
-                 "seconds": timing["seconds"], "seconds_per_site": timing["seconds"] / generated,
-                 "gate_seconds_per_site": gate_timing["seconds"] / generated,
-                 "disk_mib_per_site": disk / len(kept) / 2**20,
-                 "site_ids_unique": len({site.name for site in kept}) == len(kept)}
+    disk = sum(path.stat().st_size for site in kept for path in site.rglob("*") if path.is_file())
+    return out, {
+        "sites": n_sites,
+        "generated": generated,
+        "gate_failures": len(refused),
+        "seconds": timing["seconds"],
+        "seconds_per_site": timing["seconds"] / generated,
+        "gate_seconds_per_site": gate_timing["seconds"] / generated,
+        "disk_mib_per_site": disk / len(kept) / 2**20,
+        "site_ids_unique": len({site.name for site in kept}) == len(kept),
+    }
 
 
 def _passes_gate(site_dir: Path, work_root: Path) -> bool:
@@ -172,7 +197,8 @@ class TreeSampler:
                 if process is not root and "ClientAppActor" in " ".join(process.cmdline()):
                     rss = process.memory_info().rss
                     self.actor_peak_bytes[process.pid] = max(
-                        rss, self.actor_peak_bytes.get(process.pid, 0))
+                        rss, self.actor_peak_bytes.get(process.pid, 0)
+                    )
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         self.cpu.append((time.time(), total))
@@ -188,16 +214,22 @@ class TreeSampler:
 
 def _cpu_per_round(sampler: TreeSampler, out: Path, num_rounds: int) -> float:
     """Tree CPU seconds per round over rounds >= 2, between the rounds' checkpoint writes."""
-    ends = [(out / "checkpoints" / f"round-{r:03d}.npz").stat().st_mtime
-            for r in range(1, num_rounds + 1)]
+    ends = [
+        (out / "checkpoints" / f"round-{r:03d}.npz").stat().st_mtime
+        for r in range(1, num_rounds + 1)
+    ]
     if num_rounds < 2:
         return math.nan
     return (sampler.cpu_at(ends[-1]) - sampler.cpu_at(ends[0])) / (num_rounds - 1)
 
 
 def _one_run(data: Path, out: Path, *, plan: Plan, mode: str, n_sites: int) -> dict[str, Any]:
-    overrides: dict[str, Any] = {"mode": mode, "num-rounds": plan.num_rounds, "seed": SEED,
-                                 "local-steps": plan.local_steps}
+    overrides: dict[str, Any] = {
+        "mode": mode,
+        "num-rounds": plan.num_rounds,
+        "seed": SEED,
+        "local-steps": plan.local_steps,
+    }
     if mode == "secagg":
         overrides["num-shares"] = plan.secagg_shares
     log.info("scale: %s over %d sites, %d rounds ...", mode, n_sites, plan.num_rounds)
@@ -206,27 +238,43 @@ def _one_run(data: Path, out: Path, *, plan: Plan, mode: str, n_sites: int) -> d
         results, _ = run_federation(data, out, site_html="every-round", **overrides)
     cpu_s = _cpu_per_round(tree, out, plan.num_rounds)
     later = [entry for entry in results["rounds"] if entry["round"] >= 2] or results["rounds"]
-    seconds = {phase: float(np.mean([entry["seconds"][phase] for entry in later]))
-               for phase in ("train", "evaluate", "total")}
+    seconds = {
+        phase: float(np.mean([entry["seconds"][phase] for entry in later]))
+        for phase in ("train", "evaluate", "total")
+    }
     trained = [entry["train"].get("results", 0) for entry in results["rounds"]]
     row = {
-        "mode": mode, "sites": n_sites, "rounds": plan.num_rounds,
+        "mode": mode,
+        "sites": n_sites,
+        "rounds": plan.num_rounds,
         "first_round_s": results["rounds"][0]["seconds"]["total"],
-        "round_s": seconds["total"], "train_s": seconds["train"],
+        "round_s": seconds["total"],
+        "train_s": seconds["train"],
         "evaluate_s": seconds["evaluate"],
         "evaluate_share": seconds["evaluate"] / seconds["total"],
         "round_s_per_site": seconds["total"] / n_sites,
-        "cpu_s": cpu_s, "cpu_s_per_site": cpu_s / n_sites,
+        "cpu_s": cpu_s,
+        "cpu_s_per_site": cpu_s / n_sites,
         "wall_s": wall["seconds"],
-        "peak_rss_mib": rss.peak_mib, "added_rss_mib": rss.added_mib,
-        "actors": len(tree.actor_peak_bytes), "max_actor_rss_mib": tree.max_actor_mib,
-        "min_sites_trained": min(trained), "train_failures":
-            sum(entry["train"].get("failures", 0) for entry in results["rounds"]),
+        "peak_rss_mib": rss.peak_mib,
+        "added_rss_mib": rss.added_mib,
+        "actors": len(tree.actor_peak_bytes),
+        "max_actor_rss_mib": tree.max_actor_mib,
+        "min_sites_trained": min(trained),
+        "train_failures": sum(entry["train"].get("failures", 0) for entry in results["rounds"]),
     }
-    log.info("scale: %s %d sites: %.1f s/round (train %.1f, evaluate %.1f), %.1f CPU s/round, "
-             "peak RSS %.0f MiB, largest actor %.0f MiB", mode, n_sites, row["round_s"],
-             row["train_s"], row["evaluate_s"], row["cpu_s"], row["peak_rss_mib"],
-             row["max_actor_rss_mib"])
+    log.info(
+        "scale: %s %d sites: %.1f s/round (train %.1f, evaluate %.1f), %.1f CPU s/round, "
+        "peak RSS %.0f MiB, largest actor %.0f MiB",
+        mode,
+        n_sites,
+        row["round_s"],
+        row["train_s"],
+        row["evaluate_s"],
+        row["cpu_s"],
+        row["peak_rss_mib"],
+        row["max_actor_rss_mib"],
+    )
     shutil.rmtree(out, ignore_errors=True)
     return row
 
@@ -260,10 +308,17 @@ def _cache_cost(data: Path, work_root: Path, n_sites: int) -> dict[str, Any]:
     counts = np.array([n for n, _ in curve], dtype=float)
     mib = np.array([value for _, value in curve])
     slope = float(np.polyfit(counts[1:], mib[1:], 1)[0]) if len(curve) > 2 else math.nan
-    log.info("scale: an actor's site cache costs %.2f MiB per site (%d sites parsed)",
-             slope, len(site_dirs))
-    return {"sites": len(site_dirs), "curve": [[int(n), v] for n, v in curve],
-            "mib_per_site": slope, "base_mib": float(mib[0])}
+    log.info(
+        "scale: an actor's site cache costs %.2f MiB per site (%d sites parsed)",
+        slope,
+        len(site_dirs),
+    )
+    return {
+        "sites": len(site_dirs),
+        "curve": [[int(n), v] for n, v in curve],
+        "mib_per_site": slope,
+        "base_mib": float(mib[0]),
+    }
 
 
 def _cache_curve(site_dirs: list[Path], work_root: Path) -> list[tuple[int, float]]:
@@ -294,7 +349,8 @@ def _summary(rows: list[dict[str, Any]], cache: dict[str, Any]) -> dict[str, Any
     small, large = fedavg[0], fedavg[-1]
     secagg = [row for row in rows if row["mode"] == "secagg"]
     return {
-        "smallest": small["sites"], "largest": large["sites"],
+        "smallest": small["sites"],
+        "largest": large["sites"],
         "round_s_largest": large["round_s"],
         "per_site_ratio_largest": large["per_site_ratio"],
         "cpu_per_site_ratio_largest": large["cpu_per_site_ratio"],
@@ -303,7 +359,8 @@ def _summary(rows: list[dict[str, Any]], cache: dict[str, Any]) -> dict[str, Any
         "peak_rss_mib_largest": large["peak_rss_mib"],
         "peak_rss_mib_per_site": large["peak_rss_mib_per_site_slope"],
         "actor_rss_mib_per_site": large["max_actor_rss_mib_per_site_slope"],
-        "cache_mib_per_site": cache["mib_per_site"], "cache_sites": cache["sites"],
+        "cache_mib_per_site": cache["mib_per_site"],
+        "cache_sites": cache["sites"],
         "secagg_over_fedavg": secagg[0]["over_fedavg"] if secagg else None,
         "secagg_sites": secagg[0]["sites"] if secagg else None,
     }
@@ -339,28 +396,39 @@ def _write(results: Results, payload: dict[str, Any], *, size: str) -> None:
     results.write_json(payload)
     results.write_csv(rows, "runs.csv")
     results.write_csv(payload["generation"], "generation.csv")
-    results.write_csv([{"sites_cached": n, "rss_mib": v} for n, v in payload["cache"]["curve"]],
-                      "cache.csv")
-    results.add_table("Seconds per round and memory by number of sites", rows, COLUMNS,
-                      notes=_notes(summary, payload))
+    results.write_csv(
+        [{"sites_cached": n, "rss_mib": v} for n, v in payload["cache"]["curve"]], "cache.csv"
+    )
+    results.add_table(
+        "Seconds per round and memory by number of sites",
+        rows,
+        COLUMNS,
+        notes=_notes(summary, payload),
+    )
     results.add_table("Generating the sites", payload["generation"], GEN_COLUMNS)
-    results.plot("scale.png", lambda figure: _draw(figure, rows, payload["cache"]),
-                 size=(10.0, 4.0))
+    results.plot(
+        "scale.png", lambda figure: _draw(figure, rows, payload["cache"]), size=(10.0, 4.0)
+    )
     intro = (
         f"FedAvg over {', '.join(str(n) for n in plan['sizes'])} generated sites "
         f"({plan['n_days']} days at volume scale {plan['scale']}, {plan['local_steps']} local "
         f"steps, {plan['num_rounds']} rounds) on flwr's Simulation Engine, one process tree on "
         f"2 shared cores. {_reading(summary)}"
     )
-    results.write_table_md(size=size, command="fedsec experiment scale [--full]", intro=intro,
-                           plots=["scale.png"])
+    results.write_table_md(
+        size=size, command="fedsec experiment scale [--full]", intro=intro, plots=["scale.png"]
+    )
 
 
 def _reading(summary: dict[str, Any]) -> str:
     ratio = summary["cpu_per_site_ratio_largest"]
-    shape = ("about linear in sites" if 0.8 <= ratio <= 1.25 else
-             "less than linear (fixed per-round costs are shared)" if ratio < 0.8 else
-             "faster than linear")
+    shape = (
+        "about linear in sites"
+        if 0.8 <= ratio <= 1.25
+        else "less than linear (fixed per-round costs are shared)"
+        if ratio < 0.8
+        else "faster than linear"
+    )
     text = (
         f"At {summary['largest']} sites a round takes {summary['round_s_largest']:.0f} s of "
         f"wall time and {summary['cpu_s_per_site_largest']:.2f} CPU s per site; per site that "
@@ -378,8 +446,10 @@ def _reading(summary: dict[str, Any]) -> str:
         f"figure: small for these small sites, but it scales with each site's data volume."
     )
     if summary["secagg_over_fedavg"] is not None:
-        text += (f" SecAgg+ at {summary['secagg_sites']} sites: "
-                 f"{summary['secagg_over_fedavg']:.2f}x FedAvg seconds per round.")
+        text += (
+            f" SecAgg+ at {summary['secagg_sites']} sites: "
+            f"{summary['secagg_over_fedavg']:.2f}x FedAvg seconds per round."
+        )
     return text
 
 
@@ -402,23 +472,26 @@ def _draw(figure, rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
     fedavg = sorted((row for row in rows if row["mode"] == "fedavg"), key=lambda r: r["sites"])
     sites = [row["sites"] for row in fedavg]
     left, middle, right = figure.subplots(1, 3)
-    for key, label in (("round_s", "round"), ("train_s", "train"),
-                       ("evaluate_s", "evaluate")):
+    for key, label in (("round_s", "round"), ("train_s", "train"), ("evaluate_s", "evaluate")):
         left.plot(sites, [row[key] for row in fedavg], marker="o", label=label)
-    left.plot(sites, [row["cpu_s"] for row in fedavg], marker="x", linestyle="--",
-              label="CPU s (tree)")
+    left.plot(
+        sites, [row["cpu_s"] for row in fedavg], marker="x", linestyle="--", label="CPU s (tree)"
+    )
     left.set(xlabel="sites", ylabel="seconds per round (rounds >= 2)", title="time")
     left.legend()
-    middle.plot(sites, [row["peak_rss_mib"] for row in fedavg], marker="o",
-                label="process tree")
-    middle.plot(sites, [row["max_actor_rss_mib"] for row in fedavg], marker="s",
-                label="largest actor")
+    middle.plot(sites, [row["peak_rss_mib"] for row in fedavg], marker="o", label="process tree")
+    middle.plot(
+        sites, [row["max_actor_rss_mib"] for row in fedavg], marker="s", label="largest actor"
+    )
     middle.set(xlabel="sites", ylabel="peak RSS (MiB)", title="memory")
     middle.legend()
     counts, mib = zip(*cache["curve"], strict=True)
     right.plot(counts, mib, marker=".")
-    right.set(xlabel="sites cached in one process", ylabel="RSS (MiB)",
-              title=f"site cache: {cache['mib_per_site']:.2f} MiB/site")
+    right.set(
+        xlabel="sites cached in one process",
+        ylabel="RSS (MiB)",
+        title=f"site cache: {cache['mib_per_site']:.2f} MiB/site",
+    )
 
 
 if __name__ == "__main__":

@@ -71,10 +71,12 @@ class Plan:
 
 PLANS = {
     "tiny": Plan(sites=(5,), variants=(FEDAVG, SHARES_5, FRACTION), num_rounds=2),
-    "default": Plan(sites=(5, 10, 25),
-                    variants=(FEDAVG, SHARES_3, SHARES_11, FEDSEC_DEFAULT, FRACTION)),
-    "full": Plan(sites=(5, 10, 25, 50, 100),
-                 variants=(FEDAVG, SHARES_3, SHARES_11, FEDSEC_DEFAULT, FRACTION)),
+    "default": Plan(
+        sites=(5, 10, 25), variants=(FEDAVG, SHARES_3, SHARES_11, FEDSEC_DEFAULT, FRACTION)
+    ),
+    "full": Plan(
+        sites=(5, 10, 25, 50, 100), variants=(FEDAVG, SHARES_3, SHARES_11, FEDSEC_DEFAULT, FRACTION)
+    ),
 }
 
 
@@ -86,14 +88,20 @@ def run(*, size: str = "default", root: Path = RESULTS_ROOT) -> dict[str, Any]:
 
         for n_sites in plan.sites:
             data = Path(temp) / f"sites-{n_sites}"
-            generate_sites(out_dir=data, n_sites=n_sites, n_days=plan.n_days, seed=SEED,
-                           scale=plan.scale)
+            generate_sites(
+                out_dir=data, n_sites=n_sites, n_days=plan.n_days, seed=SEED, scale=plan.scale
+            )
             sites = load_sites(data, Path(temp) / f"work-{n_sites}")
-            rows.extend(_at_n_sites(plan, data=data, sites=sites,
-                                    out=Path(temp) / f"runs-{n_sites}"))
-    payload = {"size": size, "seed": SEED, "plan": _plan_dict(plan),
-               "rows": [_public(row) for row in rows],
-               "quantization_step": _quantization_step()}
+            rows.extend(
+                _at_n_sites(plan, data=data, sites=sites, out=Path(temp) / f"runs-{n_sites}")
+            )
+    payload = {
+        "size": size,
+        "seed": SEED,
+        "plan": _plan_dict(plan),
+        "rows": [_public(row) for row in rows],
+        "quantization_step": _quantization_step(),
+    }
     _write(Results(NAME, TITLE, root), payload, size=size)
     return payload
 
@@ -107,8 +115,12 @@ def _quantization_step() -> float:
 
 
 def _overrides(plan: Plan, variant: Variant) -> dict[str, Any]:
-    overrides: dict[str, Any] = {"mode": variant.mode, "num-rounds": plan.num_rounds,
-                                 "local-steps": plan.local_steps, "seed": SEED}
+    overrides: dict[str, Any] = {
+        "mode": variant.mode,
+        "num-rounds": plan.num_rounds,
+        "local-steps": plan.local_steps,
+        "seed": SEED,
+    }
     if variant.mode == "secagg":
         overrides["num-shares"] = variant.num_shares
     return overrides
@@ -127,9 +139,15 @@ def _at_n_sites(plan: Plan, *, data: Path, sites: list[Any], out: Path) -> list[
             shares, threshold = settings.resolved_secagg_shares(num_nodes=n_sites)
             if (shares, threshold) in by_protocol:
                 same = by_protocol[(shares, threshold)]
-                rows.append({**same, "variant": variant.key, "label": variant.label,
-                             "num_shares_setting": variant.num_shares,
-                             "same_run_as": same["variant"]})
+                rows.append(
+                    {
+                        **same,
+                        "variant": variant.key,
+                        "label": variant.label,
+                        "num_shares_setting": variant.num_shares,
+                        "same_run_as": same["variant"],
+                    }
+                )
                 continue
         row = _measure(plan, variant, data=data, sites=sites, out=out / variant.key)
         row.update(shares=shares, threshold=threshold, same_run_as=None)
@@ -143,8 +161,9 @@ def _at_n_sites(plan: Plan, *, data: Path, sites: list[Any], out: Path) -> list[
     return rows
 
 
-def _measure(plan: Plan, variant: Variant, *, data: Path, sites: list[Any],
-             out: Path) -> dict[str, Any]:
+def _measure(
+    plan: Plan, variant: Variant, *, data: Path, sites: list[Any], out: Path
+) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     with PeakRss() as memory:
         results, arrays = run_federation(data, out, **_overrides(plan, variant))
@@ -155,33 +174,46 @@ def _measure(plan: Plan, variant: Variant, *, data: Path, sites: list[Any],
     aucs = [evaluate(site, arrays)["auc"] for site in sites]
     first_train = results["rounds"][0]["train"]
     row = {
-        "sites": len(sites), "variant": variant.key, "label": variant.label,
+        "sites": len(sites),
+        "variant": variant.key,
+        "label": variant.label,
         "num_shares_setting": variant.num_shares if variant.mode == "secagg" else None,
         "train_s_per_round": train_s,
         **round_seconds(results),
-        "peak_mib": memory.peak_mib, "added_mib": memory.added_mib, "load_1min": load,
+        "peak_mib": memory.peak_mib,
+        "added_mib": memory.added_mib,
+        "load_1min": load,
         "mean_auc": float(np.nanmean(aucs)),
         "all_rounds_aggregated": statuses == {"aggregated"},
         "round1_weights": [float(s["num_examples"]) for s in first_train["sites"].values()],
         "_arrays": arrays,
         "_round1": _checkpoint(out, 1),
     }
-    log.info("%3d sites %-40s %6.2f s/round (train), %6.2f s/round (total), peak %5.0f MiB",
-             len(sites), variant.label, train_s, row["mean_round_s"], memory.peak_mib)
+    log.info(
+        "%3d sites %-40s %6.2f s/round (train), %6.2f s/round (total), peak %5.0f MiB",
+        len(sites),
+        variant.label,
+        train_s,
+        row["mean_round_s"],
+        memory.peak_mib,
+    )
     return row
 
 
 def _checkpoint(out_dir: Path, server_round: int) -> list[np.ndarray]:
     from common.model import model_from_bytes, model_to_ndarrays
 
-    model, _ = model_from_bytes((out_dir / "checkpoints" / f"round-{server_round:03d}.npz")
-                                .read_bytes())
+    model, _ = model_from_bytes(
+        (out_dir / "checkpoints" / f"round-{server_round:03d}.npz").read_bytes()
+    )
     return model_to_ndarrays(model)
 
 
 def _max_abs_diff(first: list[np.ndarray], second: list[np.ndarray]) -> float:
-    return max(float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b)))
-               for a, b in zip(first, second, strict=True))
+    return max(
+        float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b)))
+        for a, b in zip(first, second, strict=True)
+    )
 
 
 def _compare(row: dict[str, Any], baseline: dict[str, Any]) -> None:
@@ -201,8 +233,11 @@ def _compare(row: dict[str, Any], baseline: dict[str, Any]) -> None:
     # by weight/max_weight; the sum is divided by the total ratio.
     weights = baseline["round1_weights"]
     max_weight = settings_for().max_weight
-    row["round_bound"] = (len(weights) * _quantization_step() / (sum(weights) / max_weight)
-                          if row["variant"] != "fedavg" else 0.0)
+    row["round_bound"] = (
+        len(weights) * _quantization_step() / (sum(weights) / max_weight)
+        if row["variant"] != "fedavg"
+        else 0.0
+    )
 
 
 COLUMNS = (
@@ -264,25 +299,37 @@ def _write(results: Results, payload: dict[str, Any], *, size: str) -> None:
         "1-minute load average (2 cores) at the start and end of the run, averaged: other "
         "jobs share the machine, and a ratio measured under very different loads is noise.",
     ]
-    results.add_table("Seconds per round, memory and accuracy by sites and variant", rows,
-                      COLUMNS, notes=notes)
+    results.add_table(
+        "Seconds per round, memory and accuracy by sites and variant", rows, COLUMNS, notes=notes
+    )
     results.plot("seconds_per_round.png", lambda figure: _draw_seconds(figure, rows))
     results.plot("ratio.png", lambda figure: _draw_ratio(figure, rows))
-    command = f"fedsec experiment {NAME}" + {"default": "", "full": " --full",
-                                             "tiny": " --tiny"}[size]
-    results.write_table_md(size=size, command=command, intro=_reading(rows),
-                           plots=["seconds_per_round.png", "ratio.png"])
+    command = (
+        f"fedsec experiment {NAME}" + {"default": "", "full": " --full", "tiny": " --tiny"}[size]
+    )
+    results.write_table_md(
+        size=size,
+        command=command,
+        intro=_reading(rows),
+        plots=["seconds_per_round.png", "ratio.png"],
+    )
 
 
 def _reading(rows: list[dict[str, Any]]) -> str:
     secagg = [row for row in rows if row["variant"] != "fedavg"]
     largest = max(row["sites"] for row in rows)
-    at_largest = sorted((row for row in secagg if row["sites"] == largest),
-                        key=lambda row: row["train_ratio"])
-    parts = [f"At {largest} sites SecAgg+ made the train phase of a round "
-             + ", ".join(f"{row['train_ratio']:.1f}x ({row['label'].removeprefix('SecAgg+ ')}, "
-                         f"{row['protocol']})" for row in at_largest)
-             + " as slow as FedAvg measured next to it."]
+    at_largest = sorted(
+        (row for row in secagg if row["sites"] == largest), key=lambda row: row["train_ratio"]
+    )
+    parts = [
+        f"At {largest} sites SecAgg+ made the train phase of a round "
+        + ", ".join(
+            f"{row['train_ratio']:.1f}x ({row['label'].removeprefix('SecAgg+ ')}, "
+            f"{row['protocol']})"
+            for row in at_largest
+        )
+        + " as slow as FedAvg measured next to it."
+    ]
     inverted = [row for row in secagg if row["train_ratio"] < 1.0]
     loads = [row["load_1min"] for row in rows if row.get("load_1min") is not None]
     if inverted:
@@ -290,12 +337,17 @@ def _reading(rows: list[dict[str, Any]]) -> str:
             f"{len(inverted)} of {len(secagg)} SecAgg+ rows came out FASTER than FedAvg "
             f"(down to {min(row['train_ratio'] for row in inverted):.2f}x): there the load "
             "from other jobs changed more between runs than SecAgg+ costs"
-            + (f" (1-minute load average {min(loads):.0f}-{max(loads):.0f} on 2 cores)"
-               if loads else "")
-            + ", so those ratios are noise, not a speed-up.")
+            + (
+                f" (1-minute load average {min(loads):.0f}-{max(loads):.0f} on 2 cores)"
+                if loads
+                else ""
+            )
+            + ", so those ratios are noise, not a speed-up."
+        )
     smallest = min(row["sites"] for row in rows)
-    cheapest = min((row for row in secagg if row["sites"] == smallest),
-                   key=lambda row: row["train_ratio"])
+    cheapest = min(
+        (row for row in secagg if row["sites"] == smallest), key=lambda row: row["train_ratio"]
+    )
     parts.append(f"At {smallest} sites the cheapest variant cost {cheapest['train_ratio']:.1f}x.")
     worst_fraction = max(row["round1_dw"] / row["round_bound"] for row in secagg)
     worst_final = max(row["max_abs_dw"] for row in secagg)
@@ -305,13 +357,16 @@ def _reading(rows: list[dict[str, Any]]) -> str:
         f"After round 1 (same start) every SecAgg+ model was {within} the quantisation bound "
         f"of FedAvg's (worst: {worst_fraction:.2f}x the bound). Over later rounds the "
         f"difference compounds through training to at most {worst_final:.1e} per weight, "
-        f"and the mean AUC over sites moved by at most {worst_auc:.4f}.")
+        f"and the mean AUC over sites moved by at most {worst_auc:.4f}."
+    )
     added = [row["peak_mib"] for row in secagg]
     base = [row["peak_mib"] for row in rows if row["variant"] == "fedavg"]
     if added and base:
-        parts.append(f"Peak memory (process tree) ranged {min(added):,.0f}-{max(added):,.0f} "
-                     f"MiB under SecAgg+ against {min(base):,.0f}-{max(base):,.0f} MiB under "
-                     "FedAvg: the actors, not the protocol, set it.")
+        parts.append(
+            f"Peak memory (process tree) ranged {min(added):,.0f}-{max(added):,.0f} "
+            f"MiB under SecAgg+ against {min(base):,.0f}-{max(base):,.0f} MiB under "
+            "FedAvg: the actors, not the protocol, set it."
+        )
     if not all(row.get("all_rounds_aggregated", True) for row in rows):
         parts.append("WARNING: some run had a round that did not aggregate; see results.json.")
     return " ".join(parts)

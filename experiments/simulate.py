@@ -29,8 +29,10 @@ QUIET_ENV = {
 
 def ensure_empty_output(out_dir: Path) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise ConfigError(f"{out_dir}: output folder exists and is not empty "
-                          "(fix: pass a new --out, or remove the old run)")
+        raise ConfigError(
+            f"{out_dir}: output folder exists and is not empty "
+            "(fix: pass a new --out, or remove the old run)"
+        )
 
 
 def validate_sites(data_dir: Path) -> list[Path]:
@@ -40,8 +42,10 @@ def validate_sites(data_dir: Path) -> list[Path]:
     for site in sites:
         site_id = load_site_config(site).site_id
         if site_id in site_ids:
-            raise ConfigError(f"{site / 'site.toml'}: field site_id: '{site_id}' is also used by "
-                              f"{site_ids[site_id]} (fix: give every site its own site_id)")
+            raise ConfigError(
+                f"{site / 'site.toml'}: field site_id: '{site_id}' is also used by "
+                f"{site_ids[site_id]} (fix: give every site its own site_id)"
+            )
         site_ids[site_id] = site
     return sites
 
@@ -50,11 +54,15 @@ def _write_app_dir(app_dir: Path, run_config: dict[str, Any]) -> None:
     """A minimal flwr app folder whose pyproject carries this run's full config to every node."""
     project = {
         "project": {"name": "fedsec-simulation", "version": "0.1.0"},
-        "tool": {"flwr": {"app": {
-            "publisher": "fedsec",
-            "components": {"serverapp": "server.app:app", "clientapp": "client.app:app"},
-            "config": run_config,
-        }}},
+        "tool": {
+            "flwr": {
+                "app": {
+                    "publisher": "fedsec",
+                    "components": {"serverapp": "server.app:app", "clientapp": "client.app:app"},
+                    "config": run_config,
+                }
+            }
+        },
     }
     (app_dir / "pyproject.toml").write_bytes(tomli_w.dumps(project).encode())
 
@@ -72,13 +80,15 @@ def quiet_frameworks() -> None:
 def run_settings(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any]) -> RunSettings:
     """The run's settings over the sites in `data_dir`, checked before anything runs."""
     sites = validate_sites(data_dir)
-    settings = RunSettings.from_run_config({
-        **RunSettings().to_run_config(),
-        **overrides,
-        "data-dir": str(data_dir.resolve()),
-        "out-dir": str(out_dir.resolve()),
-        "min-nodes": len(sites),
-    })
+    settings = RunSettings.from_run_config(
+        {
+            **RunSettings().to_run_config(),
+            **overrides,
+            "data-dir": str(data_dir.resolve()),
+            "out-dir": str(out_dir.resolve()),
+            "min-nodes": len(sites),
+        }
+    )
     if settings.mode == "secagg":
         settings.secagg_shares(num_nodes=len(sites))  # fail now, not inside the ServerApp
         settings.check_secagg_capacity(num_nodes=len(sites))
@@ -100,11 +110,15 @@ def run_in_process(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any]) 
 
     quiet_frameworks()
     run_config = settings.to_run_config()
-    grid = LocalGrid(client_app=client.app.app, num_nodes=settings.min_nodes,
-                     run_config=run_config)
+    grid = LocalGrid(client_app=client.app.app, num_nodes=settings.min_nodes, run_config=run_config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    context = Context(run_id=grid.run_id, node_id=0, node_config={}, state=RecordDict(),
-                      run_config=dict(run_config))
+    context = Context(
+        run_id=grid.run_id,
+        node_id=0,
+        node_config={},
+        state=RecordDict(),
+        run_config=dict(run_config),
+    )
     server.app.app(grid, context)
     return _results(out_dir)
 
@@ -116,8 +130,14 @@ def _results(out_dir: Path) -> dict[str, Any]:
     return json.loads(results_path.read_text())
 
 
-def run_simulation(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any],
-                   ray_address: str | None = None, cpus_per_site: float = 1.0) -> dict[str, Any]:
+def run_simulation(
+    *,
+    data_dir: Path,
+    out_dir: Path,
+    overrides: dict[str, Any],
+    ray_address: str | None = None,
+    cpus_per_site: float = 1.0,
+) -> dict[str, Any]:
     """Run a whole federated training over the sites in `data_dir`; returns results.json.
 
     The caller checks that `out_dir` is new (it may already hold the generated sites).
@@ -150,18 +170,28 @@ def run_simulation(*, data_dir: Path, out_dir: Path, overrides: dict[str, Any],
     TaskIdentity.task_id = 1
     TaskIdentity.run_id = run.run_id
     TaskIdentity.node_id = SUPERLINK_NODE_ID
-    init_args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False,
-                                 "include_dashboard": False}
+    init_args: dict[str, Any] = {
+        "logging_level": "ERROR",
+        "log_to_driver": False,
+        "include_dashboard": False,
+    }
     # Without an address Ray would join whatever cluster `ray start` left on this host;
     # "local" always starts a private one unless the user names a cluster.
     init_args["address"] = ray_address or "local"
-    backend_config = {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": 0.0},
-                      "init_args": init_args}
+    backend_config = {
+        "client_resources": {"num_cpus": cpus_per_site, "num_gpus": 0.0},
+        "init_args": init_args,
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fedsec-app-") as app_dir:
         _write_app_dir(Path(app_dir), run_config)
-        context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(),
-                          run_config=dict(run_config))
+        context = Context(
+            run_id=run.run_id,
+            node_id=0,
+            node_config={},
+            state=RecordDict(),
+            run_config=dict(run_config),
+        )
         _run_simulation(
             num_supernodes=settings.min_nodes,
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,

@@ -39,8 +39,9 @@ def truth_evaluation(*, run_dir: Path, data_dir: Path) -> dict[str, dict[str, An
         found[data.site_id] = {
             "intel_auc": roc_auc(scores=scores, labels=data.test.labels),
             "true_auc": roc_auc(scores=scores, labels=true_labels),
-            "true_tpr_at_fpr_1e-3": tpr_at_fpr(scores=scores, labels=true_labels,
-                                               target_fpr=1e-3).tpr,
+            "true_tpr_at_fpr_1e-3": tpr_at_fpr(
+                scores=scores, labels=true_labels, target_fpr=1e-3
+            ).tpr,
             "intel_label_error_rate": float(np.mean(true_labels != data.test.labels)),
         }
     (run_dir / "truth_eval.json").write_text(json.dumps(found, indent=2, sort_keys=True))

@@ -45,8 +45,10 @@ class CheckpointStore:
         """Restore the model of a completed round and the RNG state saved with it."""
         model, spec = model_from_bytes(self.path_for(server_round).read_bytes())
         if spec != self.spec:
-            raise ValueError(f"{self.path_for(server_round)}: saved with {spec}, run uses "
-                             f"{self.spec} (fix: resume with the same model settings)")
+            raise ValueError(
+                f"{self.path_for(server_round)}: saved with {spec}, run uses "
+                f"{self.spec} (fix: resume with the same model settings)"
+            )
         state = json.loads(self.path_for(server_round).with_suffix(".state.json").read_text())
         random.setstate(_tupled(state["python_random"]))
         return model_to_ndarrays(model)

@@ -116,7 +116,8 @@ def _validated_round(entry: Any, index: int) -> dict[str, Any]:
         part = {} if entry.get(key) is None else entry[key]
         if not isinstance(part, Mapping):
             raise ValueError(
-                f"field `{where}.{key}`: expected an object, got {type(part).__name__}")
+                f"field `{where}.{key}`: expected an object, got {type(part).__name__}"
+            )
         checked[key] = dict(part)
     for site, metrics in checked["sites"].items():
         if not isinstance(metrics, Mapping):
@@ -234,7 +235,8 @@ def _spread(name: str, sites: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
         "spread": {"min": None, "median": None, "max": None, "sites": len(values)},
         "not_shared": [site for site, m in sites.items() if not _sent_or_flagged(m, name)],
         "not_computed": [
-            site for site, m in sites.items()
+            site
+            for site, m in sites.items()
             if _sent_or_flagged(m, name) and _value(m, name) is None
         ],
     }
@@ -264,10 +266,15 @@ def _flags(sites: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def _trends(rounds: list[dict[str, Any]], sites_seen: list[str]) -> dict[str, Any]:
     """Column-oriented: `metrics[name]["mean"][i]` belongs to `rounds[i]`."""
-    names = sorted({
-        name for entry in rounds for m in entry["sites"].values() for name in m
-        if _number(m[name]) is not None and not name.endswith("_resolvable")
-    })
+    names = sorted(
+        {
+            name
+            for entry in rounds
+            for m in entry["sites"].values()
+            for name in m
+            if _number(m[name]) is not None and not name.endswith("_resolvable")
+        }
+    )
     metrics = {}
     for name in names:
         columns: dict[str, list[Any]] = {"mean": [], "min": [], "max": [], "sites": []}
@@ -279,8 +286,11 @@ def _trends(rounds: list[dict[str, Any]], sites_seen: list[str]) -> dict[str, An
             columns["sites"].append(len(values))
         metrics[name] = columns
     per_site = {name: _per_site_series(rounds, sites_seen, name) for name in HEADLINE_METRICS}
-    return {"rounds": [entry["round"] for entry in rounds], "metrics": metrics,
-            "per_site": per_site}
+    return {
+        "rounds": [entry["round"] for entry in rounds],
+        "metrics": metrics,
+        "per_site": per_site,
+    }
 
 
 def _per_site_series(
@@ -295,10 +305,14 @@ def _per_site_series(
 
 def _family_matrix(sites: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """`recall[family][site]`; None where the site has no such test data or did not share."""
-    families = sorted({
-        name.removeprefix(FAMILY_PREFIX)
-        for metrics in sites.values() for name in metrics if name.startswith(FAMILY_PREFIX)
-    })
+    families = sorted(
+        {
+            name.removeprefix(FAMILY_PREFIX)
+            for metrics in sites.values()
+            for name in metrics
+            if name.startswith(FAMILY_PREFIX)
+        }
+    )
     return {
         "families": families,
         "sites": list(sites),

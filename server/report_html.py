@@ -40,12 +40,16 @@ img { max-width: 100%; display: block; margin: 0.8em 0; }
 def render_federation_html(report: Mapping[str, Any]) -> str:
     """The whole page for a report built by `server.report.build_federation_report`."""
     sections: tuple[Callable[[Mapping[str, Any]], str], ...] = (
-        _summary_section, _headline_section, _sites_section,
-        _families_section, _trends_section, _rounds_section,
+        _summary_section,
+        _headline_section,
+        _sites_section,
+        _families_section,
+        _trends_section,
+        _rounds_section,
     )
     body = "\n".join(section(report) for section in sections)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         "<title>fedsec federation report</title>\n"
         f"<style>{_CSS}</style>\n</head>\n<body>\n<h1>fedsec federation report</h1>\n"
         f"{body}\n</body>\n</html>\n"
@@ -99,24 +103,33 @@ def _summary_section(report: Mapping[str, Any]) -> str:
     replied = len(last["sites"])
     rows = [
         ("mode", summary["mode"] or "unknown"),
-        ("rounds recorded / configured",
-         f"{summary['rounds_recorded']} / {summary['rounds_configured'] or 'unknown'}"),
-        ("sites", f"{replied} replied in round {last['round']}, "
-                  f"{len(summary['sites_seen'])} seen in any round"),
+        (
+            "rounds recorded / configured",
+            f"{summary['rounds_recorded']} / {summary['rounds_configured'] or 'unknown'}",
+        ),
+        (
+            "sites",
+            f"{replied} replied in round {last['round']}, "
+            f"{len(summary['sites_seen'])} seen in any round",
+        ),
         ("seconds, round 1 (includes cold starts)", format_number(first.get("total"))),
-        (f"mean seconds per round, rounds ≥ 2 ({seconds['rounds_in_mean']} rounds)",
-         f"{format_number(later['total'])} (train {format_number(later['train'])}, "
-         f"evaluate {format_number(later['evaluate'])})"),
-        ("failed site replies (train / evaluate)",
-         f"{summary['train_failures']} / {summary['evaluate_failures']}"),
+        (
+            f"mean seconds per round, rounds ≥ 2 ({seconds['rounds_in_mean']} rounds)",
+            f"{format_number(later['total'])} (train {format_number(later['train'])}, "
+            f"evaluate {format_number(later['evaluate'])})",
+        ),
+        (
+            "failed site replies (train / evaluate)",
+            f"{summary['train_failures']} / {summary['evaluate_failures']}",
+        ),
         ("halted rounds (model unchanged)", _round_list(summary["halted_rounds"])),
         ("rounds with no training results", _round_list(summary["no_result_rounds"])),
     ]
     table = _table([], [[f"<th>{escape(key)}</th>", _td(value)] for key, value in rows])
     flags = "".join(
         f'<li class="flag">{escape(flag["site"])}: {escape(flag["metric"])} = '
-        f'{escape(format_number(flag["value"]))} &gt; {escape(format_number(flag["limit"]))}: '
-        f'{escape(flag["why"])}</li>'
+        f"{escape(format_number(flag['value']))} &gt; {escape(format_number(flag['limit']))}: "
+        f"{escape(flag['why'])}</li>"
         for flag in report["flags"]
     )
     flag_list = f"<h3>Flags</h3><ul>{flags}</ul>" if flags else ""
@@ -128,40 +141,70 @@ def _round_list(rounds: Sequence[int]) -> str:
 
 
 def _headline_section(report: Mapping[str, Any]) -> str:
-    header = ["metric", "better", "worst site", "worst value", "min", "median", "max",
-              "sites shared", "not shared", "not computable"]
+    header = [
+        "metric",
+        "better",
+        "worst site",
+        "worst value",
+        "min",
+        "median",
+        "max",
+        "sites shared",
+        "not shared",
+        "not computable",
+    ]
     rows = []
     for name, entry in report["headline"].items():
         worst, spread = entry["worst"] or {}, entry["spread"]
-        rows.append([
-            _td(name), _td(entry["direction"] or "—"),
-            _td(worst.get("site", "—")), _td(worst.get("value"), numeric=True),
-            *(_td(spread[key], numeric=True) for key in ("min", "median", "max")),
-            _td(spread["sites"], numeric=True),
-            _td(", ".join(entry["not_shared"]) or "—"),
-            _td(", ".join(entry["not_computed"]) or "—"),
-        ])
-    return (f"<h2>Worst site and spread, round {report['last_round']['round']}</h2>\n"
-            f"{_table(header, rows)}")
+        rows.append(
+            [
+                _td(name),
+                _td(entry["direction"] or "—"),
+                _td(worst.get("site", "—")),
+                _td(worst.get("value"), numeric=True),
+                *(_td(spread[key], numeric=True) for key in ("min", "median", "max")),
+                _td(spread["sites"], numeric=True),
+                _td(", ".join(entry["not_shared"]) or "—"),
+                _td(", ".join(entry["not_computed"]) or "—"),
+            ]
+        )
+    return (
+        f"<h2>Worst site and spread, round {report['last_round']['round']}</h2>\n"
+        f"{_table(header, rows)}"
+    )
 
 
 def _sites_section(report: Mapping[str, Any]) -> str:
     last = report["last_round"]
     names = last["metrics"]
-    worst_of = {name: (entry["worst"] or {}).get("site") for name, entry
-                in report["headline"].items()}
+    worst_of = {
+        name: (entry["worst"] or {}).get("site") for name, entry in report["headline"].items()
+    }
     rows = [
-        [_td(site), *(_metric_cell(last["sites"].get(site), name, worst=worst_of.get(name) == site)
-                      for name in names)]
+        [
+            _td(site),
+            *(
+                _metric_cell(last["sites"].get(site), name, worst=worst_of.get(name) == site)
+                for name in names
+            ),
+        ]
         for site in [*last["sites"], *last["no_reply"]]
     ]
-    note = "" if last["is_final_round"] else (
-        '<p class="note">The final round has no evaluation replies; this is the last round '
-        "that has.</p>")
+    note = (
+        ""
+        if last["is_final_round"]
+        else (
+            '<p class="note">The final round has no evaluation replies; this is the last round '
+            "that has.</p>"
+        )
+    )
     plot = _plot_or_note(plot_fp_per_day(last), "fp_per_day_upper95 per site (log scale)")
     not_sharing = [site for site, m in last["sites"].items() if "fp_per_day_upper95" not in m]
-    listed = (f'<p class="note">Not shared (fp_per_day_upper95): {escape(", ".join(not_sharing))}'
-              "</p>") if not_sharing else ""
+    listed = (
+        (f'<p class="note">Not shared (fp_per_day_upper95): {escape(", ".join(not_sharing))}</p>')
+        if not_sharing
+        else ""
+    )
     return (
         f"<h2>Every site, round {last['round']}</h2>\n{note}"
         '<p class="note">— = not shared by the site\'s policy (hover for details); '
@@ -188,8 +231,10 @@ def _families_section(report: Mapping[str, Any]) -> str:
                 cells.append(_td(value, numeric=True))
         rows.append(cells)
     plot = _plot_or_note(plot_family_heatmap(families), "recall per family and site")
-    return (f"<h2>Recall per DGA family × site, round {report['last_round']['round']}</h2>\n"
-            f"{_table(['family', *families['sites']], rows)}\n{plot}")
+    return (
+        f"<h2>Recall per DGA family × site, round {report['last_round']['round']}</h2>\n"
+        f"{_table(['family', *families['sites']], rows)}\n{plot}"
+    )
 
 
 def _trends_section(report: Mapping[str, Any]) -> str:
@@ -202,9 +247,9 @@ def _trends_section(report: Mapping[str, Any]) -> str:
             continue
         cells = [
             _td(f"{format_number(mean)} ({format_number(low)}–{format_number(high)})")
-            if mean is not None else _missing("no site shared it this round")
-            for mean, low, high in zip(columns["mean"], columns["min"], columns["max"],
-                                       strict=True)
+            if mean is not None
+            else _missing("no site shared it this round")
+            for mean, low, high in zip(columns["mean"], columns["min"], columns["max"], strict=True)
         ]
         rows.append([_td(name), *cells])
     table = _table(["metric", *(f"round {number}" for number in rounds)], rows)
@@ -218,23 +263,43 @@ def _trends_section(report: Mapping[str, Any]) -> str:
 
 
 def _rounds_section(report: Mapping[str, Any]) -> str:
-    header = ["round", "status", "trained", "train failures", "evaluated",
-              "evaluate failures", "train s", "evaluate s", "total s"]
+    header = [
+        "round",
+        "status",
+        "trained",
+        "train failures",
+        "evaluated",
+        "evaluate failures",
+        "train s",
+        "evaluate s",
+        "total s",
+    ]
     rows, reasons = [], []
     for row in report["summary"]["rounds"]:
         seconds = row["seconds"]
         css = "worst" if row["status"] != "aggregated" else ""
-        rows.append([
-            _td(row["round"]), _td(row["status"], css=css),
-            *(_td(row[key], numeric=True) for key in
-              ("train_results", "train_failures", "evaluate_sites", "evaluate_failures")),
-            *(_td(seconds[phase], numeric=True) for phase in ("train", "evaluate", "total")),
-        ])
+        rows.append(
+            [
+                _td(row["round"]),
+                _td(row["status"], css=css),
+                *(
+                    _td(row[key], numeric=True)
+                    for key in (
+                        "train_results",
+                        "train_failures",
+                        "evaluate_sites",
+                        "evaluate_failures",
+                    )
+                ),
+                *(_td(seconds[phase], numeric=True) for phase in ("train", "evaluate", "total")),
+            ]
+        )
         reasons += [f"round {row['round']}: {reason}" for reason in row["failure_reasons"]]
     listed = "".join(f"<li>{escape(reason)}</li>" for reason in reasons)
     plot = _plot_or_note(plot_seconds(report["summary"]), "seconds per round")
-    return (f"<h2>Rounds</h2>\n{_table(header, rows)}\n{plot}\n"
-            + (f"<h3>Failure reasons</h3><ul>{listed}</ul>" if listed else ""))
+    return f"<h2>Rounds</h2>\n{_table(header, rows)}\n{plot}\n" + (
+        f"<h3>Failure reasons</h3><ul>{listed}</ul>" if listed else ""
+    )
 
 
 def _plot_or_note(png_base64: str | None, alt: str) -> str:
@@ -276,7 +341,7 @@ def plot_trends(trends: Mapping[str, Any]) -> str | None:
         ax.set_xlabel("round")
         ax.set_xticks(rounds)
         ax.grid(alpha=0.3)
-    for ax in list(axes)[len(names):]:
+    for ax in list(axes)[len(names) :]:
         ax.set_visible(False)
     return _png(figure)
 
@@ -303,8 +368,17 @@ def plot_fp_per_day(last_round: Mapping[str, Any]) -> str | None:
             label = "0"
         else:
             continue
-        ax.text(position, 0.03, label, transform=ax.get_xaxis_transform(), rotation=90,
-                ha="center", va="bottom", color="#777", fontsize=8)
+        ax.text(
+            position,
+            0.03,
+            label,
+            transform=ax.get_xaxis_transform(),
+            rotation=90,
+            ha="center",
+            va="bottom",
+            color="#777",
+            fontsize=8,
+        )
     ax.set_xticks(positions, sites, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("false positives / day (95% upper)")
     ax.grid(axis="y", alpha=0.3)
@@ -317,9 +391,12 @@ def plot_family_heatmap(families: Mapping[str, Any]) -> str | None:
     if not names or not sites:
         return None
     matrix = np.ma.masked_invalid(
-        np.array([_floats([families["recall"][f][s] for s in sites]) for f in names]))
-    figure = Figure(figsize=(max(4.5, 0.6 * len(sites) + 3), max(2.5, 0.35 * len(names) + 1.5)),
-                    layout="constrained")
+        np.array([_floats([families["recall"][f][s] for s in sites]) for f in names])
+    )
+    figure = Figure(
+        figsize=(max(4.5, 0.6 * len(sites) + 3), max(2.5, 0.35 * len(names) + 1.5)),
+        layout="constrained",
+    )
     ax = figure.subplots()
     colours = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
     image = ax.imshow(matrix, cmap=colours, vmin=0.0, vmax=1.0, aspect="auto")
@@ -328,12 +405,27 @@ def plot_family_heatmap(families: Mapping[str, Any]) -> str | None:
     if matrix.size <= 400:
         for (row, column), value in np.ndenumerate(matrix.filled(np.nan)):
             if not np.isnan(value):
-                ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if value < 0.5 else "black")
+                ax.text(
+                    column,
+                    row,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value < 0.5 else "black",
+                )
     for column, site in enumerate(sites):
         if site in families["not_shared"]:
-            ax.text(column, (len(names) - 1) / 2, "not shared", rotation=90, ha="center",
-                    va="center", color="#777", fontsize=8)
+            ax.text(
+                column,
+                (len(names) - 1) / 2,
+                "not shared",
+                rotation=90,
+                ha="center",
+                va="center",
+                color="#777",
+                fontsize=8,
+            )
     figure.colorbar(image, ax=ax, label="recall")
     return _png(figure)
 
@@ -355,8 +447,15 @@ def plot_seconds(summary: Mapping[str, Any]) -> str | None:
     if mean_total is not None:
         ax.axhline(mean_total, color="black", ls="--", lw=1, label="mean total, rounds ≥ 2")
     for number in summary["halted_rounds"]:
-        ax.annotate("halted", (number, tops.get(number, 0.0)), xytext=(0, 3),
-                    textcoords="offset points", ha="center", color="#a40000", fontsize=8)
+        ax.annotate(
+            "halted",
+            (number, tops.get(number, 0.0)),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            color="#a40000",
+            fontsize=8,
+        )
     ax.set_xlabel("round")
     ax.set_ylabel("seconds")
     ax.set_xticks(rounds)

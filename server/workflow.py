@@ -27,8 +27,7 @@ class ResumableWorkflow(DefaultWorkflow):
     def __call__(self, grid: Grid, context: Context) -> None:
         if not isinstance(context, LegacyContext):
             raise TypeError(f"expected a LegacyContext, got {type(context).__name__}")
-        thread, stop, registered = start_update_client_manager_thread(
-            grid, context.client_manager)
+        thread, stop, registered = start_update_client_manager_thread(grid, context.client_manager)
         try:
             registered.wait()
             default_init_params_workflow(grid, context)

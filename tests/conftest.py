@@ -37,8 +37,15 @@ def run_fedsec(
 ) -> subprocess.CompletedProcess:
     """Run the installed CLI entry point in a child process (bounded, its own process group)."""
     command = [sys.executable, "-m", "fedsec", *args]
-    return subprocess.run(command, cwd=tmp_path, env=fedsec_env(tmp_path), capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=fedsec_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")

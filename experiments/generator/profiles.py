@@ -106,9 +106,7 @@ def assign_families(
     return [tuple(sorted(chosen)) for chosen in assigned]
 
 
-def families_range(
-    families_per_site: int | tuple[int, int], *, n_families: int
-) -> tuple[int, int]:
+def families_range(families_per_site: int | tuple[int, int], *, n_families: int) -> tuple[int, int]:
     """`families_per_site` as an inclusive (low, high) range, checked against the families known."""
     value = families_per_site
     if isinstance(value, int | np.integer) and not isinstance(value, bool):

@@ -61,8 +61,9 @@ def test_check_fails_with_the_gate_reason_and_on_bad_config(site: Path, tmp_path
     assert code == 1
     text = "\n".join(lines)
     assert f"FAIL: {site.name} will not train" in text and "duplicate_rate" in text
-    (broken / "site.toml").write_text((broken / "site.toml").read_text().replace(
-        'format = "zeek-tsv"', 'format = "zeek-json"'))
+    (broken / "site.toml").write_text(
+        (broken / "site.toml").read_text().replace('format = "zeek-tsv"', 'format = "zeek-json"')
+    )
     lines, code = check_site(broken)
     assert code == 2 and any("dns." in line for line in lines)
     (broken / "site.toml").write_text("site_id = 'x'\n")
@@ -73,27 +74,41 @@ def test_check_fails_with_the_gate_reason_and_on_bad_config(site: Path, tmp_path
 def direct_scores(site: Path, model_path: Path, tmp_path: Path) -> dict[str, dict]:
     """Every record of the logs, normalised and grouped in one table, scored in one call."""
     model, _ = model_from_bytes(model_path.read_bytes())
-    tables = [READERS["zeek-tsv"](path, quarantine=Quarantine(tmp_path / "direct"),
-                                  columns=("ts", "query"))[0] for path in logs_of(site)]
+    tables = [
+        READERS["zeek-tsv"](
+            path, quarantine=Quarantine(tmp_path / "direct"), columns=("ts", "query")
+        )[0]
+        for path in logs_of(site)
+    ]
     table = pa.concat_tables(tables)
     names, _ = normalise_domain_array(table["query"])
     table = pa.table({"name": names, "ts": table["ts"]}).filter(pc.is_valid(names))
     grouped = table.group_by("name").aggregate([("ts", "count"), ("ts", "min"), ("ts", "max")])
     unique = grouped["name"].to_pylist()
     scores = predict_scores(model, domains=encode_domains(unique))
-    return {name: {"score": score, "query_count": count, "first": first, "last": last}
-            for name, score, count, first, last in zip(
-                unique, scores.tolist(), grouped["ts_count"].to_pylist(),
-                grouped["ts_min"].to_pylist(), grouped["ts_max"].to_pylist(), strict=True)}
+    return {
+        name: {"score": score, "query_count": count, "first": first, "last": last}
+        for name, score, count, first, last in zip(
+            unique,
+            scores.tolist(),
+            grouped["ts_count"].to_pylist(),
+            grouped["ts_min"].to_pylist(),
+            grouped["ts_max"].to_pylist(),
+            strict=True,
+        )
+    }
 
 
-def test_score_equals_direct_scoring(site: Path, model_path: Path, tmp_path: Path,
-                                     capsys) -> None:
+def test_score_equals_direct_scoring(site: Path, model_path: Path, tmp_path: Path, capsys) -> None:
     expected = direct_scores(site, model_path, tmp_path)
     threshold = float(np.quantile([item["score"] for item in expected.values()], 0.8))
     out = tmp_path / "alerts.jsonl"
-    assert score_command(model=model_path, logs=logs_of(site), out=out, site_dir=None,
-                         threshold=threshold) == 0
+    assert (
+        score_command(
+            model=model_path, logs=logs_of(site), out=out, site_dir=None, threshold=threshold
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"threshold {threshold:g} (--threshold)" in printed
     alerts = [json.loads(line) for line in out.read_text().splitlines()]
@@ -112,25 +127,40 @@ def test_score_equals_direct_scoring(site: Path, model_path: Path, tmp_path: Pat
     assert [alert["rank"] for alert in alerts] == list(range(1, len(alerts) + 1))
 
 
-def test_small_blocks_and_a_tiny_cache_change_nothing(site: Path, model_path: Path,
-                                                      tmp_path: Path) -> None:
+def test_small_blocks_and_a_tiny_cache_change_nothing(
+    site: Path, model_path: Path, tmp_path: Path
+) -> None:
     model, _ = model_from_bytes(model_path.read_bytes())
     runs = []
     for name, block_bytes, cache_size in (("a", None, 1 << 16), ("b", 20_000, 50)):
         out = tmp_path / f"{name}.jsonl"
-        summary = score_logs(model, logs_of(site), out=out, threshold=0.0,
-                             quarantine_dir=tmp_path / f"{name}.q", block_bytes=block_bytes,
-                             cache_size=cache_size)
-        runs.append(({alert["domain"]: alert["query_count"] for alert in map(
-            json.loads, out.read_text().splitlines())}, summary))
+        summary = score_logs(
+            model,
+            logs_of(site),
+            out=out,
+            threshold=0.0,
+            quarantine_dir=tmp_path / f"{name}.q",
+            block_bytes=block_bytes,
+            cache_size=cache_size,
+        )
+        runs.append(
+            (
+                {
+                    alert["domain"]: alert["query_count"]
+                    for alert in map(json.loads, out.read_text().splitlines())
+                },
+                summary,
+            )
+        )
     (full, first), (small, second) = runs
     assert full == small and second.cache_evictions > 0 and first.cache_evictions == 0
     assert first.records == second.records == sum(full.values()) + first.invalid_domains
     assert first.quarantined == second.quarantined and sum(first.quarantined.values()) > 0
 
 
-def test_threshold_from_the_latest_fragility_report(site: Path, model_path: Path,
-                                                    tmp_path: Path, capsys) -> None:
+def test_threshold_from_the_latest_fragility_report(
+    site: Path, model_path: Path, tmp_path: Path, capsys
+) -> None:
     copy = tmp_path / "site"
     shutil.copytree(site, copy, ignore=shutil.ignore_patterns("work"))
     assert resolve_threshold(threshold=None, site_dir=copy) == (0.5, "default")
@@ -138,20 +168,30 @@ def test_threshold_from_the_latest_fragility_report(site: Path, model_path: Path
     reports.mkdir(parents=True)
     for round_number, value in ((2, 0.25), (10, 0.75)):
         (reports / f"round-{round_number:03d}.json").write_text(
-            json.dumps({"metrics": {"threshold": value}}))
+            json.dumps({"metrics": {"threshold": value}})
+        )
     value, source = resolve_threshold(threshold=None, site_dir=copy)
     assert value == 0.75 and source.endswith("round-010.json")
     assert resolve_threshold(threshold=0.1, site_dir=copy) == (0.1, "--threshold")
     out = tmp_path / "alerts.jsonl"
-    assert score_command(model=model_path, logs=[copy / "logs"], out=out, site_dir=copy,
-                         threshold=None) == 0
+    assert (
+        score_command(
+            model=model_path, logs=[copy / "logs"], out=out, site_dir=copy, threshold=None
+        )
+        == 0
+    )
     assert "threshold 0.75 (" in capsys.readouterr().out
     assert all(json.loads(line)["score"] >= 0.75 for line in out.read_text().splitlines())
 
 
 def test_score_reports_bad_input(model_path: Path, tmp_path: Path, capsys) -> None:
-    code = score_command(model=model_path, logs=[tmp_path / "absent.log"],
-                         out=tmp_path / "a.jsonl", site_dir=None, threshold=None)
+    code = score_command(
+        model=model_path,
+        logs=[tmp_path / "absent.log"],
+        out=tmp_path / "a.jsonl",
+        site_dir=None,
+        threshold=None,
+    )
     assert code == 2 and "absent.log" in capsys.readouterr().err
 
 
@@ -159,8 +199,17 @@ def test_benchmark_at_a_tiny_size_writes_well_formed_results(tmp_path: Path) -> 
     from experiments.bench_score import main
 
     out = tmp_path / "bench_score.json"
-    main(["--lines", "20000", "--out", str(out), "--no-flat-check",
-          "--workdir", str(tmp_path / "data")])
+    main(
+        [
+            "--lines",
+            "20000",
+            "--out",
+            str(out),
+            "--no-flat-check",
+            "--workdir",
+            str(tmp_path / "data"),
+        ]
+    )
     result = json.loads(out.read_text())
     assert result["input"]["lines"] == 20_000
     score = result["score"]

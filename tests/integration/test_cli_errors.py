@@ -12,8 +12,9 @@ from tests.conftest import run_fedsec
 
 def _copy_site(small_federation: Path, tmp_path: Path) -> Path:
     data = tmp_path / "data"
-    shutil.copytree(small_federation / "site-00", data / "site-00",
-                    ignore=shutil.ignore_patterns("work"))
+    shutil.copytree(
+        small_federation / "site-00", data / "site-00", ignore=shutil.ignore_patterns("work")
+    )
     return data
 
 
@@ -29,8 +30,9 @@ def _assert_clean_failure(result, out: Path, *expected: str) -> None:
 
 def test_missing_site_folder(tmp_path):
     out = tmp_path / "run"
-    result = run_fedsec(["simulate", "--data", str(tmp_path / "nowhere"), "--out", str(out)],
-                        tmp_path=tmp_path)
+    result = run_fedsec(
+        ["simulate", "--data", str(tmp_path / "nowhere"), "--out", str(out)], tmp_path=tmp_path
+    )
     _assert_clean_failure(result, out, str(tmp_path / "nowhere"), "does not exist", "fix:")
 
 
@@ -46,8 +48,11 @@ def test_unknown_log_format(small_federation, tmp_path):
 @pytest.mark.parametrize(
     ("old", "new", "field"),
     [
-        ("benign_events_per_day = ", 'benign_events_per_day = "lots" # ',
-         "deployment.benign_events_per_day"),
+        (
+            "benign_events_per_day = ",
+            'benign_events_per_day = "lots" # ',
+            "deployment.benign_events_per_day",
+        ),
         ("[analysts]", "[analysts]\nhours = 3", "analysts.hours"),
     ],
 )
@@ -64,6 +69,8 @@ def test_wrong_site_field(small_federation, tmp_path, old, new, field):
 
 def test_unknown_run_config_key(small_federation, tmp_path):
     out = tmp_path / "run"
-    result = run_fedsec(["simulate", "--data", str(small_federation), "--out", str(out),
-                         "--set", "local-stepz=3"], tmp_path=tmp_path)
+    result = run_fedsec(
+        ["simulate", "--data", str(small_federation), "--out", str(out), "--set", "local-stepz=3"],
+        tmp_path=tmp_path,
+    )
     _assert_clean_failure(result, out, "local-stepz", "fix:")

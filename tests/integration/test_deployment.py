@@ -86,8 +86,7 @@ def _compose_cli() -> list[str] | None:
     for command in (["docker", "compose"], ["docker-compose"], [beside_python]):
         if shutil.which(command[0]) is None:
             continue
-        probe = subprocess.run([*command, "version"], capture_output=True, timeout=30,
-                               check=False)
+        probe = subprocess.run([*command, "version"], capture_output=True, timeout=30, check=False)
         if probe.returncode == 0:
             return command
     return None
@@ -100,9 +99,15 @@ def test_compose_file_is_valid(tmp_path):
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    result = subprocess.run([*compose, "-f", str(COMPOSE_FILE), "config", "--quiet"],
-                            cwd=tmp_path, env={**os.environ, **_compose_env(tmp_path)},
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [*compose, "-f", str(COMPOSE_FILE), "config", "--quiet"],
+        cwd=tmp_path,
+        env={**os.environ, **_compose_env(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -120,13 +125,20 @@ def test_compose_builds_existing_dockerfile_stages_without_secrets_in_context():
     assert re.search(r"(?m)^USER fedsec$", dockerfile)
     # The build context is an allow-list: keys and site data can never be sent to a builder.
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
-    assert ignore[ignore.index("**") + 1:] and not any(
-        line.startswith("!deploy") for line in ignore)
+    assert ignore[ignore.index("**") + 1 :] and not any(
+        line.startswith("!deploy") for line in ignore
+    )
 
 
 def _help_flags(program: str) -> set[str]:
-    result = subprocess.run([default_executable(program), "--help"], capture_output=True,
-                            text=True, timeout=60, check=False, env={**os.environ, **TEST_ENV})
+    result = subprocess.run(
+        [default_executable(program), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **TEST_ENV},
+    )
     assert result.returncode == 0, result.stderr
     return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", result.stdout))
 
@@ -184,9 +196,14 @@ def test_local_commands_are_the_compose_commands(tmp_path):
         for theirs, ours in zip(service.command[1:], argv[1:], strict=True):
             if theirs != ours:
                 assert str(tmp_path) in ours or "127.0.0.1" in ours or ours.isdigit(), (
-                    name, theirs, ours)
-    assert local["site-00"].argv[local["site-00"].argv.index("--superlink") + 1] == \
-        f"127.0.0.1:{ports[('fleet-proxy', 8443)]}"
+                    name,
+                    theirs,
+                    ours,
+                )
+    assert (
+        local["site-00"].argv[local["site-00"].argv.index("--superlink") + 1]
+        == f"127.0.0.1:{ports[('fleet-proxy', 8443)]}"
+    )
 
 
 # ------------------------------------------------------------ operator commands (quick)
@@ -203,15 +220,19 @@ def test_certs_command_writes_a_pki_that_flwr_and_tls_accept(tmp_path, capsys):
     from deploy.certs import PkiPaths, certs_command, server_hosts
 
     out = tmp_path / "pki"
-    assert certs_command(out, hosts=["coordinator.example.org", "10.0.0.5"],
-                         nodes=["site-00"]) == 0
+    assert certs_command(out, hosts=["coordinator.example.org", "10.0.0.5"], nodes=["site-00"]) == 0
     paths = PkiPaths(out)
     ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
     server = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
     server.verify_directly_issued_by(ca)
     assert server_hosts(paths.server_cert) == [
-        "superlink", "fleet-proxy", "localhost", "coordinator.example.org", "127.0.0.1",
-        "10.0.0.5"]
+        "superlink",
+        "fleet-proxy",
+        "localhost",
+        "coordinator.example.org",
+        "127.0.0.1",
+        "10.0.0.5",
+    ]
     context = ssl.create_default_context(cafile=str(paths.ca_cert))
     context.load_cert_chain(paths.server_cert, paths.server_key)  # key matches certificate
     private = load_ssh_private_key(paths.node_key("site-00").read_bytes(), password=None)
@@ -239,9 +260,12 @@ def test_connection_file_is_read_by_flwr(tmp_path, monkeypatch):
     ca.write_text("-")
     home = tmp_path / ".flwr"
     write_connection(home, "sim", simulation_entry(num_supernodes=3))
-    write_connection(home, CONNECTION,
-                     connection_entry(address="127.0.0.1:8000", root_certificates=ca),
-                     default=True)
+    write_connection(
+        home,
+        CONNECTION,
+        connection_entry(address="127.0.0.1:8000", root_certificates=ca),
+        default=True,
+    )
     monkeypatch.setenv("FLWR_HOME", str(home))
     deployed = read_superlink_connection(None)  # the default
     assert (deployed.name, deployed.address) == (CONNECTION, "127.0.0.1:8000")
@@ -269,8 +293,9 @@ class Federation:
 
     def start(self, local: LocalService):
         materialise(local)
-        return self.processes.start(local.name, local.argv, env=process_env(local, self.env),
-                                    cwd=local.cwd)
+        return self.processes.start(
+            local.name, local.argv, env=process_env(local, self.env), cwd=local.cwd
+        )
 
     def variant(self, name: str, service: Service) -> LocalService:
         """Another data holder built from a compose service (own runtime port and FLWR_HOME)."""
@@ -284,15 +309,18 @@ def _copy_app(target: Path) -> Path:
     for name in APP_FILES:
         shutil.copy2(ROOT / name, target / name)
     for package in APP_PACKAGES:
-        shutil.copytree(ROOT / package, target / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     return target
 
 
 def _healthy(local: LocalService) -> bool:
     assert local.healthcheck is not None
-    return subprocess.run(local.healthcheck, capture_output=True, timeout=10,
-                          check=False).returncode == 0
+    return (
+        subprocess.run(local.healthcheck, capture_output=True, timeout=10, check=False).returncode
+        == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -303,32 +331,53 @@ def federation(tmp_path_factory) -> Iterator[Federation]:
     _require("nginx")
     root = tmp_path_factory.mktemp("deployment")
     generate_sites(out_dir=root / "sites", n_sites=len(SITES), n_days=3, seed=1, scale=0.1)
-    write_pki(root / "pki", hosts=["superlink", "fleet-proxy", "localhost", "127.0.0.1"],
-              nodes=[*SITES, "intruder"])
+    write_pki(
+        root / "pki",
+        hosts=["superlink", "fleet-proxy", "localhost", "127.0.0.1"],
+        nodes=[*SITES, "intruder"],
+    )
     services = load_compose(env=_compose_env(root))
     need = [(s.name, p) for s in services.values() for p in s.ports]
     ports = dict(zip(need, free_ports(len(need)), strict=True))
     local = local_services(services, root=root, ports=ports)
     env = {**os.environ, **TEST_ENV}
     processes = Processes(root / "logs")
-    federation = Federation(root, services, local, ports, processes,
-                            root / "model-team" / ".flwr", env)
+    federation = Federation(
+        root, services, local, ports, processes, root / "model-team" / ".flwr", env
+    )
     try:
         superlink = federation.start(local["superlink"])
-        wait_until(lambda: superlink.popen.poll() is not None or _healthy(local["superlink"]),
-                   timeout=START_SECONDS, what="SuperLink health", on_timeout=superlink.tail)
+        wait_until(
+            lambda: superlink.popen.poll() is not None or _healthy(local["superlink"]),
+            timeout=START_SECONDS,
+            what="SuperLink health",
+            on_timeout=superlink.tail,
+        )
         assert superlink.popen.poll() is None, superlink.tail()
         proxy = federation.start(local["fleet-proxy"])
-        wait_until(lambda: port_open(ports[("fleet-proxy", 8443)]), timeout=START_SECONDS,
-                   what="Fleet proxy", on_timeout=proxy.tail)
+        wait_until(
+            lambda: port_open(ports[("fleet-proxy", 8443)]),
+            timeout=START_SECONDS,
+            what="Fleet proxy",
+            on_timeout=proxy.tail,
+        )
         # The model team, on the coordinator's side: connection file, then node registration.
-        write_connection(federation.model_team_home, CONNECTION,
-                         connection_entry(address=f"127.0.0.1:{ports[('superlink', 8000)]}",
-                                          root_certificates=federation.ca), default=True)
+        write_connection(
+            federation.model_team_home,
+            CONNECTION,
+            connection_entry(
+                address=f"127.0.0.1:{ports[('superlink', 8000)]}", root_certificates=federation.ca
+            ),
+            default=True,
+        )
         for site in SITES:
             key = root / "pki" / "nodes" / f"{site}.pub"
-            assert node_register_command(key, connection=CONNECTION,
-                                         flwr_home=federation.model_team_home) == 0
+            assert (
+                node_register_command(
+                    key, connection=CONNECTION, flwr_home=federation.model_team_home
+                )
+                == 0
+            )
         nodes = [federation.start(local[site]) for site in SITES]
         for node in nodes:
             node.wait_for_log(r"SuperNode ID", timeout=START_SECONDS)
@@ -338,12 +387,26 @@ def federation(tmp_path_factory) -> Iterator[Federation]:
 
 
 def _flwr_run(federation: Federation, app: Path, run_config: str) -> subprocess.CompletedProcess:
-    command = [default_executable("flwr"), "run", str(app), CONNECTION, "--stream",
-               "--run-config", run_config]
+    command = [
+        default_executable("flwr"),
+        "run",
+        str(app),
+        CONNECTION,
+        "--stream",
+        "--run-config",
+        run_config,
+    ]
     env = {**federation.env, "FLWR_HOME": str(federation.model_team_home)}
     try:
-        return subprocess.run(command, env=env, cwd=app.parent, capture_output=True, text=True,
-                              timeout=RUN_SECONDS, check=False)
+        return subprocess.run(
+            command,
+            env=env,
+            cwd=app.parent,
+            capture_output=True,
+            text=True,
+            timeout=RUN_SECONDS,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"flwr run took over {RUN_SECONDS}s\n{federation.processes.tails()}")
 
@@ -357,8 +420,11 @@ def test_secagg_round_over_tls_through_the_proxy(federation, tmp_path):
     pyproject = _sha256(ROOT / "pyproject.toml")
     app = _copy_app(tmp_path / "app")
     out = tmp_path / "run"
-    result = _flwr_run(federation, app, f"mode='secagg' num-rounds=1 min-nodes={len(SITES)} "
-                                        f"local-steps=10 out-dir='{out}'")
+    result = _flwr_run(
+        federation,
+        app,
+        f"mode='secagg' num-rounds=1 min-nodes={len(SITES)} local-steps=10 out-dir='{out}'",
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     (entry,) = results["rounds"]
@@ -376,11 +442,15 @@ def test_secagg_round_over_tls_through_the_proxy(federation, tmp_path):
 def _https_status(port: int, ca: Path, method: str, raw_path: str) -> int:
     """Status of one request sent byte for byte (no client-side path normalisation)."""
     context = ssl.create_default_context(cafile=str(ca))
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost") as tls:
-        tls.sendall(f"{method} {raw_path} HTTP/1.1\r\nHost: localhost\r\n"
-                    "Content-Type: application/protobuf\r\nContent-Length: 0\r\n"
-                    "Connection: close\r\n\r\n".encode())
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(
+            f"{method} {raw_path} HTTP/1.1\r\nHost: localhost\r\n"
+            "Content-Type: application/protobuf\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
         status_line = tls.recv(1024).split(b"\r\n", 1)[0].decode()
     return int(status_line.split()[1])
 
@@ -411,27 +481,33 @@ def test_proxy_refuses_control_and_runtime_api_and_passes_fleet(federation):
     assert _https_status(proxy, ca, "POST", "/v1/fleet/get-run") == 401
 
 
-def _data_holder_without(federation: Federation, name: str, *, key: Path | None = None,
-                         ca: bool = True) -> LocalService:
+def _data_holder_without(
+    federation: Federation, name: str, *, key: Path | None = None, ca: bool = True
+) -> LocalService:
     base = federation.services[SITES[0]]
     # Its own named volumes (work folder, FLWR_HOME), as another data holder would have.
-    mounts = tuple(Mount("volume", m.source.replace(SITES[0], name), m.target)
-                   if m.kind == "volume" else m for m in base.mounts)
+    mounts = tuple(
+        Mount("volume", m.source.replace(SITES[0], name), m.target) if m.kind == "volume" else m
+        for m in base.mounts
+    )
     command = base.command
     if key is not None:
-        mounts = tuple(dataclasses.replace(m, source=str(key)) if m.target == "/keys/node.key"
-                       else m for m in mounts)
+        mounts = tuple(
+            dataclasses.replace(m, source=str(key)) if m.target == "/keys/node.key" else m
+            for m in mounts
+        )
     if not ca:
         at = command.index("--root-certificates")
-        command = command[:at] + command[at + 2:]
+        command = command[:at] + command[at + 2 :]
         mounts = tuple(m for m in mounts if m.target != "/certs/ca.crt")
     return federation.variant(name, dataclasses.replace(base, command=command, mounts=mounts))
 
 
 @pytest.mark.slow
 def test_unregistered_node_key_is_refused(federation):
-    intruder = _data_holder_without(federation, "intruder",
-                                    key=federation.root / "pki" / "nodes" / "intruder.key")
+    intruder = _data_holder_without(
+        federation, "intruder", key=federation.root / "pki" / "nodes" / "intruder.key"
+    )
     proc = federation.start(intruder)
     code = proc.wait_exit(timeout=START_SECONDS)
     assert code not in (None, 0), proc.tail()
@@ -453,8 +529,11 @@ def test_node_without_the_ca_certificate_is_refused(federation):
 def _serverapp_pids(federation: Federation) -> list[int]:
     """The coordinator's ServerApp processes: descendants of the SuperLink we started."""
     superlink = federation.processes.get("superlink").pid
-    return [pid for pid in process_tree(superlink)
-            if b"flwr-serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return [
+        pid
+        for pid in process_tree(superlink)
+        if b"flwr-serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
 
 
 @pytest.mark.slow
@@ -462,15 +541,32 @@ def test_killed_serverapp_resumes_without_losing_or_repeating_a_round(federation
     app = _copy_app(tmp_path / "app")
     out = tmp_path / "run"
     config = f"mode='fedavg' num-rounds=2 min-nodes={len(SITES)} local-steps=10 out-dir='{out}'"
-    command = [default_executable("flwr"), "run", str(app), CONNECTION, "--stream",
-               "--run-config", config]
+    command = [
+        default_executable("flwr"),
+        "run",
+        str(app),
+        CONNECTION,
+        "--stream",
+        "--run-config",
+        config,
+    ]
     env = {**federation.env, "FLWR_HOME": str(federation.model_team_home)}
-    first = subprocess.Popen(command, env=env, cwd=app.parent, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen(
+        command,
+        env=env,
+        cwd=app.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         state = out / "checkpoints" / "round-001.state.json"
-        wait_until(lambda: state.exists(), timeout=RUN_SECONDS, what="round 1 checkpoint",
-                   on_timeout=federation.processes.tails)
+        wait_until(
+            lambda: state.exists(),
+            timeout=RUN_SECONDS,
+            what="round 1 checkpoint",
+            on_timeout=federation.processes.tails,
+        )
         victims = _serverapp_pids(federation)
         assert victims, "no flwr-serverapp process under the SuperLink"
         kill_pids(victims, grace_seconds=0.0)  # mid-run: round 2 is under way or about to be

@@ -22,8 +22,13 @@ def outputs(tmp_path_factory):
 def test_rounds_complete_or_halt_as_the_protocol_says(outputs):
     folder, payload = outputs
     saved = json.loads((folder / "results.json").read_text())
-    assert saved["summary"] == {"sites": 5, "num_shares": 5, "threshold": 3,
-                                "tolerated_dropouts": 2, "all_as_protocol_says": True}
+    assert saved["summary"] == {
+        "sites": 5,
+        "num_shares": 5,
+        "threshold": 3,
+        "tolerated_dropouts": 2,
+        "all_as_protocol_says": True,
+    }
     tolerated, beyond = saved["rows"]
     assert (tolerated["k"], tolerated["status"], tolerated["alive"]) == (2, "aggregated", 3)
     assert tolerated["aggregated_sites"] == 3 and tolerated["failures"] >= 2

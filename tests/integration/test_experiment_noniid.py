@@ -47,10 +47,12 @@ def test_paired_bootstrap_brackets_a_clear_difference() -> None:
     labels = np.r_[np.ones(60, bool), np.zeros(600, bool)]
     good = np.r_[rng.normal(2.0, 1.0, 60), rng.normal(0.0, 1.0, 600)]
     poor = np.r_[rng.normal(0.5, 1.0, 60), rng.normal(0.0, 1.0, 600)]
-    interval = noniid.paired_bootstrap(good, poor, labels, rng=np.random.default_rng(1),
-                                       samples=200)
-    difference = (noniid.rank_auc(good[labels], good[~labels])
-                  - noniid.rank_auc(poor[labels], poor[~labels]))
+    interval = noniid.paired_bootstrap(
+        good, poor, labels, rng=np.random.default_rng(1), samples=200
+    )
+    difference = noniid.rank_auc(good[labels], good[~labels]) - noniid.rank_auc(
+        poor[labels], poor[~labels]
+    )
     assert 0 < interval["d_auc_low95"] <= difference <= interval["d_auc_high95"]
     assert interval["fp_ratio_high95"] < 1
     same = noniid.paired_bootstrap(good, good, labels, rng=np.random.default_rng(1), samples=50)
@@ -70,8 +72,14 @@ def test_paired_bootstrap_brackets_a_clear_difference() -> None:
     ],
 )
 def test_outcome_rule(d_auc, low, high, ratio, ratio_low, ratio_high, expected) -> None:
-    row = {"d_auc": d_auc, "d_auc_low95": low, "d_auc_high95": high, "fp_ratio": ratio,
-           "fp_ratio_low95": ratio_low, "fp_ratio_high95": ratio_high}
+    row = {
+        "d_auc": d_auc,
+        "d_auc_low95": low,
+        "d_auc_high95": high,
+        "fp_ratio": ratio,
+        "fp_ratio_low95": ratio_low,
+        "fp_ratio_high95": ratio_high,
+    }
     assert noniid.outcome(row) == expected
 
 
@@ -89,21 +97,35 @@ def tiny_run(tmp_path_factory):
 def test_every_output_is_written_and_well_formed(tiny_run) -> None:
     folder, payload = tiny_run
     stored = json.loads((folder / "results.json").read_text())
-    assert {"size", "seed", "config", "rule", "settings", "summary", "wall_s",
-            "peak_rss_mib"} <= set(stored)
+    assert {
+        "size",
+        "seed",
+        "config",
+        "rule",
+        "settings",
+        "summary",
+        "wall_s",
+        "peak_rss_mib",
+    } <= set(stored)
     plan = noniid.SIZES["tiny"]
     assert [s["setting"] for s in stored["settings"]] == [
-        noniid.setting_key(*cell) for cell in plan.grid]
+        noniid.setting_key(*cell) for cell in plan.grid
+    ]
     assert len(_csv_rows(folder / "per_site.csv")) == plan.n_sites * len(plan.grid)
     assert len(_csv_rows(folder / "summary.csv")) == len(plan.grid)
     assert len(_csv_rows(folder / "arms.csv")) == 2 * len(plan.grid)
     for plot in ("gain_per_site.png", "gain_heatmap.png"):
         assert (folder / plot).read_bytes()[:8] == PNG
     table = (folder / "table.md").read_text()
-    for text in (noniid.TITLE, "Per setting: sites helped and hurt by federation",
-                 "Mean over sites: local-only vs FedAvg", "Rule: hurt = AUC down",
-                 "families=1, mix=default", "![gain_heatmap](gain_heatmap.png)",
-                 "fedsec experiment noniid --tiny"):
+    for text in (
+        noniid.TITLE,
+        "Per setting: sites helped and hurt by federation",
+        "Mean over sites: local-only vs FedAvg",
+        "Rule: hurt = AUC down",
+        "families=1, mix=default",
+        "![gain_heatmap](gain_heatmap.png)",
+        "fedsec experiment noniid --tiny",
+    ):
         assert text in table
     for block in table.split("### ")[1:]:
         rows = [line for line in block.splitlines() if line.startswith("|")]

@@ -29,8 +29,16 @@ def _csv_rows(path):
 def test_every_output_is_written_and_well_formed(tiny_run):
     folder, payload = tiny_run
     stored = json.loads((folder / "results.json").read_text())
-    assert {"config", "timings", "per_site", "summary", "anchors", "secagg_vs_fedavg", "budget",
-            "family_transfer"} <= set(stored)
+    assert {
+        "config",
+        "timings",
+        "per_site",
+        "summary",
+        "anchors",
+        "secagg_vs_fedavg",
+        "budget",
+        "family_transfer",
+    } <= set(stored)
     shape = value.SIZES["tiny"]
     sites = [row["site"] for row in _csv_rows(folder / "sites.csv")]
     assert len(sites) == shape.sites * len(value.ARMS)
@@ -41,9 +49,14 @@ def test_every_output_is_written_and_well_formed(tiny_run):
     for plot in ("sites.png", "transfer.png"):
         assert (folder / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (folder / "table.md").read_text()
-    for heading in ("Mean and median over sites, per arm", "Published anchors, per site",
-                    "SecAgg+ against FedAvg", "The alert budget at each site",
-                    "at FPR = 1e-3", "at the site's alert-budget threshold"):
+    for heading in (
+        "Mean and median over sites, per arm",
+        "Published anchors, per site",
+        "SecAgg+ against FedAvg",
+        "The alert budget at each site",
+        "at FPR = 1e-3",
+        "at the site's alert-budget threshold",
+    ):
         assert heading in table
     assert "![transfer](transfer.png)" in table and "51.7%" in table
     # Every markdown table row has as many cells as its header (no stray '|' in a cell).
@@ -83,9 +96,14 @@ def test_family_cells_and_summary_agree(tiny_run):
     assert all(cell["family"] != "unknown" for cell in cells)
     for point, summary in payload["family_transfer"]["summary"].items():
         for entry in summary[:-1]:
-            recalls = [c["recall"] for c in cells if c["operating_point"] == point
-                       and c["family"] == entry["family"] and c["arm"] == "secagg"
-                       and not c["seen"]]
+            recalls = [
+                c["recall"]
+                for c in cells
+                if c["operating_point"] == point
+                and c["family"] == entry["family"]
+                and c["arm"] == "secagg"
+                and not c["seen"]
+            ]
             assert entry["unseen_sites"] == len(recalls)
             if recalls:
                 assert entry["secagg_unseen"] == pytest.approx(np.mean(recalls))

@@ -36,8 +36,9 @@ def _copy_app(target: Path) -> Path:
     for name in ("pyproject.toml", "LICENSE", "README.md"):
         shutil.copy2(ROOT / name, target / name)
     for package in ("common", "client", "server"):
-        shutil.copytree(ROOT / package, target / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     return target
 
 
@@ -50,27 +51,47 @@ def test_flwr_run_with_a_local_simulation_connection(tmp_path):
     from experiments.generator import generate_sites
 
     flwr_home = tmp_path / ".flwr"
-    config = write_connection(flwr_home, CONNECTION, simulation_entry(num_supernodes=N_SITES),
-                              default=True)
-    assert f'[superlink.{CONNECTION}.options]' in config.read_text()
-    sites = generate_sites(out_dir=tmp_path / "sites", n_sites=N_SITES, n_days=3, seed=1,
-                           scale=0.1)
+    config = write_connection(
+        flwr_home, CONNECTION, simulation_entry(num_supernodes=N_SITES), default=True
+    )
+    assert f"[superlink.{CONNECTION}.options]" in config.read_text()
+    sites = generate_sites(out_dir=tmp_path / "sites", n_sites=N_SITES, n_days=3, seed=1, scale=0.1)
     app = _copy_app(tmp_path / "app")
     out = tmp_path / "run"
     http_port, control_port = free_ports(2)
-    env = interpreter_path_env({**os.environ, **TEST_ENV, "FLWR_HOME": str(flwr_home),
-           # A port of its own: never reuse (or collide with) another local SuperLink.
-           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port),
-           "FLWR_LOCAL_CONTROL_API_PORT": str(control_port)})
-    run_config = (f"data-dir='{tmp_path / 'sites'}' out-dir='{out}' min-nodes={N_SITES} "
-                  "num-rounds=1 local-steps=10")
+    env = interpreter_path_env(
+        {
+            **os.environ,
+            **TEST_ENV,
+            "FLWR_HOME": str(flwr_home),
+            # A port of its own: never reuse (or collide with) another local SuperLink.
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
+        }
+    )
+    run_config = (
+        f"data-dir='{tmp_path / 'sites'}' out-dir='{out}' min-nodes={N_SITES} "
+        "num-rounds=1 local-steps=10"
+    )
     pyproject = _sha256(ROOT / "pyproject.toml")
     try:
         result = subprocess.run(
-            [default_executable("flwr"), "run", str(app), CONNECTION, "--stream",
-             "--run-config", run_config],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_SECONDS,
-            check=False)
+            [
+                default_executable("flwr"),
+                "run",
+                str(app),
+                CONNECTION,
+                "--stream",
+                "--run-config",
+                run_config,
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=RUN_SECONDS,
+            check=False,
+        )
     finally:
         started = pids_with_env("FLWR_HOME", str(flwr_home))
         kill_pids(started)

@@ -46,8 +46,11 @@ def test_a_secagg_run_reads_each_log_file_once(sites, tmp_path):
     assert len(logs) >= 6
     _watch(logs)
     try:
-        results = run_in_process(data_dir=sites, out_dir=tmp_path / "run", overrides={
-            "mode": "secagg", "num-rounds": 2, "local-steps": 2, "site-html": "off"})
+        results = run_in_process(
+            data_dir=sites,
+            out_dir=tmp_path / "run",
+            overrides={"mode": "secagg", "num-rounds": 2, "local-steps": 2, "site-html": "off"},
+        )
     finally:
         counts = dict(_opened)
         _watching.clear()

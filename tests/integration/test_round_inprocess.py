@@ -38,8 +38,9 @@ def runs(tiny_sites, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     found = {}
     for mode in ("secagg", "fedavg"):
         out = base / mode
-        results = run_in_process(data_dir=tiny_sites, out_dir=out,
-                                 overrides={**OVERRIDES, "mode": mode})
+        results = run_in_process(
+            data_dir=tiny_sites, out_dir=out, overrides={**OVERRIDES, "mode": mode}
+        )
         found[mode] = (out, results)
     return found
 
@@ -73,8 +74,9 @@ def test_secagg_round_one_matches_fedavg_within_quantisation(runs):
     secagg = _arrays(secagg_out / "checkpoints" / "round-001.npz")
     fedavg = _arrays(fedavg_out / "checkpoints" / "round-001.npz")
     weights = [site["num_examples"] for site in results["rounds"][0]["train"]["sites"].values()]
-    assert weights == [site["num_examples"]
-                       for site in fedavg_results["rounds"][0]["train"]["sites"].values()]
+    assert weights == [
+        site["num_examples"] for site in fedavg_results["rounds"][0]["train"]["sites"].values()
+    ]
     config = results["config"]
     step = 2 * config["delta-clip-norm"] / QUANTIZATION_RANGE
     bound = len(weights) * step / (sum(weights) / config["max-weight"])

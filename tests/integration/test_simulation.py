@@ -22,8 +22,18 @@ QUANTIZATION_STEP = 2 * CLIP / 2**22
 
 
 def _simulate(data: Path, out: Path, tmp_path: Path, *extra: str) -> dict:
-    args = ["simulate", "--data", str(data), "--out", str(out), "--rounds", str(ROUNDS),
-            "--local-steps", STEPS, *extra]
+    args = [
+        "simulate",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--rounds",
+        str(ROUNDS),
+        "--local-steps",
+        STEPS,
+        *extra,
+    ]
     result = run_fedsec(args, tmp_path=tmp_path, timeout=420)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((out / "results.json").read_text()) | {"_stdout": result.stdout}
@@ -100,7 +110,8 @@ def test_secagg_aggregate_equals_plain_weighted_mean(runs):
     max_weight = results["config"]["max-weight"]
     weights = [m["num_examples"] for m in results["rounds"][0]["train"]["sites"].values()]
     assert weights and weights == [
-        m["num_examples"] for m in runs["fedavg"][1]["rounds"][0]["train"]["sites"].values()]
+        m["num_examples"] for m in runs["fedavg"][1]["rounds"][0]["train"]["sites"].values()
+    ]
     bound = len(weights) * QUANTIZATION_STEP / (sum(weights) / max_weight)
     assert len(secagg) == len(fedavg) > 0
     worst = max(float(np.max(np.abs(a - b))) for a, b in zip(secagg, fedavg, strict=True))
@@ -114,8 +125,17 @@ def test_secagg_aggregate_equals_plain_weighted_mean(runs):
 
 def test_site_raising_in_training_is_dropped_and_round_completes(small_federation, tmp_path):
     out = tmp_path / "dropout"
-    results = _simulate(small_federation, out, tmp_path, "--mode", "secagg",
-                        "--set", "fail-sites=site-01", "--set", "fail-rounds=1")
+    results = _simulate(
+        small_federation,
+        out,
+        tmp_path,
+        "--mode",
+        "secagg",
+        "--set",
+        "fail-sites=site-01",
+        "--set",
+        "fail-rounds=1",
+    )
     first, second = results["rounds"]
     assert first["train"]["status"] == "aggregated"
     assert first["train"]["results"] == 3 and first["train"]["failures"] >= 1
@@ -158,8 +178,17 @@ def _site_names(site: Path) -> set[str]:
     from client.pipeline import prepare_site
 
     data = prepare_site(site, work_dir=site / "work").require_data()
-    return {n for part in (data.train.domains, data.test.domains, data.train.registered,
-                           data.test.registered) for n in part.tolist() if len(n) >= 6}
+    return {
+        n
+        for part in (
+            data.train.domains,
+            data.test.domains,
+            data.train.registered,
+            data.test.registered,
+        )
+        for n in part.tolist()
+        if len(n) >= 6
+    }
 
 
 def test_no_domain_leaves_a_site(small_federation, tmp_path):
@@ -170,8 +199,9 @@ def test_no_domain_leaves_a_site(small_federation, tmp_path):
         config = data / site / "site.toml"
         text = config.read_text()
         config.write_text(re.sub(r'level = "[^"]*"', f'level = "{level}"', text))
-    results = _simulate(data, tmp_path / "audited", tmp_path, "--mode", "secagg",
-                        "--set", "audit-replies=true")
+    results = _simulate(
+        data, tmp_path / "audited", tmp_path, "--mode", "secagg", "--set", "audit-replies=true"
+    )
     assert results["rounds"][-1]["sites"]["site-01"] == {"ack": 1.0}
     for site in sorted(p for p in data.iterdir() if (p / "site.toml").is_file()):
         replies = sorted((site / "work" / "audit").glob("*.bin"))
@@ -186,7 +216,8 @@ def test_no_domain_leaves_a_site(small_federation, tmp_path):
                 assert keys == {"ack"}
             else:
                 assert "auc" in keys and keys <= SHARE_KEYS[level] | {
-                    k for k in keys if k.startswith("recall_family_")}
+                    k for k in keys if k.startswith("recall_family_")
+                }
                 if level == "rates":
                     assert not keys & {"fp_per_day", "test_domains", "analyst_hours_per_day"}
         payload = b"".join(path.read_bytes() for path in replies)
@@ -211,12 +242,30 @@ def test_killed_run_resumes_to_the_same_final_model(small_federation, tmp_path):
     straight = tmp_path / "straight"
     _simulate(small_federation, straight, tmp_path, "--mode", "fedavg", "--rounds", rounds)
     broken = tmp_path / "broken"
-    command = [sys.executable, "-m", "fedsec", "simulate", "--data",
-               str(small_federation), "--out", str(broken), "--rounds", rounds, "--local-steps",
-               STEPS, "--mode", "fedavg"]
-    process = subprocess.Popen(command, cwd=tmp_path, env=fedsec_env(tmp_path),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "fedsec",
+        "simulate",
+        "--data",
+        str(small_federation),
+        "--out",
+        str(broken),
+        "--rounds",
+        rounds,
+        "--local-steps",
+        STEPS,
+        "--mode",
+        "fedavg",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=fedsec_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         state = broken / "checkpoints" / "round-001.state.json"

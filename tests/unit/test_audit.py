@@ -21,8 +21,12 @@ def test_leaked_names_finds_full_and_registered_names_in_bytes():
 @pytest.fixture
 def message() -> Message:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    return Message(content=RecordDict({"config": ConfigRecord({"server-round": 1})}),
-                   dst_node_id=7, message_type=MessageType.EVALUATE, group_id="1")
+    return Message(
+        content=RecordDict({"config": ConfigRecord({"server-round": 1})}),
+        dst_node_id=7,
+        message_type=MessageType.EVALUATE,
+        group_id="1",
+    )
 
 
 def _context() -> Context:
@@ -35,8 +39,9 @@ def _guard(audit_dir=None):
 
 def test_reply_with_a_domain_is_withheld(message):
     def handler(msg, context):
-        return Message(RecordDict({"m": ConfigRecord({"top_fp": "intranet.acme.example"})}),
-                       reply_to=msg)
+        return Message(
+            RecordDict({"m": ConfigRecord({"top_fp": "intranet.acme.example"})}), reply_to=msg
+        )
 
     with pytest.raises(LeakError, match="withheld"):
         _guard()(message, _context(), handler)

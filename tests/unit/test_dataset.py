@@ -47,7 +47,8 @@ def test_split_is_in_time_and_no_registered_domain_is_on_both_sides(site):
     assert len(data.test) > 0 and data.test.positives > 0 and data.train.positives > 0
     for examples in (data.train, data.test):
         assert [registered_domain(n) for n in examples.domains[:200]] == list(
-            examples.registered[:200])
+            examples.registered[:200]
+        )
 
 
 def test_labels_come_from_intel_not_truth(site):

@@ -39,36 +39,57 @@ def _results() -> dict[str, Any]:
         zip(per_round, seconds, strict=True), start=1
     ):
         site_a = _full(
-            auc=auc_a, ece=ece_a, fp_per_day=fp_a * 0.75, fp_per_day_upper95=fp_a,
+            auc=auc_a,
+            ece=ece_a,
+            fp_per_day=fp_a * 0.75,
+            fp_per_day_upper95=fp_a,
             **{"tpr_at_fpr_1e-4": 0.40, "tpr_at_fpr_1e-4_resolvable": 1},
-            precision_at_base_rate=0.02, recall_at_budget=0.30, analyst_hours_per_day=40.0,
-            unseen_family_recall=0.5, churn=0.01, budget_utilisation=1.5,
-            recall_family_hexhash=0.9, recall_family_cvc=0.2,
+            precision_at_base_rate=0.02,
+            recall_at_budget=0.30,
+            analyst_hours_per_day=40.0,
+            unseen_family_recall=0.5,
+            churn=0.01,
+            budget_utilisation=1.5,
+            recall_family_hexhash=0.9,
+            recall_family_cvc=0.2,
         )
         site_b = {
-            "ack": 1.0, "num_examples": 800, "auc": auc_b, "ece": ece_b,
-            "tpr_at_fpr_1e-4": 0.0, "tpr_at_fpr_1e-4_resolvable": 0,
-            "precision_at_base_rate": 0.05, "recall_at_budget": 0.10,
-            "unseen_family_recall": None, "churn": 0.03, "budget_utilisation": 0.5,
+            "ack": 1.0,
+            "num_examples": 800,
+            "auc": auc_b,
+            "ece": ece_b,
+            "tpr_at_fpr_1e-4": 0.0,
+            "tpr_at_fpr_1e-4_resolvable": 0,
+            "precision_at_base_rate": 0.05,
+            "recall_at_budget": 0.10,
+            "unseen_family_recall": None,
+            "churn": 0.03,
+            "budget_utilisation": 0.5,
             "recall_family_hexhash": 0.7,
         }
         site_c = {"ack": 1.0, "num_examples": 500}
         halted = number == 2
         train = (
-            {"status": "halted", "mode": "secagg", "sites": {}} if halted else {
-                "status": "aggregated", "mode": "secagg", "results": 3 - (number == 3),
+            {"status": "halted", "mode": "secagg", "sites": {}}
+            if halted
+            else {
+                "status": "aggregated",
+                "mode": "secagg",
+                "results": 3 - (number == 3),
                 "failures": int(number == 3),
                 "failure_reasons": ["node 7: timeout"] if number == 3 else [],
                 "sites": {"site-a": {"train_loss": 0.2, "num_examples": 7000}},
             }
         )
-        rounds.append({
-            "round": number,
-            "seconds": {"train": train_s, "evaluate": evaluate_s, "total": total_s},
-            "train": train,
-            "sites": {"site-a": site_a, "site-b": site_b, "site-c": site_c},
-            "aggregate": {"sites": 3, "failures": 0},
-        })
+        rounds.append(
+            {
+                "round": number,
+                "seconds": {"train": train_s, "evaluate": evaluate_s, "total": total_s},
+                "train": train,
+                "sites": {"site-a": site_a, "site-b": site_b, "site-c": site_c},
+                "aggregate": {"sites": 3, "failures": 0},
+            }
+        )
     return {"config": {"mode": "secagg", "num-rounds": 3, "min-nodes": 3}, "rounds": rounds}
 
 
@@ -93,10 +114,16 @@ def test_worst_site_respects_the_metric_direction(report: dict[str, Any]) -> Non
 
 def test_spread_numbers_are_exact(report: dict[str, Any]) -> None:
     assert report["headline"]["auc"]["spread"] == {
-        "min": 0.90, "median": (0.90 + 0.95) / 2, "max": 0.95, "sites": 2,
+        "min": 0.90,
+        "median": (0.90 + 0.95) / 2,
+        "max": 0.95,
+        "sites": 2,
     }
     assert report["headline"]["fp_per_day_upper95"]["spread"] == {
-        "min": 2.0e5, "median": 2.0e5, "max": 2.0e5, "sites": 1,
+        "min": 2.0e5,
+        "median": 2.0e5,
+        "max": 2.0e5,
+        "sites": 1,
     }
 
 
@@ -232,7 +259,9 @@ def test_write_federation_report_writes_both_files(tmp_path: Path) -> None:
     assert json.loads(json_path.read_text()) == build_federation_report(_results())
     assert _decoded_pngs(html_path.read_text())
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "report.html", "report.json", "results.json"
+        "report.html",
+        "report.json",
+        "results.json",
     ]
 
 
@@ -264,8 +293,16 @@ def test_malformed_results_json_names_the_file_and_field(
 def test_no_rounds_and_no_shared_metrics_still_render(tmp_path: Path) -> None:
     for results in (
         {"config": {}, "rounds": []},
-        {"rounds": [{"round": 1, "train": {"status": "no-results"},
-                     "sites": {"x": {"ack": 1.0}}, "seconds": {"total": NAN}}]},
+        {
+            "rounds": [
+                {
+                    "round": 1,
+                    "train": {"status": "no-results"},
+                    "sites": {"x": {"ack": 1.0}},
+                    "seconds": {"total": NAN},
+                }
+            ]
+        },
     ):
         built = build_federation_report(results)
         assert all(entry["worst"] is None for entry in built["headline"].values())
@@ -274,8 +311,14 @@ def test_no_rounds_and_no_shared_metrics_still_render(tmp_path: Path) -> None:
 
 def test_final_round_without_replies_falls_back_to_the_last_evaluated() -> None:
     results = _results()
-    results["rounds"].append({"round": 4, "train": {"status": "no-results", "failures": 3},
-                              "sites": {}, "aggregate": {"sites": 0, "failures": 3}})
+    results["rounds"].append(
+        {
+            "round": 4,
+            "train": {"status": "no-results", "failures": 3},
+            "sites": {},
+            "aggregate": {"sites": 0, "failures": 3},
+        }
+    )
     built = build_federation_report(results)
     assert built["last_round"]["round"] == 3
     assert built["last_round"]["is_final_round"] is False
@@ -302,13 +345,23 @@ def test_rounds_are_ordered_by_number_whatever_the_file_order() -> None:
 @pytest.mark.parametrize(
     ("name", "direction"),
     [
-        ("auc", "higher"), ("pauc_fpr_1e-3", "higher"), ("tpr_at_fpr_1e-5", "higher"),
-        ("precision_at_base_rate", "higher"), ("recall_family_hexhash", "higher"),
-        ("unseen_family_recall", "higher"), ("federated_gain_tpr_at_fpr_1e-3", "higher"),
-        ("fpr_upper95", "lower"), ("fpr_query", "lower"), ("fp_per_day_upper95", "lower"),
-        ("new_fp_rate", "lower"), ("malformed_rate", "lower"), ("budget_utilisation", "lower"),
-        ("shortcut_ratio", "lower"), ("alerts_per_incident", "lower"),
-        ("threshold_at_budget", None), ("tpr_at_fpr_1e-4_resolvable", None),
+        ("auc", "higher"),
+        ("pauc_fpr_1e-3", "higher"),
+        ("tpr_at_fpr_1e-5", "higher"),
+        ("precision_at_base_rate", "higher"),
+        ("recall_family_hexhash", "higher"),
+        ("unseen_family_recall", "higher"),
+        ("federated_gain_tpr_at_fpr_1e-3", "higher"),
+        ("fpr_upper95", "lower"),
+        ("fpr_query", "lower"),
+        ("fp_per_day_upper95", "lower"),
+        ("new_fp_rate", "lower"),
+        ("malformed_rate", "lower"),
+        ("budget_utilisation", "lower"),
+        ("shortcut_ratio", "lower"),
+        ("alerts_per_incident", "lower"),
+        ("threshold_at_budget", None),
+        ("tpr_at_fpr_1e-4_resolvable", None),
         ("num_examples", None),
     ],
 )

@@ -27,13 +27,20 @@ def test_results_folder_holds_json_csv_table_and_index(tmp_path):
     assert [row["site"] for row in read] == ["site-00", "site-01"]
     assert read[1]["auc"] == "" and read[1]["x"] == "[1]" and read[0]["x"] == ""
 
-    table = results.add_table("Per site", rows, [Column("site", "site"),
-                                                 Column("auc", "AUC", "{:.2f}")],
-                              notes=["NaN prints as n/a."])
+    table = results.add_table(
+        "Per site",
+        rows,
+        [Column("site", "site"), Column("auc", "AUC", "{:.2f}")],
+        notes=["NaN prints as n/a."],
+    )
     assert "| site-00 | 0.91 |" in table and "| site-01 | n/a |" in table
 
-    path = results.write_table_md(size="tiny", command="fedsec experiment demo-exp --tiny",
-                                  intro="Intro text.", plots=["plot.png"])
+    path = results.write_table_md(
+        size="tiny",
+        command="fedsec experiment demo-exp --tiny",
+        intro="Intro text.",
+        plots=["plot.png"],
+    )
     text = path.read_text()
     assert text.startswith("## A demo experiment")
     assert "`fedsec experiment demo-exp --tiny`" in text and "![plot](plot.png)" in text
@@ -44,8 +51,9 @@ def test_results_folder_holds_json_csv_table_and_index(tmp_path):
 def test_index_lists_every_experiment_in_name_order(tmp_path):
     for name in ("zeta", "alpha"):
         Results(name, f"Title {name}", root=tmp_path).write_table_md(size="tiny", command="x")
-    lines = [line for line in write_index(tmp_path).read_text().splitlines()
-             if line.startswith("- ")]
+    lines = [
+        line for line in write_index(tmp_path).read_text().splitlines() if line.startswith("- ")
+    ]
     assert lines == ["- [Title alpha](alpha/table.md)", "- [Title zeta](zeta/table.md)"]
 
 
@@ -57,8 +65,10 @@ def test_plot_writes_a_png(tmp_path):
 
 def test_peak_rss_sees_child_processes():
     """A child holding ~200 MiB must show up in the tree's peak, not just this process."""
-    code = "import time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); " \
-           "time.sleep(1.5)"
+    code = (
+        "import time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); "
+        "time.sleep(1.5)"
+    )
     with PeakRss(interval=0.05) as peak:
         subprocess.run([sys.executable, "-c", code], check=True)
     assert peak.added_mib > 150

@@ -34,8 +34,9 @@ FIXTURES, ZEEK = ROOT / "readers", ROOT / "zeek"
 CSV_MAPPING = {"ts": "timestamp", "query": "qname", "qtype_name": "qtype", "id.orig_h": "client"}
 
 
-def read(fmt: str, path: Path, tmp_path: Path, columns=("ts", "query", "qtype_name"),
-         mapping=None) -> tuple[pa.Table, ReadStats, dict[int, tuple[str, str]]]:
+def read(
+    fmt: str, path: Path, tmp_path: Path, columns=("ts", "query", "qtype_name"), mapping=None
+) -> tuple[pa.Table, ReadStats, dict[int, tuple[str, str]]]:
     quarantine = Quarantine(tmp_path / "quarantine")
     table, stats = READERS[fmt](path, quarantine=quarantine, columns=columns, mapping=mapping)
     quarantine.close()
@@ -55,27 +56,39 @@ def quarantined(quarantine: Quarantine, path: Path) -> dict[int, tuple[str, str]
 
 # --- Zeek TSV: the registry and the streamed reader agree with the whole-file reader --------
 
-@pytest.mark.parametrize("name", ["dns.log", "crlf.log", "truncated.log", "reordered.log",
-                                  "concatenated.log"])
+
+@pytest.mark.parametrize(
+    "name", ["dns.log", "crlf.log", "truncated.log", "reordered.log", "concatenated.log"]
+)
 @pytest.mark.parametrize("block_bytes", [64, 700, 1 << 20])
-def test_streamed_tsv_equals_the_whole_file_reader(tmp_path: Path, name: str,
-                                                   block_bytes: int) -> None:
+def test_streamed_tsv_equals_the_whole_file_reader(
+    tmp_path: Path, name: str, block_bytes: int
+) -> None:
     path = ZEEK / name
     whole, whole_stats = read_zeek_tsv(path, quarantine=Quarantine(tmp_path / "a"))
     stream = stream_zeek_tsv(path, quarantine=Quarantine(tmp_path / "b"), block_bytes=block_bytes)
     table, stats = collect(stream, ("ts", "query", "qtype_name", "rcode_name"))
     assert table.equals(whole) and stats == whole_stats
-    registry, _ = READERS["zeek-tsv"](path, quarantine=Quarantine(tmp_path / "c"),
-                                      columns=("ts", "query", "qtype_name", "rcode_name"))
+    registry, _ = READERS["zeek-tsv"](
+        path,
+        quarantine=Quarantine(tmp_path / "c"),
+        columns=("ts", "query", "qtype_name", "rcode_name"),
+    )
     assert registry.equals(whole)
 
 
 def test_streamed_tsv_header_lines_escapes_unset_and_vectors(tmp_path: Path) -> None:
-    stream = stream_zeek_tsv(ZEEK / "dns.log", quarantine=Quarantine(tmp_path),
-                             columns=("ts", "query", "answers", "TTLs"), block_bytes=300)
+    stream = stream_zeek_tsv(
+        ZEEK / "dns.log",
+        quarantine=Quarantine(tmp_path),
+        columns=("ts", "query", "answers", "TTLs"),
+        block_bytes=300,
+    )
     table, stats = collect(stream, ("ts", "query", "answers", "TTLs"))
-    assert stats.header_lines == 9 and stats.quarantined == {"too-few-fields": 1,
-                                                             "bad-timestamp": 1}
+    assert stats.header_lines == 9 and stats.quarantined == {
+        "too-few-fields": 1,
+        "bad-timestamp": 1,
+    }
     rows = {row["line"]: row for row in table.to_pylist()}
     assert rows[10]["query"] == "café.example" and rows[17]["query"] == "a\tb.example"
     assert rows[11]["query"] is None and rows[11]["answers"] is None  # unset
@@ -88,13 +101,17 @@ def test_streamed_tsv_rotated_gzip_members_and_a_cut_stream(tmp_path: Path) -> N
     first, second = (ZEEK / "dns.log").read_bytes(), (ZEEK / "reordered.log").read_bytes()
     joined = tmp_path / "joined.log.gz"
     joined.write_bytes(gzip.compress(first) + gzip.compress(second) + b"\0\0")
-    table, stats = collect(stream_zeek_tsv(joined, quarantine=Quarantine(tmp_path / "q"),
-                                           block_bytes=256), ("ts", "query"))
+    table, stats = collect(
+        stream_zeek_tsv(joined, quarantine=Quarantine(tmp_path / "q"), block_bytes=256),
+        ("ts", "query"),
+    )
     assert stats.records == 9 and not stats.compressed_stream_truncated
     cut = tmp_path / "cut.log.gz"
     cut.write_bytes(gzip.compress(first * 200, compresslevel=1)[:-200])
-    _, stats = collect(stream_zeek_tsv(cut, quarantine=Quarantine(tmp_path / "q2"),
-                                       block_bytes=4096), ("ts", "query"))
+    _, stats = collect(
+        stream_zeek_tsv(cut, quarantine=Quarantine(tmp_path / "q2"), block_bytes=4096),
+        ("ts", "query"),
+    )
     assert stats.compressed_stream_truncated and stats.records > 0
     bad = tmp_path / "bad.log.gz"
     bad.write_bytes(b"\x1f\x8b" + b"not gzip" * 8)
@@ -113,8 +130,12 @@ def test_line_blocks_end_at_line_ends(tmp_path: Path) -> None:
 
 def test_mapping_is_refused_for_zeek_tsv(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="columns"):
-        READERS["zeek-tsv"](ZEEK / "dns.log", quarantine=Quarantine(tmp_path),
-                            columns=("ts", "query"), mapping={"query": "qname"})
+        READERS["zeek-tsv"](
+            ZEEK / "dns.log",
+            quarantine=Quarantine(tmp_path),
+            columns=("ts", "query"),
+            mapping={"query": "qname"},
+        )
 
 
 # --- Zeek JSON ------------------------------------------------------------------------------
@@ -127,9 +148,16 @@ def test_json_fields_types_escapes_unset_and_vectors(tmp_path: Path) -> None:
     rows = {row["line"]: row for row in table.to_pylist()}
     assert sorted(rows) == [1, 2, 3, 4, 5, 6, 7, 15]
     assert rows[1] | {"ts": 0} == {
-        "ts": 0, "query": "www.example.com", "qtype_name": "A", "rcode_name": "NOERROR",
-        "answers": "93.184.216.34,93.184.216.35", "TTLs": "3600,60", "AA": "F",
-        "id.orig_p": "53124", "line": 1}
+        "ts": 0,
+        "query": "www.example.com",
+        "qtype_name": "A",
+        "rcode_name": "NOERROR",
+        "answers": "93.184.216.34,93.184.216.35",
+        "TTLs": "3600,60",
+        "AA": "F",
+        "id.orig_p": "53124",
+        "line": 1,
+    }
     assert rows[1]["ts"] == pytest.approx(1709251205.10101)
     assert rows[2]["query"] == "café.example" and rows[2]["answers"] == ""  # \xNN, empty vector
     assert rows[3]["query"] is None and rows[3]["rcode_name"] is None  # unset: field omitted
@@ -138,10 +166,15 @@ def test_json_fields_types_escapes_unset_and_vectors(tmp_path: Path) -> None:
     assert rows[6]["ts"] == 1709251209.75  # ISO 8601
     assert rows[7]["ts"] == 1709251210.5  # epoch milliseconds
     assert rows[15]["query"] == "a\tb.example"
-    assert bad == {8: ("blank", ""), 9: ("bad-timestamp", bad[9][1]),
-                   10: ("bad-timestamp", bad[10][1]), 11: ("bad-json", "this is not json"),
-                   12: ("bad-json", '["an","array"]'), 13: ("bad-field-type", bad[13][1]),
-                   14: ("undecodable", bad[14][1])}
+    assert bad == {
+        8: ("blank", ""),
+        9: ("bad-timestamp", bad[9][1]),
+        10: ("bad-timestamp", bad[10][1]),
+        11: ("bad-json", "this is not json"),
+        12: ("bad-json", '["an","array"]'),
+        13: ("bad-field-type", bad[13][1]),
+        14: ("undecodable", bad[14][1]),
+    }
     assert stats.header_lines == 0 and stats.lines_read == 15
 
 
@@ -153,8 +186,9 @@ def test_json_truncated_last_line_header_lines_gzip_and_crlf(tmp_path: Path) -> 
     text = (FIXTURES / "dns.json.log").read_bytes()
     packed = tmp_path / "dns.json.log.gz"
     packed.write_bytes(gzip.compress(text.replace(b"\n", b"\r\n")))
-    plain, plain_stats, _ = read("zeek-json", FIXTURES / "dns.json.log", tmp_path / "c",
-                                 JSON_COLUMNS)
+    plain, plain_stats, _ = read(
+        "zeek-json", FIXTURES / "dns.json.log", tmp_path / "c", JSON_COLUMNS
+    )
     crlf, crlf_stats, _ = read("zeek-json", packed, tmp_path / "d", JSON_COLUMNS)
     assert crlf.equals(plain) and crlf_stats.quarantined == plain_stats.quarantined
 
@@ -163,43 +197,81 @@ def test_json_bulk_and_line_by_line_paths_agree(tmp_path: Path) -> None:
     good = [line for line in (FIXTURES / "dns.json.log").read_text().splitlines()[:7]]
     path = tmp_path / "good.json"
     path.write_text("\n".join(good) + "\n")
-    bulk, _ = collect(stream_zeek_json(path, quarantine=Quarantine(tmp_path / "a"),
-                                       columns=JSON_COLUMNS), JSON_COLUMNS)
+    bulk, _ = collect(
+        stream_zeek_json(path, quarantine=Quarantine(tmp_path / "a"), columns=JSON_COLUMNS),
+        JSON_COLUMNS,
+    )
     mixed = tmp_path / "mixed.json"  # a blank line sends every block down the slow path
     mixed.write_text("\n".join(good) + "\n\n")
-    slow, _ = collect(stream_zeek_json(mixed, quarantine=Quarantine(tmp_path / "b"),
-                                       columns=JSON_COLUMNS), JSON_COLUMNS)
+    slow, _ = collect(
+        stream_zeek_json(mixed, quarantine=Quarantine(tmp_path / "b"), columns=JSON_COLUMNS),
+        JSON_COLUMNS,
+    )
     assert slow.equals(bulk)
 
 
 def test_json_mapping_renames_fields(tmp_path: Path) -> None:
     path = tmp_path / "renamed.json"
     path.write_text('{"@timestamp":"2024-03-01T00:00:00Z","dns.qname":"x.example"}\n')
-    table, _, _ = read("zeek-json", path, tmp_path, ("ts", "query"),
-                       mapping={"ts": "@timestamp", "query": "dns.qname"})
+    table, _, _ = read(
+        "zeek-json",
+        path,
+        tmp_path,
+        ("ts", "query"),
+        mapping={"ts": "@timestamp", "query": "dns.qname"},
+    )
     assert table.to_pylist() == [{"ts": 1709251200.0, "query": "x.example", "line": 1}]
 
 
 # --- CSV --------------------------------------------------------------------------------------
 
+
 def test_csv_mapping_quotes_bom_crlf_and_bad_lines(tmp_path: Path) -> None:
-    table, stats, bad = read("csv", FIXTURES / "dns.csv", tmp_path,
-                             ("ts", "query", "qtype_name", "id.orig_h"), CSV_MAPPING)
+    table, stats, bad = read(
+        "csv",
+        FIXTURES / "dns.csv",
+        tmp_path,
+        ("ts", "query", "qtype_name", "id.orig_h"),
+        CSV_MAPPING,
+    )
     assert table.to_pylist() == [
-        {"ts": 1709251205.1, "query": "www.example.com", "qtype_name": "A",
-         "id.orig_h": "10.0.0.5", "line": 2},
-        {"ts": 1709251206.0, "query": "quoted,comma.example", "qtype_name": "AAAA",
-         "id.orig_h": "10.0.0.6", "line": 3},
-        {"ts": 1709251207.0, "query": 'say "hi".example', "qtype_name": "TXT",
-         "id.orig_h": "10.0.0.7", "line": 4},
-        {"ts": 1709251208.0, "query": None, "qtype_name": "A", "id.orig_h": "10.0.0.8",
-         "line": 5},
-        {"ts": 1709251211.0, "query": "naive-iso.example", "qtype_name": "A",
-         "id.orig_h": "10.0.0.12", "line": 10},
+        {
+            "ts": 1709251205.1,
+            "query": "www.example.com",
+            "qtype_name": "A",
+            "id.orig_h": "10.0.0.5",
+            "line": 2,
+        },
+        {
+            "ts": 1709251206.0,
+            "query": "quoted,comma.example",
+            "qtype_name": "AAAA",
+            "id.orig_h": "10.0.0.6",
+            "line": 3,
+        },
+        {
+            "ts": 1709251207.0,
+            "query": 'say "hi".example',
+            "qtype_name": "TXT",
+            "id.orig_h": "10.0.0.7",
+            "line": 4,
+        },
+        {"ts": 1709251208.0, "query": None, "qtype_name": "A", "id.orig_h": "10.0.0.8", "line": 5},
+        {
+            "ts": 1709251211.0,
+            "query": "naive-iso.example",
+            "qtype_name": "A",
+            "id.orig_h": "10.0.0.12",
+            "line": 10,
+        },
     ]
     assert {line: reason for line, (reason, _) in bad.items()} == {
-        6: "blank", 7: "bad-timestamp", 8: "too-few-fields", 9: "too-many-fields",
-        11: "truncated"}
+        6: "blank",
+        7: "bad-timestamp",
+        8: "too-few-fields",
+        9: "too-many-fields",
+        11: "truncated",
+    }
     assert bad[8][1] == "1709251209.0,10.0.0.10,few"
     assert stats.header_lines == 1 and stats.lines_read == 11
 
@@ -209,7 +281,8 @@ def test_csv_other_column_order_and_gzip(tmp_path: Path) -> None:
     table, _, _ = read("csv", FIXTURES / "reordered.csv", tmp_path / "a", mapping=mapping)
     assert table.to_pylist() == [
         {"ts": 1709337600.5, "query": "one.example.net", "qtype_name": "A", "line": 2},
-        {"ts": 1709337601.25, "query": "two.example.net", "qtype_name": "AAAA", "line": 3}]
+        {"ts": 1709337601.25, "query": "two.example.net", "qtype_name": "AAAA", "line": 3},
+    ]
     packed = tmp_path / "reordered.csv.gz"
     packed.write_bytes(gzip.compress((FIXTURES / "reordered.csv").read_bytes()))
     again, _, _ = read("csv", packed, tmp_path / "b", mapping=mapping)
@@ -225,42 +298,74 @@ def test_csv_quote_spanning_lines_keeps_line_numbers(tmp_path: Path) -> None:
 
 def test_csv_missing_mapped_column_names_the_file_and_fix(tmp_path: Path) -> None:
     with pytest.raises(LogFormatError, match=r"dns\.csv.*qname.*\[logs\] columns"):
-        READERS["csv"](FIXTURES / "dns.csv", quarantine=Quarantine(tmp_path),
-                       columns=("ts", "query"), mapping={"ts": "timestamp"})
+        READERS["csv"](
+            FIXTURES / "dns.csv",
+            quarantine=Quarantine(tmp_path),
+            columns=("ts", "query"),
+            mapping={"ts": "timestamp"},
+        )
     with pytest.raises(LogFormatError, match="zeek-tsv"):
-        READERS["csv"](ZEEK / "dns.log", quarantine=Quarantine(tmp_path),
-                       columns=("ts", "query"))
+        READERS["csv"](ZEEK / "dns.log", quarantine=Quarantine(tmp_path), columns=("ts", "query"))
 
 
 # --- Parquet ----------------------------------------------------------------------------------
 
+
 def test_parquet_types_mapping_and_bad_rows(tmp_path: Path) -> None:
     path = tmp_path / "dns.parquet"
-    pq.write_table(pa.table({
-        "time": pa.array([1709251205_000000, None, 1709251206_500000, 1709251207_000000],
-                         pa.timestamp("us", tz="UTC")),
-        "qname": pa.array([b"www.example.com", b"x.example", b"bad\xff", b""], pa.binary()),
-        "qtype_name": pa.array(["A", "A", "AAAA", "TXT"]).dictionary_encode(),
-        "answers": pa.array([["1.2.3.4", "5.6.7.8"], [], None, ["x"]]),
-    }), path, row_group_size=3)
-    table, stats, bad = read("parquet", path, tmp_path,
-                             ("ts", "query", "qtype_name", "answers", "rcode_name"),
-                             mapping={"ts": "time", "query": "qname"})
+    pq.write_table(
+        pa.table(
+            {
+                "time": pa.array(
+                    [1709251205_000000, None, 1709251206_500000, 1709251207_000000],
+                    pa.timestamp("us", tz="UTC"),
+                ),
+                "qname": pa.array([b"www.example.com", b"x.example", b"bad\xff", b""], pa.binary()),
+                "qtype_name": pa.array(["A", "A", "AAAA", "TXT"]).dictionary_encode(),
+                "answers": pa.array([["1.2.3.4", "5.6.7.8"], [], None, ["x"]]),
+            }
+        ),
+        path,
+        row_group_size=3,
+    )
+    table, stats, bad = read(
+        "parquet",
+        path,
+        tmp_path,
+        ("ts", "query", "qtype_name", "answers", "rcode_name"),
+        mapping={"ts": "time", "query": "qname"},
+    )
     assert table.to_pylist() == [
-        {"ts": 1709251205.0, "query": "www.example.com", "qtype_name": "A",
-         "answers": "1.2.3.4,5.6.7.8", "rcode_name": None, "line": 1},
-        {"ts": 1709251207.0, "query": None, "qtype_name": "TXT", "answers": "x",
-         "rcode_name": None, "line": 4}]
-    assert {line: reason for line, (reason, _) in bad.items()} == {2: "bad-timestamp",
-                                                                   3: "undecodable"}
+        {
+            "ts": 1709251205.0,
+            "query": "www.example.com",
+            "qtype_name": "A",
+            "answers": "1.2.3.4,5.6.7.8",
+            "rcode_name": None,
+            "line": 1,
+        },
+        {
+            "ts": 1709251207.0,
+            "query": None,
+            "qtype_name": "TXT",
+            "answers": "x",
+            "rcode_name": None,
+            "line": 4,
+        },
+    ]
+    assert {line: reason for line, (reason, _) in bad.items()} == {
+        2: "bad-timestamp",
+        3: "undecodable",
+    }
     assert json.loads(bad[2][1])["time"] is None
     assert stats.lines_read == 4 and stats.header_lines == 0
 
 
 def test_parquet_epoch_and_text_timestamps(tmp_path: Path) -> None:
     path = tmp_path / "epoch.parquet"
-    pq.write_table(pa.table({"ts": [1709251205.5, 1709251206500.0],
-                             "query": ["a.example", "b.example"]}), path)
+    pq.write_table(
+        pa.table({"ts": [1709251205.5, 1709251206500.0], "query": ["a.example", "b.example"]}), path
+    )
     table, _, _ = read("parquet", path, tmp_path, ("ts", "query"))
     assert table["ts"].to_pylist() == [1709251205.5, 1709251206.5]
     broken = tmp_path / "broken.parquet"
@@ -276,8 +381,11 @@ def test_detect_format_and_timestamps(tmp_path: Path) -> None:
     packed = tmp_path / "x.json.gz"
     packed.write_bytes(gzip.compress((FIXTURES / "dns.json.log").read_bytes()))
     assert detect_format(packed) == "zeek-json"
-    values = parse_timestamps(pa.array(["1.5", "1709251200000", "2024-03-01T01:00:00+01:00",
-                                        "nan", "inf", "", None, "soon"]))
+    values = parse_timestamps(
+        pa.array(
+            ["1.5", "1709251200000", "2024-03-01T01:00:00+01:00", "nan", "inf", "", None, "soon"]
+        )
+    )
     assert values.to_pylist() == [1.5, 1709251200.0, 1709251200.0, None, None, None, None, None]
 
 
@@ -287,24 +395,33 @@ _TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\n
 _JSON_GOOD = st.builds(
     lambda ts, query, answers: json.dumps({"ts": ts, "query": query, "answers": answers}),
     st.one_of(st.floats(0, 2e12, allow_nan=False), st.integers(-5, 2**40), _TEXT),
-    st.one_of(_TEXT, st.integers(), st.none()), st.lists(_TEXT, max_size=3))
-_CSV_GOOD = st.builds(lambda ts, query: f'{ts},"{query}"',
-                      st.floats(0, 2e9, allow_nan=False), _TEXT.map(lambda t: t.replace('"', '""')))
+    st.one_of(_TEXT, st.integers(), st.none()),
+    st.lists(_TEXT, max_size=3),
+)
+_CSV_GOOD = st.builds(
+    lambda ts, query: f'{ts},"{query}"',
+    st.floats(0, 2e9, allow_nan=False),
+    _TEXT.map(lambda t: t.replace('"', '""')),
+)
 _NOISE = st.one_of(
     st.text(st.sampled_from('{}[]",:\\x0f9 #\r\t-é\udcffab'), max_size=30),
-    st.binary(max_size=30).map(lambda raw: raw.decode("utf-8", "surrogateescape")))
+    st.binary(max_size=30).map(lambda raw: raw.decode("utf-8", "surrogateescape")),
+)
 
 
 def _mutations(good):
-    return st.one_of(good, good.map(lambda line: line[: len(line) // 2]),
-                     good.map(lambda line: line + ",x"), good.map(lambda line: "#" + line),
-                     _NOISE)
+    return st.one_of(
+        good,
+        good.map(lambda line: line[: len(line) // 2]),
+        good.map(lambda line: line + ",x"),
+        good.map(lambda line: "#" + line),
+        _NOISE,
+    )
 
 
 def _write(tmp_path: Path, lines: list[str], *, end: str, gz: bool, header: str = "") -> Path:
     text = header + "\n".join(lines) + ("\n" if end else "")
-    raw = (text.replace("\n", "\r\n") if end == "\r\n" else text).encode("utf-8",
-                                                                         "surrogateescape")
+    raw = (text.replace("\n", "\r\n") if end == "\r\n" else text).encode("utf-8", "surrogateescape")
     path = tmp_path / ("fuzz.gz" if gz else "fuzz.log")
     path.write_bytes(gzip.compress(raw) if gz else raw)
     return path
@@ -320,34 +437,50 @@ def _accounted(table: pa.Table, stats: ReadStats, quarantine: Quarantine, path: 
     assert table["ts"].null_count == 0
 
 
-FUZZ = settings(max_examples=120, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @FUZZ
-@given(body=st.lists(_mutations(_JSON_GOOD), max_size=20), end=st.sampled_from(["\n", "\r\n", ""]),
-       gz=st.booleans(), block_bytes=st.sampled_from([40, 1 << 20]))
+@given(
+    body=st.lists(_mutations(_JSON_GOOD), max_size=20),
+    end=st.sampled_from(["\n", "\r\n", ""]),
+    gz=st.booleans(),
+    block_bytes=st.sampled_from([40, 1 << 20]),
+)
 def test_fuzz_json(tmp_path_factory, body, end, gz, block_bytes) -> None:
     tmp_path = tmp_path_factory.mktemp("json")
     path = _write(tmp_path, body, end=end, gz=gz)
     quarantine = Quarantine(tmp_path / "q")
-    table, stats = collect(stream_zeek_json(path, quarantine=quarantine,
-                                            columns=("ts", "query", "answers"),
-                                            block_bytes=block_bytes), ("ts", "query", "answers"))
+    table, stats = collect(
+        stream_zeek_json(
+            path, quarantine=quarantine, columns=("ts", "query", "answers"), block_bytes=block_bytes
+        ),
+        ("ts", "query", "answers"),
+    )
     quarantine.close()
     _accounted(table, stats, quarantine, path)
     shutil.rmtree(tmp_path)
 
 
 @FUZZ
-@given(body=st.lists(_mutations(_CSV_GOOD), max_size=20), end=st.sampled_from(["\n", "\r\n", ""]),
-       gz=st.booleans(), block_bytes=st.sampled_from([40, 1 << 20]))
+@given(
+    body=st.lists(_mutations(_CSV_GOOD), max_size=20),
+    end=st.sampled_from(["\n", "\r\n", ""]),
+    gz=st.booleans(),
+    block_bytes=st.sampled_from([40, 1 << 20]),
+)
 def test_fuzz_csv(tmp_path_factory, body, end, gz, block_bytes) -> None:
     tmp_path = tmp_path_factory.mktemp("csv")
     path = _write(tmp_path, body, end=end, gz=gz, header="ts,query\n")
     quarantine = Quarantine(tmp_path / "q")
-    table, stats = collect(stream_csv_log(path, quarantine=quarantine, columns=("ts", "query"),
-                                          block_bytes=block_bytes), ("ts", "query"))
+    table, stats = collect(
+        stream_csv_log(
+            path, quarantine=quarantine, columns=("ts", "query"), block_bytes=block_bytes
+        ),
+        ("ts", "query"),
+    )
     quarantine.close()
     _accounted(table, stats, quarantine, path)
     assert stats.header_lines == 1
@@ -355,13 +488,20 @@ def test_fuzz_csv(tmp_path_factory, body, end, gz, block_bytes) -> None:
 
 
 _TSV_HEADER = "#separator \\x09\n#fields\tts\tquery\tqtype_name\n#types\ttime\tstring\tstring\n"
-_TSV_GOOD = st.builds(lambda ts, query: f"{ts}\t{query}\tA", st.floats(0, 2e9, allow_nan=False),
-                      _TEXT.map(lambda text: text.replace("\t", " ")))
+_TSV_GOOD = st.builds(
+    lambda ts, query: f"{ts}\t{query}\tA",
+    st.floats(0, 2e9, allow_nan=False),
+    _TEXT.map(lambda text: text.replace("\t", " ")),
+)
 
 
 @FUZZ
-@given(body=st.lists(_mutations(_TSV_GOOD), max_size=20), end=st.sampled_from(["\n", "\r\n", ""]),
-       gz=st.booleans(), block_bytes=st.sampled_from([30, 1 << 20]))
+@given(
+    body=st.lists(_mutations(_TSV_GOOD), max_size=20),
+    end=st.sampled_from(["\n", "\r\n", ""]),
+    gz=st.booleans(),
+    block_bytes=st.sampled_from([30, 1 << 20]),
+)
 def test_fuzz_streamed_tsv_equals_whole_file(tmp_path_factory, body, end, gz, block_bytes) -> None:
     tmp_path = tmp_path_factory.mktemp("tsv")
     path = _write(tmp_path, body, end=end, gz=gz, header=_TSV_HEADER)
@@ -371,25 +511,34 @@ def test_fuzz_streamed_tsv_equals_whole_file(tmp_path_factory, body, end, gz, bl
         with pytest.raises(LogFormatError):
             list(stream_zeek_tsv(path, quarantine=Quarantine(tmp_path / "b")))
         return
-    table, stats = collect(stream_zeek_tsv(path, quarantine=Quarantine(tmp_path / "b"),
-                                           block_bytes=block_bytes), whole.column_names[:-1])
+    table, stats = collect(
+        stream_zeek_tsv(path, quarantine=Quarantine(tmp_path / "b"), block_bytes=block_bytes),
+        whole.column_names[:-1],
+    )
     assert table.equals(whole) and stats == whole_stats
     shutil.rmtree(tmp_path)
 
 
 @FUZZ
-@given(ts=st.lists(st.one_of(st.none(), _TEXT, st.floats(allow_nan=True).map(str)), max_size=15),
-       data=st.data())
+@given(
+    ts=st.lists(st.one_of(st.none(), _TEXT, st.floats(allow_nan=True).map(str)), max_size=15),
+    data=st.data(),
+)
 def test_fuzz_parquet(tmp_path_factory, ts, data) -> None:
     tmp_path = tmp_path_factory.mktemp("parquet")
-    queries = data.draw(st.lists(st.one_of(st.none(), st.binary(max_size=12)),
-                                 min_size=len(ts), max_size=len(ts)))
+    queries = data.draw(
+        st.lists(st.one_of(st.none(), st.binary(max_size=12)), min_size=len(ts), max_size=len(ts))
+    )
     path = tmp_path / "fuzz.parquet"
-    pq.write_table(pa.table({"ts": pa.array(ts, pa.string()),
-                             "query": pa.array(queries, pa.binary())}), path, row_group_size=4)
+    pq.write_table(
+        pa.table({"ts": pa.array(ts, pa.string()), "query": pa.array(queries, pa.binary())}),
+        path,
+        row_group_size=4,
+    )
     quarantine = Quarantine(tmp_path / "q")
-    table, stats = collect(STREAMS["parquet"](path, quarantine=quarantine,
-                                              columns=("ts", "query")), ("ts", "query"))
+    table, stats = collect(
+        STREAMS["parquet"](path, quarantine=quarantine, columns=("ts", "query")), ("ts", "query")
+    )
     quarantine.close()
     _accounted(table, stats, quarantine, path)
     shutil.rmtree(tmp_path)
@@ -397,5 +546,6 @@ def test_fuzz_parquet(tmp_path_factory, ts, data) -> None:
 
 def test_json_reader_refuses_zeek_tsv(tmp_path: Path) -> None:
     with pytest.raises(LogFormatError, match=r"dns\.log.*zeek-tsv"):
-        READERS["zeek-json"](ZEEK / "dns.log", quarantine=Quarantine(tmp_path),
-                             columns=("ts", "query"))
+        READERS["zeek-json"](
+            ZEEK / "dns.log", quarantine=Quarantine(tmp_path), columns=("ts", "query")
+        )

@@ -18,8 +18,16 @@ def test_pyproject_defaults_equal_run_settings_defaults():
 
 @pytest.mark.parametrize(
     ("nodes", "expected"),
-    [(3, (3, 2)), (4, (4, 3)), (8, (8, 5)), (9, (9, 5)), (10, (10, 6)), (16, (15, 8)),
-     (25, (15, 8)), (100, (15, 8))],
+    [
+        (3, (3, 2)),
+        (4, (4, 3)),
+        (8, (8, 5)),
+        (9, (9, 5)),
+        (10, (10, 6)),
+        (16, (15, 8)),
+        (25, (15, 8)),
+        (100, (15, 8)),
+    ],
 )
 def test_auto_shares_odd_unless_all_nodes_with_threshold_over_half(nodes, expected):
     shares, threshold = RunSettings().secagg_shares(num_nodes=nodes)
@@ -38,8 +46,16 @@ def test_explicit_shares_are_kept_and_checked():
 
 @pytest.mark.parametrize(
     ("fraction", "nodes", "shares"),
-    [(0.6, 100, 61), (0.6, 10, 7), (0.6, 5, 3), (0.5, 8, 5), (0.1, 10, 10), (1.0, 9, 9),
-     (0.6, 3, 3), (0.35, 20, 7)],
+    [
+        (0.6, 100, 61),
+        (0.6, 10, 7),
+        (0.6, 5, 3),
+        (0.5, 8, 5),
+        (0.1, 10, 10),
+        (1.0, 9, 9),
+        (0.6, 3, 3),
+        (0.35, 20, 7),
+    ],
 )
 def test_fraction_of_nodes_follows_flwr(fraction, nodes, shares):
     # By hand from flwr 1.42's setup stage: round(f * n), made odd below n, n if <= 2.
@@ -69,9 +85,15 @@ def test_whole_counts_from_toml_floats_and_cli_ints_agree():
     assert RunSettings.from_run_config(as_int.to_run_config()) == as_int
 
 
-@pytest.mark.parametrize(("key", "value"), [("num-shares", 2.5),
-                                            ("reconstruction-threshold", 3.7),
-                                            ("num-shares", -1), ("num-shares", float("inf"))])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("num-shares", 2.5),
+        ("reconstruction-threshold", 3.7),
+        ("num-shares", -1),
+        ("num-shares", float("inf")),
+    ],
+)
 def test_bad_share_values_name_the_key_and_the_fix(key, value):
     with pytest.raises(ConfigError) as error:
         RunSettings.from_run_config({key: value})
@@ -92,11 +114,14 @@ def test_fault_injection_by_site_and_round():
     assert RunSettings(fail_sites="site-02").fails_at(site_id="site-02", server_round=7)
 
 
-@pytest.mark.parametrize(("value", "rendered"), [
-    ("every-round", [True, True, True]),
-    ("last-round", [False, False, True]),
-    ("off", [False, False, False]),
-])
+@pytest.mark.parametrize(
+    ("value", "rendered"),
+    [
+        ("every-round", [True, True, True]),
+        ("last-round", [False, False, True]),
+        ("off", [False, False, False]),
+    ],
+)
 def test_site_html_rounds(value: str, rendered: list[bool]) -> None:
     settings = RunSettings.from_run_config({"site-html": value, "num-rounds": 3})
     assert [settings.site_html_at(server_round) for server_round in (1, 2, 3)] == rendered

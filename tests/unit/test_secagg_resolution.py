@@ -22,8 +22,10 @@ def test_modulus_capacity_is_the_largest_count_whose_weights_cannot_wrap():
         RunSettings().check_secagg_capacity(num_nodes=MAX_SECAGG_NODES + 1)
 
 
-@pytest.mark.parametrize(("sampled", "shares", "threshold"),
-                         [(3, 3, 2), (4, 4, 3), (8, 8, 5), (9, 9, 5), (16, 15, 8), (40, 15, 8)])
+@pytest.mark.parametrize(
+    ("sampled", "shares", "threshold"),
+    [(3, 3, 2), (4, 4, 3), (8, 8, 5), (9, 9, 5), (16, 15, 8), (40, 15, 8)],
+)
 def test_default_shares_resolve_from_the_sampled_nodes_not_min_nodes(sampled, shares, threshold):
     workflow = _workflow()
     workflow._resize(sampled)

@@ -14,22 +14,62 @@ from common.share import SHARE_KEYS, SHARE_LEVELS, is_shared, round_significant,
 quick = settings(max_examples=200, deadline=None)
 
 RATES = {
-    "auc", "pauc_fpr_1e-3", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-4", "tpr_at_fpr_1e-5",
-    "tpr_at_fpr_1e-3_resolvable", "tpr_at_fpr_1e-4_resolvable", "tpr_at_fpr_1e-5_resolvable",
-    "fpr", "fpr_upper95", "fpr_query", "fpr_unique", "precision_at_base_rate",
-    "recall_at_budget", "budget_utilisation", "threshold_feasible", "ece", "brier", "churn",
-    "new_fp_rate", "recall_family_conficker", "recall_family_gamma_2", "unseen_family_recall",
-    "psi_score", "shortcut_ratio", "malformed_rate", "duplicate_rate", "label_conflict_rate",
-    "leakage_rate", "federated_gain_tpr_at_fpr_1e-4", "federated_gain_recall_at_budget",
+    "auc",
+    "pauc_fpr_1e-3",
+    "tpr_at_fpr_1e-3",
+    "tpr_at_fpr_1e-4",
+    "tpr_at_fpr_1e-5",
+    "tpr_at_fpr_1e-3_resolvable",
+    "tpr_at_fpr_1e-4_resolvable",
+    "tpr_at_fpr_1e-5_resolvable",
+    "fpr",
+    "fpr_upper95",
+    "fpr_query",
+    "fpr_unique",
+    "precision_at_base_rate",
+    "recall_at_budget",
+    "budget_utilisation",
+    "threshold_feasible",
+    "ece",
+    "brier",
+    "churn",
+    "new_fp_rate",
+    "recall_family_conficker",
+    "recall_family_gamma_2",
+    "unseen_family_recall",
+    "psi_score",
+    "shortcut_ratio",
+    "malformed_rate",
+    "duplicate_rate",
+    "label_conflict_rate",
+    "leakage_rate",
+    "federated_gain_tpr_at_fpr_1e-4",
+    "federated_gain_recall_at_budget",
 }
 VOLUMES = {
-    "fp_per_day", "fp_per_day_upper95", "alerts_per_day", "alerts_per_incident",
-    "alert_budget_per_day", "analyst_hours_per_day", "test_domains", "test_positives",
-    "test_queries", "unseen_families", "federated_gain_fp_per_day",
+    "fp_per_day",
+    "fp_per_day_upper95",
+    "alerts_per_day",
+    "alerts_per_incident",
+    "alert_budget_per_day",
+    "analyst_hours_per_day",
+    "test_domains",
+    "test_positives",
+    "test_queries",
+    "unseen_families",
+    "federated_gain_fp_per_day",
 }
 LOCAL_ONLY = {
-    "threshold", "threshold_at_budget", "operating_mode_budget", "baseline_auc", "tpr",
-    "train_domains", "top_fp_domain_count", "auc_extra", "recall_family", "xrecall_family_a",
+    "threshold",
+    "threshold_at_budget",
+    "operating_mode_budget",
+    "baseline_auc",
+    "tpr",
+    "train_domains",
+    "top_fp_domain_count",
+    "auc_extra",
+    "recall_family",
+    "xrecall_family_a",
 }
 
 
@@ -58,25 +98,45 @@ def test_levels_are_nested() -> None:
 
 
 def test_values_are_rounded_plain_floats() -> None:
-    metrics = {"auc": np.float64(0.987654), "test_domains": np.int64(123456),
-               "threshold_feasible": True, "fp_per_day": 12}
+    metrics = {
+        "auc": np.float64(0.987654),
+        "test_domains": np.int64(123456),
+        "threshold_feasible": True,
+        "fp_per_day": 12,
+    }
     shared = share_subset(metrics, level="rates+volumes")
-    assert shared == {"auc": 0.99, "test_domains": 120000.0, "threshold_feasible": 1.0,
-                      "fp_per_day": 12.0}
+    assert shared == {
+        "auc": 0.99,
+        "test_domains": 120000.0,
+        "threshold_feasible": 1.0,
+        "fp_per_day": 12.0,
+    }
     assert all(type(value) is float for value in shared.values())
 
 
 def test_non_finite_values_are_not_sent() -> None:
-    metrics = {"auc": float("nan"), "alerts_per_incident": float("inf"),
-               "budget_utilisation": -float("inf"), "fpr": 0.0,
-               "fp_per_day": 1.7976931348623157e308}  # rounds up past the largest float
+    metrics = {
+        "auc": float("nan"),
+        "alerts_per_incident": float("inf"),
+        "budget_utilisation": -float("inf"),
+        "fpr": 0.0,
+        "fp_per_day": 1.7976931348623157e308,
+    }  # rounds up past the largest float
     assert share_subset(metrics, level="rates+volumes") == {"fpr": 0.0}
 
 
 def test_unknown_keys_are_dropped() -> None:
-    metrics = {"auc": 0.9, "top_fp_example.com": 1.0, "domain_count": 5.0, "AUC": 0.9,
-               "recall_family": 0.5, "recall_family_": 0.5, "recall_family_evil.example": 0.5,
-               "recall_family_Conficker": 0.5, "recall_family_gamma_2": 0.5}
+    metrics = {
+        "auc": 0.9,
+        "top_fp_example.com": 1.0,
+        "domain_count": 5.0,
+        "AUC": 0.9,
+        "recall_family": 0.5,
+        "recall_family_": 0.5,
+        "recall_family_evil.example": 0.5,
+        "recall_family_Conficker": 0.5,
+        "recall_family_gamma_2": 0.5,
+    }
     # Per-family keys pass only with a slug suffix: no dotted name can ride along in a key.
     assert share_subset(metrics, level="rates") == {"auc": 0.9, "recall_family_gamma_2": 0.5}
 
@@ -95,20 +155,23 @@ def test_unknown_level_is_rejected() -> None:
         is_shared("auc", level="all")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (0.0123456, 0.012),
-    (123456, 120000.0),
-    (0, 0.0),
-    (-0.0, 0.0),
-    (-0.0123456, -0.012),
-    (-987.6, -990.0),
-    (0.995, 0.99),  # 0.995 is stored as 0.99499999...
-    (0.996, 1.0),
-    (1.0, 1.0),
-    (3e-9, 3e-9),
-    (2.5e-5, 2.5e-5),
-    (99.5, 100.0),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0.0123456, 0.012),
+        (123456, 120000.0),
+        (0, 0.0),
+        (-0.0, 0.0),
+        (-0.0123456, -0.012),
+        (-987.6, -990.0),
+        (0.995, 0.99),  # 0.995 is stored as 0.99499999...
+        (0.996, 1.0),
+        (1.0, 1.0),
+        (3e-9, 3e-9),
+        (2.5e-5, 2.5e-5),
+        (99.5, 100.0),
+    ],
+)
 def test_round_significant_two_digits(value: float, expected: float) -> None:
     assert round_significant(value) == expected
 
@@ -132,8 +195,10 @@ metric_names = st.one_of(
 
 
 @quick
-@given(metrics=st.dictionaries(metric_names, any_float, max_size=40),
-       level=st.sampled_from(SHARE_LEVELS))
+@given(
+    metrics=st.dictionaries(metric_names, any_float, max_size=40),
+    level=st.sampled_from(SHARE_LEVELS),
+)
 def test_shared_keys_are_allowed_and_values_finite(metrics: dict, level: str) -> None:
     shared = share_subset(metrics, level=level)
     if level == "none":

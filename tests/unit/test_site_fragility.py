@@ -23,16 +23,43 @@ from common.config import parse_site_config
 from common.metrics import threshold_for_fpr
 from common.share import SHARE_LEVELS, share_subset
 
-DESIGN_METRICS = (
-    "auc", "pauc_fpr_1e-3",
-    "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-4", "tpr_at_fpr_1e-5",
-    "tpr_at_fpr_1e-3_resolvable", "tpr_at_fpr_1e-4_resolvable", "tpr_at_fpr_1e-5_resolvable",
-    "fpr", "fpr_upper95", "fp_per_day", "fp_per_day_upper95", "fpr_query", "fpr_unique",
-    "precision_at_base_rate", "alerts_per_incident", "alert_budget_per_day", "alerts_per_day",
-    "threshold_at_budget", "recall_at_budget", "analyst_hours_per_day", "budget_utilisation",
-    "ece", "brier", "churn", "new_fp_rate", "unseen_family_recall", "unseen_families",
-    "psi_score", "shortcut_ratio", "threshold", "threshold_feasible", "operating_mode_budget",
-    "test_domains", "test_positives", "test_queries",
+DOCUMENTED_METRICS = (
+    "auc",
+    "pauc_fpr_1e-3",
+    "tpr_at_fpr_1e-3",
+    "tpr_at_fpr_1e-4",
+    "tpr_at_fpr_1e-5",
+    "tpr_at_fpr_1e-3_resolvable",
+    "tpr_at_fpr_1e-4_resolvable",
+    "tpr_at_fpr_1e-5_resolvable",
+    "fpr",
+    "fpr_upper95",
+    "fp_per_day",
+    "fp_per_day_upper95",
+    "fpr_query",
+    "fpr_unique",
+    "precision_at_base_rate",
+    "alerts_per_incident",
+    "alert_budget_per_day",
+    "alerts_per_day",
+    "threshold_at_budget",
+    "recall_at_budget",
+    "analyst_hours_per_day",
+    "budget_utilisation",
+    "ece",
+    "brier",
+    "churn",
+    "new_fp_rate",
+    "unseen_family_recall",
+    "unseen_families",
+    "psi_score",
+    "shortcut_ratio",
+    "threshold",
+    "threshold_feasible",
+    "operating_mode_budget",
+    "test_domains",
+    "test_positives",
+    "test_queries",
 )
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TRAIN_FAMILIES = ("Alpha", "beta.B")
@@ -52,35 +79,54 @@ def site_config(**overrides: dict):
 
 def random_names(rng: np.random.Generator, count: int, *, prefix: str, alphabet: str) -> list:
     letters = np.array(list(alphabet))
-    return [prefix + "".join(rng.choice(letters, size=int(rng.integers(6, 16)))) + f"{i}.com"
-            for i in range(count)]
+    return [
+        prefix + "".join(rng.choice(letters, size=int(rng.integers(6, 16)))) + f"{i}.com"
+        for i in range(count)
+    ]
 
 
-def examples(domains: list[str], labels: list[int], families: list[str],
-             rng: np.random.Generator) -> Examples:
+def examples(
+    domains: list[str], labels: list[int], families: list[str], rng: np.random.Generator
+) -> Examples:
     names = np.array(domains, dtype=object)
-    return Examples(domains=names, labels=np.array(labels, dtype=np.int8),
-                    families=np.array(families, dtype=object),
-                    query_counts=rng.integers(1, 500, size=len(domains)), registered=names)
+    return Examples(
+        domains=names,
+        labels=np.array(labels, dtype=np.int8),
+        families=np.array(families, dtype=object),
+        query_counts=rng.integers(1, 500, size=len(domains)),
+        registered=names,
+    )
 
 
-def labelled(rng: np.random.Generator, *, benign: int, malicious: int,
-             families: tuple[str, ...]) -> Examples:
-    domains = (random_names(rng, benign, prefix="shop", alphabet="aeiounrst")
-               + random_names(rng, malicious, prefix="", alphabet="qxzjkvwb0123456789"))
-    return examples(domains, [0] * benign + [1] * malicious,
-                    [""] * benign + [families[i % len(families)] for i in range(malicious)], rng)
+def labelled(
+    rng: np.random.Generator, *, benign: int, malicious: int, families: tuple[str, ...]
+) -> Examples:
+    domains = random_names(rng, benign, prefix="shop", alphabet="aeiounrst") + random_names(
+        rng, malicious, prefix="", alphabet="qxzjkvwb0123456789"
+    )
+    return examples(
+        domains,
+        [0] * benign + [1] * malicious,
+        [""] * benign + [families[i % len(families)] for i in range(malicious)],
+        rng,
+    )
 
 
 def make_site(*, config=None, test: Examples | None = None, seed: int = 0) -> SiteData:
     rng = np.random.default_rng(seed)
     return SiteData(
-        site_id="acme-eu", site_dir=Path("/nonexistent"), config=config or site_config(),
+        site_id="acme-eu",
+        site_dir=Path("/nonexistent"),
+        config=config or site_config(),
         train=labelled(rng, benign=600, malicious=100, families=TRAIN_FAMILIES),
-        test=test if test is not None else labelled(rng, benign=3000, malicious=150,
-                                                    families=("Alpha", "beta.B", "Gamma-2")),
-        train_days=("2024-03-01", "2024-03-02"), test_days=("2024-03-03",),
-        train_families=frozenset(TRAIN_FAMILIES), intel_only=intel_only_examples())
+        test=test
+        if test is not None
+        else labelled(rng, benign=3000, malicious=150, families=("Alpha", "beta.B", "Gamma-2")),
+        train_days=("2024-03-01", "2024-03-02"),
+        test_days=("2024-03-03",),
+        train_families=frozenset(TRAIN_FAMILIES),
+        intel_only=intel_only_examples(),
+    )
 
 
 def intel_only_examples() -> Examples:
@@ -97,15 +143,26 @@ def noisy_scores(examples: Examples, *, seed: int) -> np.ndarray:
     return np.where(examples.labels == 1, malicious, benign)
 
 
-def report(data: SiteData, work_dir: Path, *, server_round: int = 1, seed: int = 1,
-           test_scores: np.ndarray | None = None, **kwargs):
+def report(
+    data: SiteData,
+    work_dir: Path,
+    *,
+    server_round: int = 1,
+    seed: int = 1,
+    test_scores: np.ndarray | None = None,
+    **kwargs,
+):
     intel = intel_only_examples()
     return site_fragility_report(
-        data=data, intel_only=intel,
+        data=data,
+        intel_only=intel,
         test_scores=noisy_scores(data.test, seed=seed) if test_scores is None else test_scores,
         train_scores=noisy_scores(data.train, seed=seed + 1000),
         intel_only_scores=noisy_scores(intel, seed=seed + 2000),
-        server_round=server_round, work_dir=work_dir, **kwargs)
+        server_round=server_round,
+        work_dir=work_dir,
+        **kwargs,
+    )
 
 
 def strict_json(path: Path) -> dict:
@@ -130,13 +187,21 @@ class ImageSources(HTMLParser):
 
 def test_report_has_every_design_metric_and_parses(tmp_path: Path) -> None:
     data = make_site()
-    result = report(data, tmp_path, dqa={"malformed_rate": 0.01, "duplicate_rate": 0.0,
-                                         "label_conflict_rate": 0.0, "leakage_rate": 0.0},
-                    extra={"federated_gain_tpr_at_fpr_1e-4": 0.05})
+    result = report(
+        data,
+        tmp_path,
+        dqa={
+            "malformed_rate": 0.01,
+            "duplicate_rate": 0.0,
+            "label_conflict_rate": 0.0,
+            "leakage_rate": 0.0,
+        },
+        extra={"federated_gain_tpr_at_fpr_1e-4": 0.05},
+    )
     assert result.json_path == tmp_path / "fragility" / "round-001.json"
     assert result.html_path == tmp_path / "fragility" / "round-001.html"
     saved = strict_json(result.json_path)
-    missing = [key for key in DESIGN_METRICS if key not in result.metrics]
+    missing = [key for key in DOCUMENTED_METRICS if key not in result.metrics]
     assert not missing
     assert set(saved["metrics"]) == set(result.metrics)
     assert all(type(value) is float for value in result.metrics.values())
@@ -160,14 +225,24 @@ def test_unseen_families_come_from_test_and_intel_only(tmp_path: Path) -> None:
     assert result.metrics["unseen_families"] == 2.0
     delta = next(row for row in saved["families"] if row["family"] == "delta")
     assert (delta["test_positives"], delta["intel_only"], delta["names"]) == (0, 30, ["Delta"])
-    assert all(re.fullmatch(r"[a-z0-9_]+", key) for key in result.metrics
-               if not key.startswith(("tpr_at_fpr_", "pauc_fpr_")))
+    assert all(
+        re.fullmatch(r"[a-z0-9_]+", key)
+        for key in result.metrics
+        if not key.startswith(("tpr_at_fpr_", "pauc_fpr_"))
+    )
 
 
-@pytest.mark.parametrize(("name", "slug"), [
-    ("Conficker.B", "conficker_b"), ("gamma-2", "gamma_2"), ("  ", "unknown"), ("", "unknown"),
-    ("Émotet v2!", "motet_v2"), ("a..b", "a_b"),
-])
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("Conficker.B", "conficker_b"),
+        ("gamma-2", "gamma_2"),
+        ("  ", "unknown"),
+        ("", "unknown"),
+        ("Émotet v2!", "motet_v2"),
+        ("a..b", "a_b"),
+    ],
+)
 def test_family_slug(name: str, slug: str) -> None:
     assert family_slug(name) == slug
 
@@ -224,16 +299,20 @@ def test_zero_false_positives_still_bounds_the_fpr(tmp_path: Path) -> None:
     assert result.metrics["fp_per_day"] == 0.0
     assert result.metrics["fpr_upper95"] == pytest.approx(1.0 - 0.05 ** (1.0 / benign))
     assert result.metrics["fp_per_day_upper95"] == pytest.approx(
-        result.metrics["fpr_upper95"] * 1.0e6)
+        result.metrics["fpr_upper95"] * 1.0e6
+    )
     assert result.metrics["recall_at_budget"] == 1.0
     top = strict_json(result.json_path)["top_false_positives"]
     assert top["kind"] == "highest_scored_benign" and len(top["rows"]) == 20
 
 
-@pytest.mark.parametrize("analysts", [
-    {"count": 1, "minutes_per_alert": 1000.0},  # 0.34 alerts/day
-    {"count": 0},  # no one to triage: a budget of zero
-])
+@pytest.mark.parametrize(
+    "analysts",
+    [
+        {"count": 1, "minutes_per_alert": 1000.0},  # 0.34 alerts/day
+        {"count": 0},  # no one to triage: a budget of zero
+    ],
+)
 def test_budget_below_one_alert(tmp_path: Path, analysts: dict) -> None:
     config = site_config(deployment={"benign_events_per_day": 2.0e9}, analysts=analysts)
     result = report(make_site(config=config), tmp_path)
@@ -273,21 +352,28 @@ def test_no_positives_on_test_days_budgets_false_positives_alone(tmp_path: Path)
 
 
 @pytest.mark.parametrize(("benign", "malicious"), [(0, 0), (0, 60), (1, 1)])
-def test_degenerate_test_days_still_write_a_report(tmp_path: Path, benign: int,
-                                                   malicious: int) -> None:
+def test_degenerate_test_days_still_write_a_report(
+    tmp_path: Path, benign: int, malicious: int
+) -> None:
     rng = np.random.default_rng(6)
     data = make_site(test=labelled(rng, benign=benign, malicious=malicious, families=("Alpha",)))
     for server_round in (1, 2):
         result = site_fragility_report(
-            data=data, intel_only=None, test_scores=rng.random(len(data.test)),
-            train_scores=np.array([]), intel_only_scores=None, server_round=server_round,
-            work_dir=tmp_path)
-    assert set(DESIGN_METRICS) <= set(result.metrics)
+            data=data,
+            intel_only=None,
+            test_scores=rng.random(len(data.test)),
+            train_scores=np.array([]),
+            intel_only_scores=None,
+            server_round=server_round,
+            work_dir=tmp_path,
+        )
+    assert set(DOCUMENTED_METRICS) <= set(result.metrics)
     assert strict_json(result.json_path)["round"] == 2
     assert result.metrics["test_domains"] == benign + malicious
     assert math.isnan(result.metrics["psi_score"])  # no training scores to compare with
-    assert all(math.isfinite(value) for value in share_subset(result.metrics,
-                                                              level="rates").values())
+    assert all(
+        math.isfinite(value) for value in share_subset(result.metrics, level="rates").values()
+    )
 
 
 def test_misaligned_scores_are_rejected(tmp_path: Path) -> None:
@@ -314,7 +400,7 @@ def test_html_is_self_contained_with_png_plots(tmp_path: Path) -> None:
     prefix = "data:image/png;base64,"
     for source in parser.sources:
         assert source.startswith(prefix)
-        png = base64.b64decode(source[len(prefix):], validate=True)
+        png = base64.b64decode(source[len(prefix) :], validate=True)
         assert len(png) > 1000 and png.startswith(PNG_SIGNATURE)
     assert "stays on this site" in page.lower()
     assert "<script" not in page and "http://" not in page and "https://" not in page

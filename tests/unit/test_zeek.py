@@ -18,8 +18,13 @@ from client.readers.zeek_tsv import read_zeek_tsv, unescape_zeek
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "zeek"
 HEADER = [
-    "#separator \\x09", "#set_separator\t,", "#empty_field\t(empty)", "#unset_field\t-",
-    "#path\tdns", "#open\t2024-03-01-00-00-05", "#fields\tts\tuid\tquery\tqtype_name\trcode_name",
+    "#separator \\x09",
+    "#set_separator\t,",
+    "#empty_field\t(empty)",
+    "#unset_field\t-",
+    "#path\tdns",
+    "#open\t2024-03-01-00-00-05",
+    "#fields\tts\tuid\tquery\tqtype_name\trcode_name",
     "#types\ttime\tstring\tstring\tstring\tstring",
 ]
 
@@ -57,10 +62,15 @@ def test_dns_log_every_header_line_and_schema(tmp_path: Path) -> None:
     assert stats.lines_read == 18
     assert stats.records == 7 == table.num_rows
     assert stats.quarantined == {"too-few-fields": 1, "bad-timestamp": 1}
-    assert table.schema == pa.schema([
-        ("ts", pa.float64()), ("query", pa.string()), ("qtype_name", pa.string()),
-        ("rcode_name", pa.string()), ("line", pa.int64()),
-    ])
+    assert table.schema == pa.schema(
+        [
+            ("ts", pa.float64()),
+            ("query", pa.string()),
+            ("qtype_name", pa.string()),
+            ("rcode_name", pa.string()),
+            ("line", pa.int64()),
+        ]
+    )
     assert table["line"].to_pylist() == [9, 10, 11, 12, 13, 16, 17]
     assert table["ts"][0].as_py() == pytest.approx(1709251205.10101)
 
@@ -143,17 +153,30 @@ def test_truncated_last_line(tmp_path: Path) -> None:
 def test_different_fields_order(tmp_path: Path) -> None:
     table, _, _ = read(FIXTURES / "reordered.log", tmp_path)
     assert table.to_pylist() == [
-        {"ts": 1709337600.5, "query": "one.example.net", "qtype_name": None,
-         "rcode_name": "NOERROR", "line": 9},
-        {"ts": 1709337601.25, "query": "two.example.net", "qtype_name": None,
-         "rcode_name": "NXDOMAIN", "line": 10},
+        {
+            "ts": 1709337600.5,
+            "query": "one.example.net",
+            "qtype_name": None,
+            "rcode_name": "NOERROR",
+            "line": 9,
+        },
+        {
+            "ts": 1709337601.25,
+            "query": "two.example.net",
+            "qtype_name": None,
+            "rcode_name": "NXDOMAIN",
+            "line": 10,
+        },
     ]
 
 
 def test_two_concatenated_header_blocks(tmp_path: Path) -> None:
     table, stats, _ = read(FIXTURES / "concatenated.log", tmp_path)
-    assert table["query"].to_pylist() == ["first.example.com", "second.example.com",
-                                          "third.example.com"]
+    assert table["query"].to_pylist() == [
+        "first.example.com",
+        "second.example.com",
+        "third.example.com",
+    ]
     assert table["line"].to_pylist() == [9, 10, 20]
     assert table["ts"].to_pylist() == [1709251200.0, 1709251201.0, 1709254800.0]
     assert stats.header_lines == 18
@@ -175,12 +198,24 @@ def test_blank_lines_bad_escapes_and_stray_bytes(tmp_path: Path) -> None:
     path = write(tmp_path, "mixed.log", lines)
     table, stats, quarantine = read(path, tmp_path)
     assert table["query"].to_pylist() == ["ok.example", "bare\rcr.example"]
-    assert stats.quarantined == {"blank": 2, "bad-escape": 1, "undecodable": 2,
-                                 "too-many-fields": 1, "bad-timestamp": 2}
+    assert stats.quarantined == {
+        "blank": 2,
+        "bad-escape": 1,
+        "undecodable": 2,
+        "too-many-fields": 1,
+        "bad-timestamp": 2,
+    }
     reasons = {int(row[0]): row[1] for row in quarantine_rows(quarantine, path)}
-    assert reasons == {10: "blank", 11: "bad-escape", 12: "undecodable", 13: "undecodable",
-                       15: "blank", 16: "too-many-fields", 17: "bad-timestamp",
-                       18: "bad-timestamp"}
+    assert reasons == {
+        10: "blank",
+        11: "bad-escape",
+        12: "undecodable",
+        13: "undecodable",
+        15: "blank",
+        16: "too-many-fields",
+        17: "bad-timestamp",
+        18: "bad-timestamp",
+    }
 
 
 def test_missing_query_column_names_the_file(tmp_path: Path) -> None:
@@ -190,8 +225,9 @@ def test_missing_query_column_names_the_file(tmp_path: Path) -> None:
     assert "conn.log" in message and "query" in message and "[logs] format" in message
 
 
-@pytest.mark.parametrize(("name", "hint"),
-                         [("dns.csv", "not Zeek TSV"), ("dns.json.log", "zeek-json")])
+@pytest.mark.parametrize(
+    ("name", "hint"), [("dns.csv", "not Zeek TSV"), ("dns.json.log", "zeek-json")]
+)
 def test_not_zeek_tsv_names_the_file_and_the_setting(tmp_path: Path, name: str, hint: str) -> None:
     with pytest.raises(LogFormatError) as error:
         read_zeek_tsv(FIXTURES / name, quarantine=Quarantine(tmp_path))
@@ -242,8 +278,10 @@ def test_chunked_parsing_keeps_line_numbers(tmp_path: Path) -> None:
     body[57] = "broken"
     path = write(tmp_path, "many.log", HEADER + body)
     # many chunks parsed by a thread pool, each in several Arrow blocks
-    with (mock.patch.object(zeek_tsv, "CHUNK_BYTES", 1000),
-          mock.patch.object(zeek_tsv, "ARROW_BLOCK_BYTES", 100)):
+    with (
+        mock.patch.object(zeek_tsv, "CHUNK_BYTES", 1000),
+        mock.patch.object(zeek_tsv, "ARROW_BLOCK_BYTES", 100),
+    ):
         table, stats, quarantine = read(path, tmp_path)
     assert stats.records == 199
     lines = table["line"].to_pylist()
@@ -276,12 +314,20 @@ _LINE = st.one_of(
 
 @settings(max_examples=150, deadline=None)
 @example(body=["\n#fields"], end="\n", chunk_bytes=16, block_bytes=48, gz=False)
-@given(body=st.lists(_LINE, max_size=25), end=st.sampled_from(["\n", "\r\n", ""]),
-       chunk_bytes=st.sampled_from([16, 1 << 20]), block_bytes=st.sampled_from([48, 1 << 20]),
-       gz=st.booleans())
+@given(
+    body=st.lists(_LINE, max_size=25),
+    end=st.sampled_from(["\n", "\r\n", ""]),
+    chunk_bytes=st.sampled_from([16, 1 << 20]),
+    block_bytes=st.sampled_from([48, 1 << 20]),
+    gz=st.booleans(),
+)
 def test_random_lines_never_crash_and_every_line_is_accounted(
-    tmp_path_factory: pytest.TempPathFactory, body: list[str], end: str, chunk_bytes: int,
-    block_bytes: int, gz: bool,
+    tmp_path_factory: pytest.TempPathFactory,
+    body: list[str],
+    end: str,
+    chunk_bytes: int,
+    block_bytes: int,
+    gz: bool,
 ) -> None:
     tmp_path = tmp_path_factory.mktemp("fuzz")
     text = "\n".join(HEADER + body) + ("\n" if end == "\n" else "")
@@ -291,8 +337,10 @@ def test_random_lines_never_crash_and_every_line_is_accounted(
     path.write_bytes(gzip.compress(data) if gz else data)
     quarantine = Quarantine(tmp_path / "q")
     try:
-        with (mock.patch.object(zeek_tsv, "CHUNK_BYTES", chunk_bytes),
-              mock.patch.object(zeek_tsv, "ARROW_BLOCK_BYTES", block_bytes)):
+        with (
+            mock.patch.object(zeek_tsv, "CHUNK_BYTES", chunk_bytes),
+            mock.patch.object(zeek_tsv, "ARROW_BLOCK_BYTES", block_bytes),
+        ):
             table, stats = read_zeek_tsv(path, quarantine=quarantine)
     except LogFormatError:  # only a mutated header line ('#fields ...', '#separator ...')
         # A generated line may hold a newline, so look at the lines the reader sees.
@@ -301,8 +349,9 @@ def test_random_lines_never_crash_and_every_line_is_accounted(
     finally:
         quarantine.close()
     assert_accounted(stats)
-    header_lines = {number for number, line in enumerate(data.split(b"\n"), start=1)
-                    if line.startswith(b"#")}
+    header_lines = {
+        number for number, line in enumerate(data.split(b"\n"), start=1) if line.startswith(b"#")
+    }
     record_lines = set(table["line"].to_pylist())
     quarantined_lines = {int(row[0]) for row in quarantine_rows(quarantine, path)}
     assert len(record_lines) == table.num_rows and len(header_lines) == stats.header_lines
