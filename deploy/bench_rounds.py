@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from common.files import write_json
 from deploy.certs import write_pki
 from deploy.compose import (
     connection_entry,
@@ -115,6 +116,12 @@ def main() -> None:
     parser.add_argument("--local-steps", type=int, default=10)
     parser.add_argument("--scale", type=float, default=0.1)
     parser.add_argument("--app", type=Path, default=None)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("experiments/results/deploy_rounds"),
+        help="folder for MODE.json (the figures the README's deployment-cost table quotes)",
+    )
     args = parser.parse_args()
     from experiments.generator import generate_sites
 
@@ -237,6 +244,34 @@ def main() -> None:
         f"flwr-clientapp processes: {len(cpu)}, CPU {sum(cpu.values()):.1f}s in all, "
         f"{sum(cpu.values()) / max(1, len(cpu)):.2f}s each"
     )
+    later = [entry["seconds"] for entry in rounds[1:] if entry.get("seconds")]
+    document = {
+        "command": f"python -m deploy.bench_rounds --mode {args.mode} --rounds {args.rounds} "
+        f"--local-steps {args.local_steps} --scale {args.scale}",
+        "machine": {"cpus": os.cpu_count(), "load_average_1min_after": os.getloadavg()[0]},
+        "mode": args.mode,
+        "data_holders": len(holders),
+        "startup_s": {
+            "superlink_healthy": healthy,
+            "registrations": registered,
+            "supernodes_active": active,
+        },
+        "flwr_run_s": run_seconds,
+        "rounds": [{"round": entry["round"], **entry.get("seconds", {})} for entry in rounds],
+        "mean_round_s_after_first": {
+            phase: sum(seconds[phase] for seconds in later) / len(later)
+            for phase in ("train", "evaluate", "total")
+        }
+        if later
+        else None,
+        "idle_mib_per_data_holder": idle,
+        "peak_mib_per_data_holder": dict(monitor.peak),
+        "largest_clientapp_mib": monitor.clientapp_peak,
+        "clientapp_processes": len(cpu),
+        "clientapp_cpu_s_each": sum(cpu.values()) / max(1, len(cpu)),
+    }
+    path = write_json(args.out / f"{args.mode}.json", document)
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":
