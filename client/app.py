@@ -26,9 +26,13 @@ from flwr.compat.common import recorddict_compat as compat
 
 from client.audit import make_reply_guard
 from client.site import find_site_dirs
+from common.masks import use_cryptographic_masks
 from common.protocol import SERVER_ROUND, SITE_ID
 from common.run_config import RunSettings
 from common.share import share_subset
+
+# SecAgg+ masks from the whole seed (ChaCha20), not flwr 1.42's 32-bit-seeded generator.
+use_cryptographic_masks()
 
 log = logging.getLogger("fedsec.client")
 

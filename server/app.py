@@ -10,6 +10,7 @@ from flwr.app import Context
 from flwr.server import LegacyContext, ServerApp, ServerConfig
 from flwr.serverapp import Grid
 
+from common.masks import use_cryptographic_masks
 from common.model import ModelSpec, build_model, model_to_ndarrays
 from common.run_config import RunSettings
 from server.checkpoints import CheckpointStore
@@ -18,6 +19,9 @@ from server.rounds import RoundRecorder
 from server.secagg import RoundSizedSecAggPlus
 from server.strategy import DeltaFedAvg
 from server.workflow import ResumableWorkflow
+
+# Unmask with the clients' mask generator (ChaCha20 from the whole seed, common/masks.py).
+use_cryptographic_masks()
 
 log = logging.getLogger("fedsec.server")
 
