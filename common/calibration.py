@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
+from sklearn import metrics as sklearn_metrics
 
 from common.metrics import check_scores_labels
 
@@ -44,6 +45,8 @@ def expected_calibration_error(*, scores: ArrayLike, labels: ArrayLike, bins: in
     _check_probabilities(scores_array)
     if scores_array.size == 0:
         return float("nan")
+    # Not sklearn's calibration_curve: its bins are closed on the right, and it returns no bin
+    # counts to weigh the gaps by. Neither library has ECE or PSI.
     bin_index = np.minimum((scores_array * bins).astype(np.int64), int(bins) - 1)
     counts = np.bincount(bin_index, minlength=bins)
     score_sums = np.bincount(bin_index, weights=scores_array, minlength=bins)
@@ -53,12 +56,15 @@ def expected_calibration_error(*, scores: ArrayLike, labels: ArrayLike, bins: in
 
 
 def brier_score_loss(*, scores: ArrayLike, labels: ArrayLike) -> float:
-    """Mean squared difference of probability and 0/1 label; in [0, 1], nan if empty."""
+    """Mean squared difference of probability and 0/1 label; in [0, 1], nan if empty.
+
+    Computed by ``sklearn.metrics.brier_score_loss``.
+    """
     scores_array, labels_array, _ = check_scores_labels(scores=scores, labels=labels)
     _check_probabilities(scores_array)
     if scores_array.size == 0:
         return float("nan")
-    return float(np.mean((scores_array - labels_array) ** 2))
+    return float(sklearn_metrics.brier_score_loss(labels_array, scores_array))
 
 
 def population_stability_index(

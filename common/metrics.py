@@ -5,14 +5,21 @@ Conventions shared by every metric module in `common/`:
 - labels are 1/True for malicious (positive) and 0/False for benign (negative);
 - a value that is undefined for the data (for example AUC with one class absent) is ``nan``;
   malformed input (wrong shape, non-finite score, label outside {0, 1}) raises ``ValueError``.
+
+The curve maths is scikit-learn's (``roc_curve``, ``roc_auc_score``); this module validates input
+and keeps the conventions above. Confusion counts at arbitrary, optionally weighted thresholds stay
+here (one sort, then a binary search per threshold): sklearn has no public function for them.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import roc_auc_score, roc_curve
 
 __all__ = [
     "Confusion",
@@ -134,36 +141,22 @@ def score_thresholds(scores: np.ndarray) -> np.ndarray:
     return np.append(unique_scores, np.nextafter(unique_scores[-1], np.inf))
 
 
-def _roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC vertices (fpr, tpr) from (0, 0) to (1, 1), one per distinct score, threshold falling."""
-    thresholds = score_thresholds(scores)[::-1]
-    confusion = confusion_at_thresholds(scores=scores, labels=labels, thresholds=thresholds)
-    return confusion.fpr, confusion.tpr
-
-
 def roc_auc(*, scores: ArrayLike, labels: ArrayLike) -> float:
     """Area under the ROC curve, in [0, 1]; tied scores count half (average ranks).
 
-    nan if a class is absent.
+    nan if a class is absent. Computed by ``sklearn.metrics.roc_auc_score``.
 
     >>> roc_auc(scores=[0.1, 0.4, 0.35, 0.8], labels=[0, 0, 1, 1])
     0.75
     """
     scores_array, labels_array, _ = check_scores_labels(scores=scores, labels=labels)
-    positives = int(labels_array.sum())
-    negatives = labels_array.size - positives
-    if positives == 0 or negatives == 0:
+    if labels_array.all() or not labels_array.any():
         return float("nan")
-    _, group, group_sizes = np.unique(scores_array, return_inverse=True, return_counts=True)
-    group_first_rank = np.cumsum(group_sizes) - group_sizes + 1
-    average_ranks = group_first_rank + (group_sizes - 1) / 2.0
-    positive_rank_sum = average_ranks[group[labels_array]].sum()
-    u_statistic = positive_rank_sum - positives * (positives + 1) / 2.0
-    return float(u_statistic / (positives * negatives))
+    return float(roc_auc_score(labels_array, scores_array))
 
 
 def partial_auc_mcclish(*, scores: ArrayLike, labels: ArrayLike, max_fpr: float = 1e-3) -> float:
-    """McClish-standardised partial AUC over FPR in [0, max_fpr], as sklearn's ``roc_auc_score``.
+    """McClish-standardised partial AUC over FPR in [0, max_fpr], by sklearn's ``roc_auc_score``.
 
     0.5 is chance and 1.0 perfect inside that FPR range. nan if a class is absent.
     """
@@ -172,16 +165,7 @@ def partial_auc_mcclish(*, scores: ArrayLike, labels: ArrayLike, max_fpr: float 
     scores_array, labels_array, _ = check_scores_labels(scores=scores, labels=labels)
     if labels_array.all() or not labels_array.any():
         return float("nan")
-    fpr, tpr = _roc_curve(scores_array, labels_array)
-    if max_fpr == 1.0:
-        return roc_auc(scores=scores_array, labels=labels_array)
-    stop = int(np.searchsorted(fpr, max_fpr, side="right"))
-    tpr_at_max = np.interp(max_fpr, fpr[stop - 1 : stop + 1], tpr[stop - 1 : stop + 1])
-    fpr_clipped = np.append(fpr[:stop], max_fpr)
-    tpr_clipped = np.append(tpr[:stop], tpr_at_max)
-    partial_area = float(np.sum(np.diff(fpr_clipped) * (tpr_clipped[1:] + tpr_clipped[:-1]) / 2.0))
-    min_area = 0.5 * max_fpr**2
-    return 0.5 * (1.0 + (partial_area - min_area) / (max_fpr - min_area))
+    return float(roc_auc_score(labels_array, scores_array, max_fpr=max_fpr))
 
 
 @dataclass(frozen=True)
@@ -197,8 +181,9 @@ class OperatingPoint:
 def tpr_at_fpr(*, scores: ArrayLike, labels: ArrayLike, target_fpr: float) -> OperatingPoint:
     """The highest TPR whose empirical FPR is <= ``target_fpr``, with the smallest threshold for it.
 
-    Candidate thresholds are the observed scores plus one above the maximum (TPR = FPR = 0).
-    No negatives: everything nan. No positives: TPR nan, but the threshold is still set.
+    Candidate thresholds are the observed scores plus one above the maximum (TPR = FPR = 0),
+    read off ``sklearn.metrics.roc_curve``. No negatives: everything nan. No positives: TPR nan,
+    but the threshold is still set.
     """
     if not 0.0 < target_fpr <= 1.0:
         raise ValueError(f"target_fpr must be in (0, 1]; got {target_fpr}")
@@ -210,15 +195,19 @@ def tpr_at_fpr(*, scores: ArrayLike, labels: ArrayLike, target_fpr: float) -> Op
         return OperatingPoint(
             tpr=float("nan"), fpr=float("nan"), threshold=float("nan"), resolvable=False
         )
-    thresholds = score_thresholds(scores_array)
-    confusion = confusion_at_thresholds(
-        scores=scores_array, labels=labels_array, thresholds=thresholds
-    )
-    # FPR is non-increasing in the threshold: the first one meeting the target is the lowest.
-    index = int(np.argmax(confusion.fpr <= target_fpr))
+    if labels_array.any():
+        fpr, tpr, thresholds = roc_curve(labels_array, scores_array, drop_intermediate=False)
+    else:
+        with warnings.catch_warnings():  # no positives: sklearn warns that TPR is nan, as meant
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            fpr, tpr, thresholds = roc_curve(labels_array, scores_array, drop_intermediate=False)
+    # Thresholds fall from sklearn's +inf (flags nothing) through every distinct score; FPR rises.
+    thresholds[0] = np.nextafter(scores_array.max(), np.inf)
+    # The last index within the target is the lowest such threshold and has the highest TPR.
+    index = int(np.flatnonzero(fpr <= target_fpr)[-1])
     return OperatingPoint(
-        tpr=float(confusion.tpr[index]),
-        fpr=float(confusion.fpr[index]),
+        tpr=float(tpr[index]),
+        fpr=float(fpr[index]),
         threshold=float(thresholds[index]),
         resolvable=bool(resolvable),
     )
