@@ -29,10 +29,12 @@ from deploy.compose import (
     load_compose,
     local_services,
     materialise,
+    node_key_file,
     node_register_command,
     process_env,
     write_connection,
 )
+from deploy.node_keys import write_node_key
 from deploy.procs import (
     Processes,
     free_ports,
@@ -132,11 +134,11 @@ def main() -> None:
             env={"FEDSEC_PKI": str(root / "pki"), "FEDSEC_SITES": str(root / "sites")}
         )
         holders = sorted(n for n, s in services.items() if s.command[0] == "flower-supernode")
-        write_pki(
-            root / "pki",
-            hosts=["superlink", "fleet-proxy", "localhost", "127.0.0.1"],
-            nodes=holders,
-        )
+        write_pki(root / "pki", hosts=["superlink", "fleet-proxy", "localhost", "127.0.0.1"])
+        # Each data holder's own key, where its compose service mounts it (`fedsec node keygen`).
+        node_keys = {name: node_key_file(services[name]) for name in holders}
+        for key in node_keys.values():
+            write_node_key(key.parent, key.stem)
         need = [(s.name, p) for s in services.values() for p in s.ports]
         ports = dict(zip(need, free_ports(len(need)), strict=True))
         local = local_services(services, root=root, ports=ports)
@@ -175,7 +177,7 @@ def main() -> None:
             t_register = time.monotonic()
             for name in holders:
                 node_register_command(
-                    root / "pki" / "nodes" / f"{name}.pub", connection="bench", flwr_home=home
+                    node_keys[name].with_suffix(".pub"), connection="bench", flwr_home=home
                 )
             registered = time.monotonic() - t_register
             t_nodes = time.monotonic()

@@ -1,15 +1,17 @@
-"""A development PKI for a deployment: a CA, the SuperLink's TLS certificate, SuperNode keys.
+"""A development PKI for a deployment: the CA and the SuperLink's TLS certificate.
 
 Layout written by `write_pki` (the compose file mounts these exact names):
 
     OUT/ca.crt               the CA every party trusts (public: give it to data holders)
     OUT/ca.key               the CA's key: keep it off every server, it signs new certificates
     OUT/server.crt|.key      the TLS certificate of the SuperLink and the Fleet proxy
-    OUT/nodes/NAME.key|.pub  one ECDSA P-384 key pair per data holder (OpenSSH format);
-                             the .key stays with the data holder, the .pub is registered
 
-Existing files are kept, never overwritten: run it again with a new `--node` to add a data
-holder. To change the server's host names, delete `server.crt` and `server.key` first.
+No SuperNode keys: a node key made here would let this host's operator act as that data
+holder. Each data holder makes its own (`fedsec node keygen`, deploy/node_keys.py) and
+hands over only the public key, which the model team registers.
+
+Existing files are kept, never overwritten. To change the server's host names, delete
+`server.crt` and `server.key` first.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 DEFAULT_HOSTS = ("superlink", "fleet-proxy", "localhost", "127.0.0.1")
 CA_VALID_DAYS = 3650
 SERVER_VALID_DAYS = 825  # the longest leaf lifetime clients still accept
-_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST_NAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9*]([A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
@@ -62,11 +63,10 @@ class PkiPaths:
     def server_key(self) -> Path:
         return self.root / "server.key"
 
-    def node_key(self, name: str) -> Path:
-        return self.root / "nodes" / f"{name}.key"
-
-    def node_public_key(self, name: str) -> Path:
-        return self.root / "nodes" / f"{name}.pub"
+    @property
+    def legacy_node_keys(self) -> list[Path]:
+        """Node private keys an older `fedsec certs --node` wrote here (to be retired)."""
+        return sorted((self.root / "nodes").glob("*.key"))
 
 
 def validate_hosts(hosts: Sequence[str]) -> list[str]:
@@ -80,16 +80,6 @@ def validate_hosts(hosts: Sequence[str]) -> list[str]:
                 "(fix: pass the name data holders use to reach the proxy)"
             )
     return list(dict.fromkeys(hosts))
-
-
-def validate_node_names(nodes: Sequence[str]) -> list[str]:
-    for name in nodes:
-        if not _NODE_NAME.match(name):
-            raise ValueError(
-                f"node name {name!r}: use letters, digits, '.', '_' or '-' "
-                "(fix: name the key after the site, e.g. site-00)"
-            )
-    return list(dict.fromkeys(nodes))
 
 
 def _is_ip(host: str) -> bool:
@@ -190,20 +180,6 @@ def server_certificate(
     return key, cert
 
 
-def node_key_pair(*, comment: str) -> tuple[bytes, bytes]:
-    """(private, public) ECDSA P-384 key in OpenSSH format, as `ssh-keygen -t ecdsa -b 384`."""
-    key = ec.generate_private_key(ec.SECP384R1())
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    return private, public + f" {comment}\n".encode()
-
-
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -218,11 +194,12 @@ def _write(path: Path, data: bytes, *, secret: bool) -> None:
         stream.write(data)
 
 
-def write_pki(
-    out_dir: Path, *, hosts: Sequence[str], nodes: Sequence[str], now: dt.datetime | None = None
-) -> list[Path]:
-    """Write whatever of the PKI is missing under `out_dir`; returns the files written."""
-    hosts, nodes = validate_hosts(hosts), validate_node_names(nodes)
+def write_pki(out_dir: Path, *, hosts: Sequence[str], now: dt.datetime | None = None) -> list[Path]:
+    """Write whatever of the CA and server certificate is missing; returns the files written.
+
+    The only private keys it ever writes are the CA's and the server's.
+    """
+    hosts = validate_hosts(hosts)
     now = now or dt.datetime.now(dt.UTC)
     paths = PkiPaths(out_dir)
     written: list[Path] = []
@@ -251,13 +228,6 @@ def write_pki(
         _write(paths.server_key, _pem_key(key), secret=True)
         _write(paths.server_cert, cert.public_bytes(serialization.Encoding.PEM), secret=False)
         written += [paths.server_key, paths.server_cert]
-    for name in nodes:
-        if paths.node_key(name).exists():
-            continue
-        private, public = node_key_pair(comment=name)
-        _write(paths.node_key(name), private, secret=True)
-        _write(paths.node_public_key(name), public, secret=False)
-        written += [paths.node_key(name), paths.node_public_key(name)]
     return written
 
 
@@ -271,14 +241,21 @@ def server_hosts(cert_path: Path) -> list[str]:
     ]
 
 
-def certs_command(out_dir: Path, *, hosts: list[str], nodes: list[str]) -> int:
-    """`fedsec certs`: write the development PKI; 0 on success, 2 on a usage error.
+NODE_FLAG_REMOVED = (
+    "--node: fedsec certs no longer makes node keys, since whoever makes a node's private "
+    "key can act as that data holder (fix: each data holder runs `fedsec node keygen "
+    "--out DIR --name NAME` on its own host and sends you NAME.pub for `fedsec node register`)"
+)
+
+
+def certs_command(out_dir: Path, *, hosts: list[str]) -> int:
+    """`fedsec certs`: write the CA and the server certificate; 0 on success, 2 on an error.
 
     The server certificate covers DEFAULT_HOSTS (the compose service names and loopback)
     plus `hosts`: the names data holders on other machines use to reach the proxy.
     """
     try:
-        written = write_pki(out_dir, hosts=[*DEFAULT_HOSTS, *hosts], nodes=nodes)
+        written = write_pki(out_dir, hosts=[*DEFAULT_HOSTS, *hosts])
     except (ValueError, OSError) as error:
         print(f"fedsec: error: {error}", file=sys.stderr)
         return 2
@@ -287,9 +264,18 @@ def certs_command(out_dir: Path, *, hosts: list[str], nodes: list[str]) -> int:
     paths = PkiPaths(out_dir)
     print(f"server certificate valid for: {', '.join(server_hosts(paths.server_cert))}")
     if not written:
-        print(f"{out_dir}: nothing to do, every requested file exists")
+        print(f"{out_dir}: nothing to do, every file exists")
+    legacy = paths.legacy_node_keys
+    if legacy:
+        print(
+            f"fedsec: warning: {len(legacy)} node private key(s) in {legacy[0].parent} were made "
+            "on this host by an older `fedsec certs --node` (fix: have each data holder run "
+            "`fedsec node keygen`, register the new .pub, then delete these files)",
+            file=sys.stderr,
+        )
     print(
-        f"keep {paths.ca_key} offline; give data holders {paths.ca_cert} and their own "
-        f"nodes/NAME.key; register each nodes/NAME.pub with `fedsec node register`"
+        f"keep {paths.ca_key} offline; give data holders {paths.ca_cert}; each data holder "
+        "makes its own node key with `fedsec node keygen` and sends you only its .pub for "
+        "`fedsec node register`"
     )
     return 0

@@ -277,6 +277,21 @@ def _bind_source(source: str, project_dir: Path) -> Path:
     return path if path.is_absolute() else (project_dir / path).resolve()
 
 
+def node_key_file(service: Service, *, project_dir: Path = COMPOSE_FILE.parent) -> Path:
+    """The host file a SuperNode service mounts as its `--auth-supernode-private-key`.
+
+    The data holder makes it (and NAME.pub beside it) with `fedsec node keygen`.
+    """
+    flag = "--auth-supernode-private-key"
+    if flag not in service.command[:-1]:
+        raise ComposeError(f"service {service.name}: no {flag} (not an authenticated SuperNode)")
+    target = service.command[service.command.index(flag) + 1]
+    for mount in service.mounts:
+        if mount.kind == "bind" and mount.target == target:
+            return _bind_source(mount.source, project_dir)
+    raise ComposeError(f"service {service.name}: {target} is not a file mount (fix: mount the key)")
+
+
 def local_service(
     service: Service,
     *,
@@ -448,31 +463,41 @@ def connection_command(
     return 0
 
 
-def node_register_command(public_key: Path, *, connection: str, flwr_home: Path | None) -> int:
+def node_register_command(
+    public_key: Path,
+    *,
+    connection: str,
+    flwr_home: Path | None,
+    expected_fingerprint: str | None = None,
+) -> int:
     """`fedsec node register`: register a data holder's public key with the SuperLink.
 
-    Runs `flwr supernode register` (a Control API call: run it from the coordinator's side)
-    in a scratch folder, so flwr never migrates or rewrites a project's pyproject.toml.
+    Prints the key's SHA-256 fingerprint first, for the model team to compare with the one
+    `fedsec node keygen` printed on the data holder's host; given `expected_fingerprint`
+    (the one the data holder read out), refuses a key that does not match. Runs
+    `flwr supernode register` (a Control API call: run it from the coordinator's side) in a
+    scratch folder, so flwr never migrates or rewrites a project's pyproject.toml.
     """
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+    from deploy.node_keys import public_key_fingerprint
 
     try:
-        key = load_ssh_public_key(public_key.read_bytes())
-    except (OSError, ValueError) as error:
+        key_fingerprint = public_key_fingerprint(public_key)
+    except ValueError as error:
+        print(f"fedsec: error: {error}", file=sys.stderr)
+        return 2
+    if expected_fingerprint is not None and expected_fingerprint.strip() != key_fingerprint:
         print(
-            f"fedsec: error: {public_key}: not an OpenSSH public key ({error}) "
-            "(fix: pass nodes/NAME.pub written by `fedsec certs`)",
+            f"fedsec: error: {public_key}: fingerprint {key_fingerprint} is not the "
+            f"{expected_fingerprint.strip()} you were given, so the file is not the data "
+            "holder's key (fix: get NAME.pub again and compare before registering)",
             file=sys.stderr,
         )
         return 2
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        print(
-            f"fedsec: error: {public_key}: not an ECDSA key (fix: pass nodes/NAME.pub "
-            "written by `fedsec certs`, or `ssh-keygen -t ecdsa -b 384`)",
-            file=sys.stderr,
-        )
-        return 2
+    print(
+        f"registering {public_key}, fingerprint {key_fingerprint} (it must match the one "
+        "the data holder's `fedsec node keygen` printed)",
+        flush=True,
+    )
     command = [
         default_executable("flwr"),
         "supernode",

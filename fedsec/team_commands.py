@@ -1,4 +1,7 @@
-"""Model team and operator commands: `fedsec certs`, `connection`, `node register`, `report`.
+"""Model team and operator commands: `fedsec certs`, `connection`, `node`, `report`.
+
+`node keygen` is the one command of the `node` group a data holder runs (on its own host);
+`node register` is the model team's side of the same hand-over.
 
 Registered on the app in `fedsec.cli`; each imports its heavy modules when it runs.
 """
@@ -12,16 +15,25 @@ import typer
 
 
 def certs(
-    out: Annotated[Path, typer.Option(help="folder for the CA, server certificate and node keys")],
+    out: Annotated[Path, typer.Option(help="folder for the CA and the server certificate")],
     host: Annotated[
         list[str] | None, typer.Option(help="extra SuperLink DNS name or IP (repeatable)")
     ] = None,
-    node: Annotated[list[str] | None, typer.Option(help="node key to create (repeatable)")] = None,
+    node: Annotated[
+        list[str] | None,
+        typer.Option(hidden=True, help="removed: data holders run `fedsec node keygen`"),
+    ] = None,
 ) -> None:
-    """A development PKI: CA, SuperLink TLS certificate with these SANs, node ECDSA keys."""
-    from deploy.certs import certs_command
+    """A development PKI: the CA and the SuperLink's TLS certificate with these SANs.
 
-    raise typer.Exit(code=certs_command(out, hosts=host or [], nodes=node or []))
+    Node keys are not made here: each data holder runs `fedsec node keygen` on its own host.
+    """
+    from deploy.certs import NODE_FLAG_REMOVED, certs_command
+    from fedsec.cli import fail
+
+    if node:
+        fail(NODE_FLAG_REMOVED)
+    raise typer.Exit(code=certs_command(out, hosts=host or []))
 
 
 def connection(
@@ -43,17 +55,43 @@ def connection(
 node_app = typer.Typer(no_args_is_help=True, help="Data-holder nodes of a deployment.")
 
 
+@node_app.command("keygen")
+def node_keygen(
+    out: Annotated[Path, typer.Option(help="folder for NAME.key and NAME.pub (on this host)")],
+    name: Annotated[str, typer.Option(help="the data holder's name, e.g. site-00")],
+) -> None:
+    """Make this data holder's node key pair (data-holder side); hand over only NAME.pub."""
+    from deploy.node_keys import keygen_command
+
+    raise typer.Exit(code=keygen_command(out, name=name))
+
+
 @node_app.command("register")
 def node_register(
-    public_key: Annotated[Path, typer.Argument(help="nodes/NAME.pub from `fedsec certs`")],
+    public_key: Annotated[
+        Path, typer.Argument(help="NAME.pub a data holder made with `fedsec node keygen`")
+    ],
     connection: Annotated[str, typer.Option(help="the connection to the SuperLink")],
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(help="SHA256:... the data holder read out to you; refuse any other key"),
+    ] = None,
     flwr_home: Annotated[Path | None, typer.Option(help="default: $FLWR_HOME or ~/.flwr")] = None,
 ) -> None:
-    """Register a data holder's public key with the SuperLink (coordinator side)."""
+    """Register a data holder's public key with the SuperLink (model-team side).
+
+    Prints the key's fingerprint: compare it with the one the data holder gives you by
+    another channel (or pass it as --fingerprint) before you trust the key.
+    """
     from deploy.compose import node_register_command
 
     raise typer.Exit(
-        code=node_register_command(public_key, connection=connection, flwr_home=flwr_home)
+        code=node_register_command(
+            public_key,
+            connection=connection,
+            flwr_home=flwr_home,
+            expected_fingerprint=fingerprint,
+        )
     )
 
 

@@ -5,12 +5,18 @@ service's own command into a local process (container paths, addresses and ports
 for loopback), so the compose file and this test cannot drift apart: a real TLS SuperLink
 with node authentication, the nginx Fleet proxy, three SuperNodes each with its own site
 folder and key, and the model team's `flwr run` over a connection file fedsec writes.
+
+Keys are made as in a real deployment: `fedsec certs` makes the CA and the server
+certificate only; each data holder's node key comes from `fedsec node keygen`, in the
+folder its compose service mounts, and only the public key is registered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
@@ -37,6 +43,7 @@ from deploy.compose import (
     local_service,
     local_services,
     materialise,
+    node_key_file,
     node_register_command,
     process_env,
     write_connection,
@@ -49,7 +56,7 @@ from deploy.procs import (
     process_tree,
     wait_until,
 )
-from tests.conftest import ROOT, TEST_ENV
+from tests.conftest import ROOT, TEST_ENV, run_fedsec
 
 SITES = ("site-00", "site-01", "site-02")
 CONNECTION = "fedsec-deploy"
@@ -183,6 +190,19 @@ def test_compose_keeps_tls_node_auth_and_read_only_site_data():
     assert len(keys) == len(holders)  # one key per data holder
 
 
+def test_node_keys_come_from_the_data_holders_folders_not_the_coordinators(tmp_path):
+    """The coordinator's PKI folder holds no node key; each SuperNode mounts its own."""
+    env = {"FEDSEC_PKI": str(tmp_path / "coordinator"), "FEDSEC_SITES": str(tmp_path / "holders")}
+    services = load_compose(env=env)
+    for name in _data_holders(services):
+        key = node_key_file(services[name])
+        assert key == tmp_path / "holders" / name / "node" / f"{name}.key"
+        from_pki = [m.target for m in services[name].mounts if env["FEDSEC_PKI"] in m.source]
+        assert from_pki == ["/certs/ca.crt"], name  # the public CA certificate, nothing else
+    for name in set(services) - set(_data_holders(services)):
+        assert not any(m.target.startswith("/keys") for m in services[name].mounts), name
+
+
 def test_local_commands_are_the_compose_commands(tmp_path):
     """Only paths, addresses and ports differ; every flag is the same, in the same place."""
     services = load_compose(env=_compose_env(tmp_path))
@@ -211,16 +231,11 @@ def test_local_commands_are_the_compose_commands(tmp_path):
 
 def test_certs_command_writes_a_pki_that_flwr_and_tls_accept(tmp_path, capsys):
     from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import (
-        load_ssh_private_key,
-        load_ssh_public_key,
-    )
 
     from deploy.certs import PkiPaths, certs_command, server_hosts
 
     out = tmp_path / "pki"
-    assert certs_command(out, hosts=["coordinator.example.org", "10.0.0.5"], nodes=["site-00"]) == 0
+    assert certs_command(out, hosts=["coordinator.example.org", "10.0.0.5"]) == 0
     paths = PkiPaths(out)
     ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
     server = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
@@ -235,20 +250,144 @@ def test_certs_command_writes_a_pki_that_flwr_and_tls_accept(tmp_path, capsys):
     ]
     context = ssl.create_default_context(cafile=str(paths.ca_cert))
     context.load_cert_chain(paths.server_cert, paths.server_key)  # key matches certificate
-    private = load_ssh_private_key(paths.node_key("site-00").read_bytes(), password=None)
-    public = load_ssh_public_key(paths.node_public_key("site-00").read_bytes())
-    assert isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp384r1"
-    assert private.public_key().public_numbers() == public.public_numbers()
-    for secret in (paths.ca_key, paths.server_key, paths.node_key("site-00")):
+    for secret in (paths.ca_key, paths.server_key):
         assert secret.stat().st_mode & 0o777 == 0o600, secret
-    # Run again to add a data holder: nothing that exists is replaced.
+    # Run again: nothing that exists is replaced.
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert certs_command(out, hosts=[], nodes=["site-00", "site-01"]) == 0
+    assert certs_command(out, hosts=[]) == 0
     assert all(path.read_bytes() == data for path, data in before.items())
-    assert paths.node_key("site-01").is_file()
-    capsys.readouterr()
-    assert certs_command(tmp_path / "bad", hosts=["not a host"], nodes=[]) == 2
+    assert "fedsec node keygen" in capsys.readouterr().out
+    assert certs_command(tmp_path / "bad", hosts=["not a host"]) == 2
     assert "not a host" in capsys.readouterr().err
+
+
+def test_certs_writes_no_private_key_but_the_cas_and_the_servers(tmp_path):
+    from deploy.certs import PkiPaths, certs_command
+
+    out = tmp_path / "pki"
+    assert certs_command(out, hosts=["coordinator.example.org"]) == 0
+    paths = PkiPaths(out)
+    files = {p for p in out.rglob("*") if not p.is_dir()}
+    assert files == {paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key}
+    secrets = {p for p in files if b"PRIVATE KEY" in p.read_bytes()}
+    assert secrets == {paths.ca_key, paths.server_key}
+
+
+def test_certs_node_flag_fails_with_one_line_naming_keygen(tmp_path):
+    out = tmp_path / "pki"
+    result = run_fedsec(["certs", "--out", str(out), "--node", "site-00"], tmp_path=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("fedsec: error: --node")
+    assert "fedsec node keygen" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()  # nothing written, not even the CA
+
+
+def test_certs_warns_about_node_keys_an_older_version_left(tmp_path, capsys):
+    from deploy.certs import certs_command
+
+    out = tmp_path / "pki"
+    (out / "nodes").mkdir(parents=True)
+    (out / "nodes" / "site-00.key").write_text("old")
+    assert certs_command(out, hosts=[]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "fedsec node keygen" in err
+
+
+def _fingerprint_in(text: str) -> str:
+    found = re.findall(r"SHA256:[A-Za-z0-9+/]{43}\b", text)
+    assert len(set(found)) == 1, text
+    return found[0]
+
+
+def test_node_keygen_makes_keys_flwr_loads_and_never_overwrites(tmp_path, capsys):
+    import argparse
+
+    from flwr.cli.supernode.register import try_load_public_key
+    from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+    from flwr.supernode.cli.flower_supernode import _try_setup_client_authentication
+
+    from deploy.node_keys import keygen_command
+
+    out = tmp_path / "site-00" / "node"
+    old_umask = os.umask(0)  # the mode must not depend on the caller's umask
+    try:
+        assert keygen_command(out, name="site-00") == 0
+    finally:
+        os.umask(old_umask)
+    private, public = out / "site-00.key", out / "site-00.pub"
+    assert sorted(p.name for p in out.iterdir()) == ["site-00.key", "site-00.pub"]
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert public.stat().st_mode & 0o777 == 0o644
+    printed = capsys.readouterr().out
+    key_fingerprint = _fingerprint_in(printed)
+    last = printed.splitlines()[-1]
+    assert str(public) in last and str(private) in last and "never leaves" in last
+    # What flower-supernode loads for --auth-supernode-private-key ...
+    args = argparse.Namespace(
+        auth_supernode_private_key=str(private), auth_supernode_public_key=None
+    )
+    key, _ = _try_setup_client_authentication(args)
+    assert key.curve.name == "secp384r1"
+    # ... is the pair of what `flwr supernode register` loads.
+    assert try_load_public_key(public) == public_key_to_bytes(key.public_key())
+    # The fingerprint is OpenSSH's own, so either side can check it with ssh-keygen.
+    ssh_keygen = shutil.which("ssh-keygen")
+    if ssh_keygen:
+        listed = subprocess.run(
+            [ssh_keygen, "-l", "-f", str(public)], capture_output=True, text=True, check=True
+        )
+        assert _fingerprint_in(listed.stdout) == key_fingerprint
+    # Never overwritten: a second run, or a run finding only one of the two files, refuses.
+    before = {p: p.read_bytes() for p in (private, public)}
+    assert keygen_command(out, name="site-00") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(private) in err and "fix:" in err
+    assert {p: p.read_bytes() for p in (private, public)} == before
+    private.rename(tmp_path / "moved.key")
+    assert keygen_command(out, name="site-00") == 2
+    assert not private.exists() and public.read_bytes() == before[public]
+    assert keygen_command(out, name="../site-01") == 2
+    assert "node name" in capsys.readouterr().err
+
+
+def test_node_register_refuses_a_private_key_or_a_non_key_before_calling_flwr(tmp_path, capsys):
+    from deploy.node_keys import keygen_command
+
+    assert keygen_command(tmp_path, name="site-00") == 0
+    capsys.readouterr()
+    for wrong, says in [
+        (tmp_path / "site-00.key", "is a private key"),
+        (ROOT / "LICENSE", "not an OpenSSH public key"),
+        (tmp_path / "missing.pub", "cannot read it"),
+    ]:
+        code = node_register_command(wrong, connection="nowhere", flwr_home=tmp_path / ".flwr")
+        assert code == 2, wrong
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err and "fix:" in err, err
+    # A key whose fingerprint is not the one the data holder read out.
+    other = "SHA256:" + "A" * 43
+    code = node_register_command(
+        tmp_path / "site-00.pub",
+        connection="nowhere",
+        flwr_home=tmp_path / ".flwr",
+        expected_fingerprint=other,
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and other in err and "fix:" in err, err
+    assert not (tmp_path / ".flwr").exists()  # flwr was never started
+
+
+def test_node_keygen_command_line(tmp_path):
+    out = tmp_path / "node"
+    args = ["node", "keygen", "--out", str(out), "--name", "site-07"]
+    first = run_fedsec(args, tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (out / "site-07.key").stat().st_mode & 0o777 == 0o600
+    assert "fingerprint: SHA256:" in first.stdout
+    again = run_fedsec(args, tmp_path=tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.startswith("fedsec: error:") and again.stderr.count("\n") == 1
 
 
 def test_connection_file_is_read_by_flwr(tmp_path, monkeypatch):
@@ -286,6 +425,10 @@ class Federation:
     processes: Processes
     model_team_home: Path
     env: dict[str, str]
+    # Per data holder: the fingerprint `fedsec node keygen` printed on its side, and the
+    # one `fedsec node register` printed on the model team's.
+    keygen_fingerprints: dict[str, str] = dataclasses.field(default_factory=dict)
+    registered_fingerprints: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def ca(self) -> Path:
@@ -326,24 +469,40 @@ def _healthy(local: LocalService) -> bool:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory) -> Iterator[Federation]:
     from deploy.certs import write_pki
+    from deploy.node_keys import keygen_command
     from experiments.generator import generate_sites
 
     _require("nginx")
     root = tmp_path_factory.mktemp("deployment")
     generate_sites(out_dir=root / "sites", n_sites=len(SITES), n_days=3, seed=1, scale=0.1)
-    write_pki(
-        root / "pki",
-        hosts=["superlink", "fleet-proxy", "localhost", "127.0.0.1"],
-        nodes=[*SITES, "intruder"],
-    )
+    # The coordinator: CA and server certificate only.
+    write_pki(root / "pki", hosts=["superlink", "fleet-proxy", "localhost", "127.0.0.1"])
     services = load_compose(env=_compose_env(root))
+    # Each data holder, on its side: its own key, where its compose service mounts it.
+    keygen_fingerprints = {}
+    for site in SITES:
+        key = node_key_file(services[site])
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert keygen_command(key.parent, name=key.stem) == 0
+        keygen_fingerprints[site] = _fingerprint_in(printed.getvalue())
+    # A data holder that made a key but whose .pub the model team never registered.
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert keygen_command(root / "intruder" / "node", name="intruder") == 0
     need = [(s.name, p) for s in services.values() for p in s.ports]
     ports = dict(zip(need, free_ports(len(need)), strict=True))
     local = local_services(services, root=root, ports=ports)
     env = {**os.environ, **TEST_ENV}
     processes = Processes(root / "logs")
     federation = Federation(
-        root, services, local, ports, processes, root / "model-team" / ".flwr", env
+        root,
+        services,
+        local,
+        ports,
+        processes,
+        root / "model-team" / ".flwr",
+        env,
+        keygen_fingerprints=keygen_fingerprints,
     )
     try:
         superlink = federation.start(local["superlink"])
@@ -371,13 +530,17 @@ def federation(tmp_path_factory) -> Iterator[Federation]:
             default=True,
         )
         for site in SITES:
-            key = root / "pki" / "nodes" / f"{site}.pub"
-            assert (
-                node_register_command(
-                    key, connection=CONNECTION, flwr_home=federation.model_team_home
+            public = node_key_file(services[site]).with_suffix(".pub")
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                code = node_register_command(
+                    public,
+                    connection=CONNECTION,
+                    flwr_home=federation.model_team_home,
+                    expected_fingerprint=keygen_fingerprints[site],
                 )
-                == 0
-            )
+            assert code == 0, printed.getvalue()
+            federation.registered_fingerprints[site] = _fingerprint_in(printed.getvalue())
         nodes = [federation.start(local[site]) for site in SITES]
         for node in nodes:
             node.wait_for_log(r"SuperNode ID", timeout=START_SECONDS)
@@ -413,6 +576,18 @@ def _flwr_run(federation: Federation, app: Path, run_config: str) -> subprocess.
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_keygen_keys_are_the_ones_registered_and_mounted(federation):
+    assert federation.registered_fingerprints == federation.keygen_fingerprints
+    assert len(set(federation.keygen_fingerprints.values())) == len(SITES)
+    assert not (federation.root / "pki" / "nodes").exists()  # the coordinator holds none
+    for site in SITES:
+        local = federation.local[site]
+        key = node_key_file(federation.services[site])
+        assert local.links[local.rootfs / "keys" / "node.key"] == key
+        assert key.is_relative_to(federation.root / "sites" / site)
 
 
 @pytest.mark.slow
@@ -505,8 +680,9 @@ def _data_holder_without(
 
 @pytest.mark.slow
 def test_unregistered_node_key_is_refused(federation):
+    # A well-formed key from `fedsec node keygen` that the model team never registered.
     intruder = _data_holder_without(
-        federation, "intruder", key=federation.root / "pki" / "nodes" / "intruder.key"
+        federation, "intruder", key=federation.root / "intruder" / "node" / "intruder.key"
     )
     proc = federation.start(intruder)
     code = proc.wait_exit(timeout=START_SECONDS)
