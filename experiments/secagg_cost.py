@@ -77,6 +77,25 @@ PLANS = {
     "full": Plan(
         sites=(5, 10, 25, 50, 100), variants=(FEDAVG, SHARES_3, SHARES_11, FEDSEC_DEFAULT, FRACTION)
     ),
+    # The product's question (issue 14): the train-phase ratio at 10, 50 and 100 small sites
+    # with fedsec's default shares only; 20-40 min on 2 cores, depending on other jobs.
+    "at-scale": Plan(sites=(10, 50, 100), variants=(FEDAVG, FEDSEC_DEFAULT)),
+}
+SEPARATE = {
+    "at-scale": (
+        f"{NAME}-at-scale",
+        "What secure aggregation costs at 10, 50 and 100 sites (fedsec's default shares)",
+    )
+}
+"""Sizes with a folder and title of their own: they add to the default table, not replace it."""
+COMMANDS = {
+    "default": f"fedsec experiment {NAME}",
+    "full": f"fedsec experiment {NAME} --full",
+    "tiny": f"fedsec experiment {NAME} --tiny",
+    "at-scale": (
+        "python -c 'from experiments.lab import setup_logging; "
+        'from experiments.secagg_cost import run; setup_logging(); run(size="at-scale")\''
+    ),
 }
 
 
@@ -101,13 +120,27 @@ def run(*, size: str = "default", root: Path = RESULTS_ROOT) -> dict[str, Any]:
         "plan": _plan_dict(plan),
         "rows": [_public(row) for row in rows],
         "quantization_step": _quantization_step(),
+        "mask_generator": _mask_generator(),
     }
-    _write(Results(NAME, TITLE, root), payload, size=size)
+    folder, title = SEPARATE.get(size, (NAME, TITLE))
+    _write(Results(folder, title, root), payload, size=size)
     return payload
 
 
 def _plan_dict(plan: Plan) -> dict[str, Any]:
     return {**asdict(plan), "variants": [asdict(variant) for variant in plan.variants]}
+
+
+def _mask_generator() -> str:
+    """Which SecAgg+ mask generator flwr's unmask stage calls in this process."""
+    import importlib
+
+    from common import masks
+
+    module = importlib.import_module(masks.PATCHED_MODULES[2])
+    if module.pseudo_rand_gen is masks.pseudo_rand_gen:
+        return "fedsec: ChaCha20 keyed by SHA-256 of the whole seed (common/masks.py)"
+    return "flwr 1.42: Mersenne Twister seeded with the seed XOR-folded to 32 bits"
 
 
 def _quantization_step() -> float:
@@ -304,12 +337,9 @@ def _write(results: Results, payload: dict[str, Any], *, size: str) -> None:
     )
     results.plot("seconds_per_round.png", lambda figure: _draw_seconds(figure, rows))
     results.plot("ratio.png", lambda figure: _draw_ratio(figure, rows))
-    command = (
-        f"fedsec experiment {NAME}" + {"default": "", "full": " --full", "tiny": " --tiny"}[size]
-    )
     results.write_table_md(
         size=size,
-        command=command,
+        command=COMMANDS[size],
         intro=_reading(rows),
         plots=["seconds_per_round.png", "ratio.png"],
     )
