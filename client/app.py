@@ -25,11 +25,12 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 
 from client.audit import make_reply_guard
+from client.errors import make_error_guard
 from client.site import find_site_dirs
 from common.masks import use_cryptographic_masks
 from common.protocol import SERVER_ROUND, SITE_ID
 from common.run_config import RunSettings
-from common.share import share_subset
+from common.share import share_subset, share_train_metrics, shared_weight
 
 # SecAgg+ masks from the whole seed (ChaCha20), not flwr 1.42's 32-bit-seeded generator.
 use_cryptographic_masks()
@@ -66,14 +67,24 @@ def _site_names(context: Context) -> frozenset[str]:
     return _site(context).names
 
 
+def _work_dir(context: Context) -> Path:
+    site_dir, work_dir = site_location(context)
+    return (work_dir or site_dir / "work").resolve()
+
+
 def _audit_dir(context: Context) -> Path | None:
     if not RunSettings.from_run_config(context.run_config).audit_replies:
         return None
-    site_dir, work_dir = site_location(context)
-    return (work_dir or site_dir / "work").resolve() / "audit"
+    return _work_dir(context) / "audit"
 
 
-app = ClientApp(mods=[make_reply_guard(site_names=_site_names, audit_dir=_audit_dir)])
+# Outermost first: any exception, the guard's own included, leaves as a fixed code only.
+app = ClientApp(
+    mods=[
+        make_error_guard(work_dir=_work_dir),
+        make_reply_guard(site_names=_site_names, audit_dir=_audit_dir),
+    ]
+)
 
 
 def _threads() -> None:
@@ -97,21 +108,37 @@ def _fit(msg: Message, context: Context) -> Message:
         settings=settings,
         server_round=server_round,
     )
+    level = site.config.share.level
+    masked = RECORD_KEY_CONFIGS in msg.content.config_records
     fit_res = FitRes(
         status=Status(code=Code.OK, message=""),
         parameters=ndarrays_to_parameters(reply.delta),
-        num_examples=reply.weight,
-        metrics={SITE_ID: site.site_id, **reply.metrics},
+        # SecAgg+'s mod reads the true weight from here to scale the masked vector; `train`
+        # replaces it by what the share level allows once the vector is masked.
+        num_examples=reply.weight
+        if masked
+        else shared_weight(reply.weight, level=level, masked=False),
+        metrics={SITE_ID: site.site_id, **share_train_metrics(reply.metrics, level=level)},
     )
     return Message(compat.fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
+
+
+NUM_EXAMPLES_RECORD = "fitres.num_examples"  # where flwr's compat layer keeps FitRes.num_examples
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     # SecAgg+ exists only on flwr's legacy path; its mod wraps training when the server asks.
-    if RECORD_KEY_CONFIGS in msg.content.config_records:
-        return secaggplus_mod(msg, context, _fit)
-    return _fit(msg, context)
+    if RECORD_KEY_CONFIGS not in msg.content.config_records:
+        return _fit(msg, context)
+    reply = secaggplus_mod(msg, context, _fit)
+    counts = reply.content.metric_records.get(NUM_EXAMPLES_RECORD)
+    if counts is not None:  # the masked-vector stage: the weight is inside the vector now
+        level = _site(context).config.share.level
+        counts["num_examples"] = shared_weight(
+            int(counts["num_examples"]), level=level, masked=True
+        )
+    return reply
 
 
 @app.evaluate()

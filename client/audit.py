@@ -1,22 +1,36 @@
-"""Privacy guard on every reply a site sends: no domain from its logs leaves; audit on request."""
+"""Privacy guard on every reply a site sends: no name the site read leaves; audit on request.
+
+The guard decodes the reply's records and looks at every value that can carry text: record
+and key names, strings, bytes (SecAgg+'s keys, shares and masked vectors) and the raw bytes
+of every array. It matches on those decoded values, so no wire framing can split or pad a
+name, and it also tries dotted runs' suffixes ("x.evil.com" hides "evil.com") and slug forms
+("victim_laptop_corp_example_com"). A reply that names the site's traffic is not sent; the
+error the coordinator sees says only that a reply was withheld (client/errors.py).
+"""
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from flwr.app import Context, Message
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.common.serde import recorddict_to_proto
 
-# Domain-like runs in the wire bytes: lowercase LDH labels joined by dots (what names look
-# like after normalisation). Random bytes of a masked vector rarely form such runs.
-_NAME_RUN = re.compile(rb"[a-z0-9_-]+(?:\.[a-z0-9_-]+)+")
+log = logging.getLogger("fedsec.client")
+
+_NAME_RUN = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)+")
+_LABEL = re.compile(r"[a-z0-9-]+")
+MAX_SLUG_LABELS = 12  # a slugged name longer than this still shows as a dotted run elsewhere
+_NUMERIC_KINDS = frozenset("biufc")
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]|\.\.")  # numpy dtype kinds an array may carry: numbers only
 
 
 class LeakError(RuntimeError):
-    """A reply carried a domain name from the site's own logs; it was not sent."""
+    """A reply carried a name the site read; it was not sent (the names stay in the log)."""
 
 
 def reply_bytes(message: Message) -> bytes:
@@ -24,13 +38,68 @@ def reply_bytes(message: Message) -> bytes:
     return recorddict_to_proto(message.content).SerializeToString()
 
 
-def leaked_names(payload: bytes, names: frozenset[str]) -> set[str]:
-    """The site's names (full or registered) that occur in `payload`, found in one pass."""
+def reply_texts(content: RecordDict) -> tuple[list[str], list[bytes]]:
+    """(every text of a reply: record names, keys, strings; every binary value: bytes and the
+    raw data of every array), decoded from the records rather than read off the wire.
+
+    Raises LeakError for an array whose dtype is not numeric: model updates never need one.
+    """
+    texts: list[str] = []
+    binary: list[bytes] = []
+    for record_name, record in content.items():
+        texts.append(record_name)
+        if isinstance(record, ArrayRecord):
+            for key, array in record.items():
+                texts.append(key)
+                data = array.numpy()
+                if data.dtype.kind not in _NUMERIC_KINDS:
+                    raise LeakError(
+                        f"reply withheld: array {record_name}/{key} holds {data.dtype} "
+                        "values, not numbers"
+                    )
+                binary.append(np.ascontiguousarray(data).tobytes())
+            continue
+        if not isinstance(record, ConfigRecord | MetricRecord):
+            texts.append(repr(record))
+            continue
+        for key, value in record.items():
+            texts.append(key)
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str):
+                    texts.append(item)
+                elif isinstance(item, bytes):
+                    binary.append(item)
+    return texts, binary
+
+
+def leaked_names(
+    texts: Iterable[str] | str | bytes, names: frozenset[str], *, binary: Iterable[bytes] = ()
+) -> set[str]:
+    """The site's names in `texts` (as a dotted run, a suffix of one, or slugged) and in
+    `binary` values (as a dotted run or its suffix: slug forms would match random bytes)."""
+    if isinstance(texts, bytes):
+        texts, binary = [], [texts, *binary]
+    elif isinstance(texts, str):
+        texts = [texts]
     found: set[str] = set()
-    for match in _NAME_RUN.finditer(payload):
-        text = match.group().decode("ascii")
-        labels = text.split(".")
-        # Every suffix of a dotted run: "x.evil.com" hides "evil.com" too.
+    for data in binary:
+        found |= _dotted(data.decode("latin-1").lower(), names)
+    for text in texts:
+        lowered = text.lower()
+        found |= _dotted(lowered, names)
+        labels = _LABEL.findall(lowered)
+        for start in range(len(labels) - 1):
+            for stop in range(start + 2, min(len(labels), start + MAX_SLUG_LABELS) + 1):
+                candidate = ".".join(labels[start:stop])
+                if candidate in names:
+                    found.add(candidate)
+    return found
+
+
+def _dotted(text: str, names: frozenset[str]) -> set[str]:
+    found = set()
+    for match in _NAME_RUN.finditer(text):
+        labels = match.group().split(".")
         for start in range(len(labels) - 1):
             candidate = ".".join(labels[start:])
             if candidate in names:
@@ -49,21 +118,25 @@ def make_reply_guard(
         reply = call_next(msg, context)
         if not reply.has_content():
             return reply
-        payload = reply_bytes(reply)
-        leaked = leaked_names(payload, site_names(context))
+        texts, binary = reply_texts(reply.content)
+        leaked = leaked_names(texts, site_names(context), binary=binary)
         if leaked:
-            sample = ", ".join(sorted(leaked)[:3])
-            raise LeakError(
-                f"reply withheld: it contains {len(leaked)} domain name(s) from this "
-                f"site's logs (e.g. {sample})"
+            log.error(
+                "reply withheld: it named %d of this site's names: %s",
+                len(leaked),
+                ", ".join(sorted(leaked)[:20]),
             )
+            raise LeakError(f"reply withheld: it contains {len(leaked)} name(s) this site read")
         directory = audit_dir(context)
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             stage = msg.content.config_records.get(RECORD_KEY_CONFIGS, {}).get(Key.STAGE, "")
-            name = f"{msg.metadata.message_type}-{msg.metadata.group_id}-{stage or 'reply'}"
+            # The coordinator chooses group_id and stage: never let them name a path.
+            name = _SAFE.sub(
+                "_", f"{msg.metadata.message_type}-{msg.metadata.group_id}-{stage or 'reply'}"
+            )[:120]
             index = len(list(directory.glob(f"{name}*.bin")))
-            (directory / f"{name}-{index}.bin").write_bytes(payload)
+            (directory / f"{name}-{index}.bin").write_bytes(reply_bytes(reply))
         return reply
 
     return reply_guard

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from client.dataset import Examples, SiteData
 from client.fragility_html import FpCurve, PlotInputs, render_index, render_report_html
 from common import calibration, fragility
 from common.config import SiteConfig
+from common.families import family_keys
 from common.files import write_atomic, write_json
 from common.fragility import BudgetPoint
 from common.metrics import (
@@ -33,6 +33,7 @@ from common.metrics import (
     threshold_for_fpr,
     tpr_at_fpr,
 )
+from common.protocol import FAMILY_RECALL_PREFIX
 from common.share import share_subset
 
 REPORT_DIR = "fragility"
@@ -269,13 +270,6 @@ def shortcut_metrics(test: Examples, *, model_auc: float) -> tuple[dict[str, flo
 
 # --- families ----------------------------------------------------------------------------------
 
-_NOT_SLUG = re.compile(r"[^a-z0-9]+")
-
-
-def family_slug(name: str) -> str:
-    """A metric-key-safe family name: 'Conficker.B' -> 'conficker_b'; '' -> 'unknown'."""
-    return _NOT_SLUG.sub("_", str(name).lower()).strip("_") or "unknown"
-
 
 def family_recall(
     data: SiteData,
@@ -285,14 +279,19 @@ def family_recall(
     intel_only_scores: np.ndarray,
     threshold: float,
 ) -> tuple[list[dict], dict[str, float]]:
-    """Recall per family over test positives plus intel-only names: (table rows, metrics)."""
+    """Recall per family over test positives plus intel-only names: (table rows, metrics).
+
+    Metric keys name a family only from the fixed public vocabulary (`common.families`); any
+    other family string is `local_<k>` there, and only the site's own rows say which is which.
+    """
     positives = data.test.labels == 1
     names = np.concatenate([data.test.families[positives], intel_only.families]).astype(str)
     scores = np.concatenate([test_scores[positives], intel_only_scores])
     from_test = np.arange(names.size) < int(positives.sum())
+    keys = family_keys([*names.tolist(), *data.train_families])
     unique_names, name_index = np.unique(names, return_inverse=True)
-    slugs = np.array([family_slug(name) for name in unique_names], dtype=str)[name_index]
-    seen = {family_slug(name) for name in data.train_families}
+    slugs = np.array([keys[name] for name in unique_names.tolist()], dtype=str)[name_index]
+    seen = {keys[name] for name in data.train_families}
     if math.isfinite(threshold):
         recall = fragility.per_family_recall(scores=scores, families=slugs, threshold=threshold)
         unseen = fragility.unseen_family_recall(
@@ -303,7 +302,7 @@ def family_recall(
     rows = [
         {
             "family": slug,
-            "names": sorted(set(names[slugs == slug].tolist())),
+            "names": sorted(set(names[slugs == slug].tolist())),  # stays on site
             "seen_in_training": slug in seen,
             "test_positives": int((from_test & (slugs == slug)).sum()),
             "intel_only": int((~from_test & (slugs == slug)).sum()),
@@ -311,7 +310,7 @@ def family_recall(
         }
         for slug, value in recall.items()
     ]
-    metrics = {f"recall_family_{slug}": value for slug, value in recall.items()}
+    metrics = {f"{FAMILY_RECALL_PREFIX}{slug}": value for slug, value in recall.items()}
     metrics["unseen_family_recall"] = unseen
     metrics["unseen_families"] = float(sum(not row["seen_in_training"] for row in rows))
     return rows, metrics

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from client.dqa import enforce_quality_gate
+from client.errors import InjectedFault
 from client.fragility import (
     SiteReport,
     choose_operating_point,
@@ -58,7 +59,7 @@ def train_round(
 ) -> TrainReply:
     """Train from the global weights; reply with the norm-clipped delta and a bounded weight."""
     if settings.fails_at(site_id=site.site_id, server_round=server_round):
-        raise RuntimeError(
+        raise InjectedFault(
             f"fault injected for {site.site_id} in round {server_round} (fail-sites)"
         )
     # A site whose logs fail its own quality gate refuses to train rather than poison the

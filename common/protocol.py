@@ -91,3 +91,16 @@ VOLUME_METRICS: Final = frozenset(
 
 NUM_EXAMPLES: Final = "num_examples"
 """results.json: the weight a site's delta carried in the mean (its capped example count)."""
+
+# --- what a site says when it cannot reply -----------------------------------------------------
+
+SITE_ERRORS: Final = {
+    # code: the generic sentence the coordinator sees; the detail stays in the site's own log.
+    "E1": "the site's configuration is unusable",
+    "E2": "the site's logs could not be read",
+    "E3": "the site refused to train: its data failed its own quality gate",
+    "E4": "the site's privacy guard withheld the reply",
+    "E5": "fault injected for testing (fail-sites)",
+    "E9": "internal error at the site",
+}
+"""Every error a site can send: a fixed code and sentence, never an exception's own text."""

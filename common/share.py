@@ -14,7 +14,17 @@ from collections.abc import Mapping
 from typing import get_args
 
 from common.config import ShareLevel
-from common.protocol import ACK, FAMILY_RECALL_PREFIX, RATE_METRICS, VOLUME_METRICS
+from common.protocol import (
+    ACK,
+    DELTA_CLIP_SCALE,
+    FAMILY_RECALL_PREFIX,
+    RATE_METRICS,
+    TRAIN_FINAL_LOSS,
+    TRAIN_LOSS,
+    TRAIN_METRICS,
+    VOLUME_METRICS,
+    WEIGHT_CAPPED,
+)
 
 __all__ = [
     "SHARE_KEYS",
@@ -23,6 +33,8 @@ __all__ = [
     "is_shared",
     "round_significant",
     "share_subset",
+    "share_train_metrics",
+    "shared_weight",
 ]
 
 SHARE_LEVELS: tuple[ShareLevel, ...] = get_args(ShareLevel)
@@ -100,3 +112,43 @@ def share_subset(metrics: Mapping[str, float], *, level: ShareLevel) -> dict[str
         if math.isfinite(rounded):
             shared[key] = rounded
     return shared
+
+
+# --- training replies --------------------------------------------------------------------------
+
+_TRAIN_KEYS: dict[ShareLevel, frozenset[str]] = {
+    "none": frozenset(),
+    "rates": frozenset({TRAIN_LOSS, TRAIN_FINAL_LOSS, DELTA_CLIP_SCALE, WEIGHT_CAPPED}),
+    "rates+volumes": TRAIN_METRICS,
+}
+
+
+def share_train_metrics(metrics: Mapping[str, float], *, level: ShareLevel) -> dict[str, float]:
+    """What a train reply may carry beside the update: nothing at `none`; losses and the clip
+    scale at `rates`; also the pre-clip update norm at `rates+volumes`; 2 significant figures.
+    """
+    _check_level(level)
+    allowed = _TRAIN_KEYS[level]
+    shared: dict[str, float] = {}
+    for key in sorted(metrics):
+        value = float(metrics[key])
+        if key in allowed and math.isfinite(value):
+            shared[key] = round_significant(value)
+    return shared
+
+
+def shared_weight(weight: int, *, level: ShareLevel, masked: bool) -> int:
+    """The example count a train reply shows in clear.
+
+    Under secure aggregation the true weight travels inside the masked vector, so the clear
+    field is 1 unless the site shares volumes. Without it (FedAvg) the weight must be readable
+    to average; below `rates+volumes` it is rounded to 2 significant figures.
+    """
+    _check_level(level)
+    if int(weight) < 1:
+        raise ValueError(f"weight must be >= 1; got {weight}")
+    if level == "rates+volumes":
+        return int(weight)
+    if masked:
+        return 1
+    return max(1, int(round_significant(float(weight))))

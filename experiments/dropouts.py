@@ -23,14 +23,22 @@ from typing import Any
 
 import numpy as np
 
-from experiments.lab import RESULTS_ROOT, Column, Results, cli_main, run_federation, settings_for
+from common.run_config import QUANTIZATION_RANGE
+from experiments.lab import (
+    RESULTS_ROOT,
+    Column,
+    Results,
+    cli_main,
+    run_federation,
+    settings_for,
+    share_volumes,
+)
 
 log = logging.getLogger("fedsec.experiments")
 
 NAME = "dropouts"
 TITLE = "Dropouts under SecAgg+: which rounds survive, and is the model still right"
 SEED = 0
-QUANTIZATION_RANGE = 2**22  # flwr's default: the SecAgg+ step is 2 * clipping range / 2**22
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ def run(*, size: str = "default", root: Path = RESULTS_ROOT) -> dict[str, Any]:
         generate_sites(
             out_dir=data, n_sites=plan.n_sites, n_days=plan.n_days, seed=SEED, scale=plan.scale
         )
+        share_volumes(data)  # the reference FedAvg must average with SecAgg+'s exact weights
         site_ids = _site_ids(data)
         quiet = _DropInjectedFaults()
         for name in QUIET_LOGGERS:

@@ -295,6 +295,17 @@ def settings_for(**overrides: Any) -> RunSettings:
     return RunSettings.from_run_config({**RunSettings().to_run_config(), **overrides})
 
 
+def share_volumes(data_dir: Path) -> None:
+    """Set every site's share level to `rates+volumes`, for experiments that compare SecAgg+
+    with FedAvg: below it FedAvg's clear weights are rounded and SecAgg+'s travel masked, so
+    the two would average with different weights."""
+    import re
+
+    for config in Path(data_dir).glob("*/site.toml"):
+        text = re.sub(r'level = "[^"]*"', 'level = "rates+volumes"', config.read_text())
+        config.write_text(text)
+
+
 def load_sites(data_dir: Path, work_root: Path) -> list[Any]:
     """Every site folder under `data_dir`, parsed once (work files go under `work_root`)."""
     from client.pipeline import load_site

@@ -33,6 +33,7 @@ from experiments.lab import (
     round_seconds,
     run_federation,
     settings_for,
+    share_volumes,
 )
 
 log = logging.getLogger("fedsec.experiments")
@@ -110,6 +111,7 @@ def run(*, size: str = "default", root: Path = RESULTS_ROOT) -> dict[str, Any]:
             generate_sites(
                 out_dir=data, n_sites=n_sites, n_days=plan.n_days, seed=SEED, scale=plan.scale
             )
+            share_volumes(data)  # FedAvg must average with the weights SecAgg+ masks
             sites = load_sites(data, Path(temp) / f"work-{n_sites}")
             rows.extend(
                 _at_n_sites(plan, data=data, sites=sites, out=Path(temp) / f"runs-{n_sites}")

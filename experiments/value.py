@@ -174,7 +174,7 @@ def evaluate_arm(site: Any, model: Any) -> tuple[dict[str, float], list[dict]]:
 
 def family_training_names(site: Any) -> dict[str, int]:
     """Labelled training names per family slug at this site (what it has 'seen')."""
-    from client.fragility import family_slug
+    from common.families import family_slug
 
     train = site.data.train
     families, counts = np.unique(train.families[train.labels == 1].astype(str), return_counts=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from common.files import json_ready, write_atomic
+from common.protocol import ACK, FAMILY_RECALL_PREFIX
 from server.report_html import render_federation_html
 
 SCHEMA = "fedsec/federation-report/1"
@@ -27,10 +28,10 @@ HEADLINE_METRICS = (
     "ece",
     "churn",
 )
-FAMILY_PREFIX = "recall_family_"
+FAMILY_PREFIX = FAMILY_RECALL_PREFIX
 PHASES = ("train", "evaluate", "total")
 # Reply bookkeeping, not measurements.
-_NOT_METRICS = frozenset({"ack"})
+_NOT_METRICS = frozenset({ACK})
 # First match wins: `precision_at_base_rate` must be seen before `*_rate`.
 _DIRECTIONS: tuple[tuple[str, str | None], ...] = (
     ("*_resolvable", None),

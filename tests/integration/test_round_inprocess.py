@@ -9,6 +9,7 @@ can be compared.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,9 @@ def tiny_sites(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny") / "sites"
     generate_sites(out_dir=out, n_sites=3, n_days=2, seed=2, scale=0.05)
+    for config in out.glob("*/site.toml"):
+        text = re.sub(r'level = "[^"]*"', 'level = "rates+volumes"', config.read_text())
+        config.write_text(text)
     return out
 
 
@@ -68,7 +72,10 @@ def test_every_site_trains_and_evaluates_every_round(runs, mode):
 
 
 def test_secagg_round_one_matches_fedavg_within_quantisation(runs):
-    """Same seeds, same deltas: masks cancel, only quantisation separates the two models."""
+    """Same seeds, same deltas: masks cancel, only quantisation separates the two models.
+
+    Every tiny site shares volumes, so FedAvg averages with the exact weights SecAgg+ masks.
+    """
     secagg_out, results = runs["secagg"]
     fedavg_out, fedavg_results = runs["fedavg"]
     secagg = _arrays(secagg_out / "checkpoints" / "round-001.npz")

@@ -15,11 +15,11 @@ import pytest
 from client.dataset import Examples, SiteData
 from client.fragility import (
     PROBE_STATE_FILE,
-    family_slug,
     measured_base_rate,
     site_fragility_report,
 )
 from common.config import parse_site_config
+from common.families import family_slug
 from common.metrics import threshold_for_fpr
 from common.share import SHARE_LEVELS, share_subset
 
@@ -62,7 +62,7 @@ DOCUMENTED_METRICS = (
     "test_queries",
 )
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TRAIN_FAMILIES = ("Alpha", "beta.B")
+TRAIN_FAMILIES = ("Locky", "Necurs")
 
 
 def site_config(**overrides: dict):
@@ -121,7 +121,7 @@ def make_site(*, config=None, test: Examples | None = None, seed: int = 0) -> Si
         train=labelled(rng, benign=600, malicious=100, families=TRAIN_FAMILIES),
         test=test
         if test is not None
-        else labelled(rng, benign=3000, malicious=150, families=("Alpha", "beta.B", "Gamma-2")),
+        else labelled(rng, benign=3000, malicious=150, families=("Locky", "Necurs", "Ramnit")),
         train_days=("2024-03-01", "2024-03-02"),
         test_days=("2024-03-03",),
         train_families=frozenset(TRAIN_FAMILIES),
@@ -132,7 +132,7 @@ def make_site(*, config=None, test: Examples | None = None, seed: int = 0) -> Si
 def intel_only_examples() -> Examples:
     rng = np.random.default_rng(99)
     names = random_names(rng, 40, prefix="", alphabet="0123456789abcdef")
-    return examples(names, [1] * 40, ["Delta"] * 30 + ["Alpha"] * 10, rng)
+    return examples(names, [1] * 40, ["Delta"] * 30 + ["Locky"] * 10, rng)
 
 
 def noisy_scores(examples: Examples, *, seed: int) -> np.ndarray:
@@ -205,7 +205,7 @@ def test_report_has_every_design_metric_and_parses(tmp_path: Path) -> None:
     assert not missing
     assert set(saved["metrics"]) == set(result.metrics)
     assert all(type(value) is float for value in result.metrics.values())
-    for slug in ("alpha", "beta_b", "gamma_2", "delta"):
+    for slug in ("locky", "necurs", "ramnit", "local_1"):
         assert 0.0 <= result.metrics[f"recall_family_{slug}"] <= 1.0
     assert result.metrics["malformed_rate"] == 0.01
     assert result.metrics["federated_gain_tpr_at_fpr_1e-4"] == 0.05
@@ -221,9 +221,9 @@ def test_unseen_families_come_from_test_and_intel_only(tmp_path: Path) -> None:
     result = report(make_site(), tmp_path)
     saved = strict_json(result.json_path)
     seen = {row["family"]: row["seen_in_training"] for row in saved["families"]}
-    assert seen == {"alpha": True, "beta_b": True, "gamma_2": False, "delta": False}
+    assert seen == {"locky": True, "necurs": True, "ramnit": False, "local_1": False}
     assert result.metrics["unseen_families"] == 2.0
-    delta = next(row for row in saved["families"] if row["family"] == "delta")
+    delta = next(row for row in saved["families"] if row["family"] == "local_1")
     assert (delta["test_positives"], delta["intel_only"], delta["names"]) == (0, 30, ["Delta"])
     assert all(
         re.fullmatch(r"[a-z0-9_]+", key)
@@ -348,7 +348,7 @@ def test_no_positives_on_test_days_budgets_false_positives_alone(tmp_path: Path)
     assert saved["operating_point"]["budget_basis"] == "fp_only"
     assert result.metrics["fp_per_day"] <= result.metrics["alert_budget_per_day"]
     assert math.isnan(result.metrics["auc"]) and math.isnan(result.metrics["recall_at_budget"])
-    assert result.metrics["recall_family_delta"] >= 0.0  # intel-only names are still scored
+    assert result.metrics["recall_family_local_1"] >= 0.0  # intel-only names are still scored
 
 
 @pytest.mark.parametrize(("benign", "malicious"), [(0, 0), (0, 60), (1, 1)])
@@ -445,3 +445,27 @@ def test_top_false_positives_stay_local(tmp_path: Path) -> None:
         assert not any(name in wire for name in every_name)
     assert saved["share"]["sent"] == share_subset(result.metrics, level="rates")
     assert top["false_positives_at_threshold"] > len(names) == 20
+
+
+def test_an_intel_family_string_never_becomes_a_metric_key(tmp_path: Path) -> None:
+    """A blocklist whose family column holds a host name: the key is a local index only."""
+    rng = np.random.default_rng(5)
+    names = random_names(rng, 40, prefix="", alphabet="0123456789abcdef")
+    leaky = "victim-laptop.corp.acme-bank.com"
+    intel = examples(names, [1] * 40, [leaky] * 30 + ["Locky"] * 10, rng)
+    data = make_site()
+    result = site_fragility_report(
+        data=data,
+        intel_only=intel,
+        test_scores=noisy_scores(data.test, seed=1),
+        train_scores=noisy_scores(data.train, seed=2),
+        intel_only_scores=noisy_scores(intel, seed=3),
+        server_round=1,
+        work_dir=tmp_path,
+        html=False,
+    )
+    keys = [key for key in result.metrics if key.startswith("recall_family_")]
+    assert "recall_family_locky" in keys and "recall_family_local_1" in keys
+    assert not any("victim" in key or "acme" in key for key in result.metrics)
+    saved = strict_json(result.json_path)  # the site's own report keeps the mapping
+    assert any(row["names"] == [leaky] for row in saved["families"])
