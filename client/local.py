@@ -78,7 +78,11 @@ def train_round(
         seed=settings.seed, server_round=server_round, site_id=data.site_id, purpose="train"
     )
     summary = train_model(
-        model, domains=site.encoded.train, labels=data.train.labels, config=config, generator=rng
+        model,
+        domains=site.encoded(SPEC).train,
+        labels=data.train.labels,
+        config=config,
+        generator=rng,
     )
     delta = weights.subtract(model_to_ndarrays(model), global_arrays)
     raw_norm = weights.global_norm(delta)
@@ -108,7 +112,7 @@ def evaluate_round(
     """Score the test days with the global model and write this round's fragility report."""
     data = site.require_data()
     model = ndarrays_to_model(global_arrays, spec=SPEC)
-    test_scores = _scores(model, site.encoded.test)
+    test_scores = _scores(model, site.encoded(SPEC).test)
     extra = None
     if settings.compare_local:
         extra = federated_gain(
@@ -118,8 +122,8 @@ def evaluate_round(
         data=data,
         intel_only=data.intel_only,
         test_scores=test_scores,
-        train_scores=_scores(model, site.encoded.train_sample),
-        intel_only_scores=_scores(model, site.encoded.intel_only),
+        train_scores=_scores(model, site.encoded(SPEC).train_sample),
+        intel_only_scores=_scores(model, site.encoded(SPEC).intel_only),
         server_round=server_round,
         work_dir=site.work_dir,
         dqa=site.quality.report.metrics(),
@@ -149,7 +153,7 @@ def federated_gain(
     local = LocalOnlyModel(site.work_dir / "local-only", spec=SPEC)
     model = local.advance_to(server_round, site=site, settings=settings)
     global_metrics = _gain_metrics(site, global_scores)
-    local_metrics = _gain_metrics(site, _scores(model, site.encoded.test))
+    local_metrics = _gain_metrics(site, _scores(model, site.encoded(SPEC).test))
     return {
         f"federated_gain_{key}": global_metrics[key] - local_metrics[key] for key in global_metrics
     }
@@ -183,7 +187,7 @@ class LocalOnlyModel:
             )
             train_model(
                 model,
-                domains=site.encoded.train,
+                domains=site.encoded(SPEC).train,
                 labels=site.require_data().train.labels,
                 config=config,
                 generator=rng,

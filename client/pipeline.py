@@ -8,7 +8,6 @@ when a log or intel file changed.
 
 from __future__ import annotations
 
-import functools
 import glob
 import shutil
 import threading
@@ -87,10 +86,13 @@ class PreparedSite:
             raise ConfigError("; ".join(self.quality.report.notes) or "the logs hold no data")
         return self.data
 
-    @functools.cached_property
-    def encoded(self) -> EncodedSite:
-        """The examples as model input (computed on first use: the reply guard never needs it)."""
-        return EncodedSite.of(self.require_data())
+    def encoded(self, spec) -> EncodedSite:
+        """The examples as input of a model of `spec` (a `common.model.ModelSpec`), encoded
+        on first use per spec: the reply guard never needs it."""
+        cache = self.__dict__.setdefault("_encoded", {})
+        if spec not in cache:
+            cache[spec] = EncodedSite.of(self.require_data(), spec=spec)
+        return cache[spec]
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,11 +107,9 @@ class EncodedSite:
     PSI_SAMPLE = 5_000
 
     @classmethod
-    def of(cls, data: SiteData) -> EncodedSite:
-        from common.features import MAX_DOMAIN_CHARS, encode_domains
-
+    def of(cls, data: SiteData, *, spec) -> EncodedSite:
         def encode(domains: np.ndarray) -> np.ndarray:
-            return encode_domains(domains.tolist(), max_chars=MAX_DOMAIN_CHARS)
+            return spec.encode(domains.tolist())
 
         train = encode(data.train.domains)
         sample = np.random.default_rng(0).permutation(len(data.train))[: cls.PSI_SAMPLE]

@@ -25,7 +25,6 @@ import torch
 from client.domains import REASON_PREFIX, normalise_domain_array, registered_domain
 from client.quarantine import Quarantine
 from client.readers import STREAMS, Progress, detect_format
-from common.features import encode_domains
 from common.files import write_atomic
 from common.model import CharCNN
 from common.training import predict_scores
@@ -209,7 +208,7 @@ class LogScorer:
             fresh = [unique[index] for index in todo]
             scores[todo] = predict_scores(
                 self.model,
-                domains=encode_domains(fresh, max_chars=self.model.spec.max_chars),
+                domains=self.model.spec.encode(fresh),
                 batch_size=self.batch_size,
             )
             self.cache.store(fresh, scores[todo])

@@ -1,12 +1,26 @@
-"""Domain names to fixed-length character ids for the character CNN."""
+"""Domain names to fixed-length character ids for the character CNN, and what the model reads.
+
+The model reads a name's registered domain under the full Public Suffix List, private
+suffixes included (`registered-psl`): `www.google.co.uk` -> `google.co.uk`, but
+`abc.ddns.net` and `d123.cloudfront.net` keep their customer label. Measured on real benign
+names and real DGA families, a model fed whole names learned "has a subdomain, so benign":
+prefixing DGA names with `www.` hid two thirds of its detections at FPR 1e-3, at no gain in
+AUC or low-FPR recall over the registered domain. Dropping the suffix instead cost 0.13 of
+TPR at FPR 1e-3: families prefer particular TLDs. `name` (the whole name) remains available.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
+from publicsuffixlist import PublicSuffixList
 
 MAX_DOMAIN_CHARS = 64
+ModelReads = Literal["registered-psl", "name"]
+MODEL_READS: tuple[str, ...] = get_args(ModelReads)
 PAD_ID = 0
 UNKNOWN_ID = 1
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-._"
@@ -54,3 +68,35 @@ def encode_domains(domains: Sequence[str], *, max_chars: int = MAX_DOMAIN_CHARS)
     blob = "".join(padded).encode("ascii", errors="replace")
     byte_codes = np.frombuffer(blob, dtype=np.uint8).reshape(len(padded), max_chars)
     return _LOOKUP[byte_codes]
+
+
+@functools.cache
+def _full_public_suffix_list() -> PublicSuffixList:
+    # The list bundled with the package (no network); ICANN and private sections both.
+    return PublicSuffixList()
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _registered_psl(name: str) -> str:
+    return _full_public_suffix_list().privatesuffix(name) or name
+
+
+def model_view(names: Sequence[str], *, reads: ModelReads) -> list[str]:
+    """What the model reads of each name (see the module docstring), lowercased.
+
+    >>> model_view(["WWW.Google.co.uk.", "abc.ddns.net", "com"], reads="registered-psl")
+    ['google.co.uk', 'abc.ddns.net', 'com']
+    """
+    if reads not in MODEL_READS:
+        raise ValueError(f"reads must be one of {list(MODEL_READS)}; got {reads!r}")
+    lowered = [normalise_domain(name).lower() for name in names]
+    if reads == "name":
+        return lowered
+    return [_registered_psl(name) for name in lowered]
+
+
+def encode_names(names: Sequence[str], *, reads: ModelReads, max_chars: int) -> np.ndarray:
+    """`encode_domains` of what the model reads: the one way names become model input."""
+    if isinstance(names, (str, bytes)):
+        raise TypeError("encode_names expects a sequence of names, not a single string")
+    return encode_domains(model_view(names, reads=reads), max_chars=max_chars)

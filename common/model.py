@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.features import MAX_DOMAIN_CHARS, PAD_ID, VOCAB_SIZE
+from common.features import MAX_DOMAIN_CHARS, MODEL_READS, PAD_ID, VOCAB_SIZE, encode_names
 
 _FORMAT_VERSION = 1
 _SPEC_KEY = "__spec_json__"
@@ -30,6 +30,7 @@ class ModelSpec:
     dropout: float = 0.2
     max_chars: int = MAX_DOMAIN_CHARS
     vocab_size: int = VOCAB_SIZE
+    reads: str = "registered-psl"  # what of a name it reads: common.features.model_view
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(width) for width in self.widths))
@@ -42,6 +43,14 @@ class ModelSpec:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelSpec.dropout must be in [0, 1), got {self.dropout}")
+        if self.reads not in MODEL_READS:
+            raise ValueError(
+                f"ModelSpec.reads must be one of {list(MODEL_READS)}, got {self.reads!r}"
+            )
+
+    def encode(self, names) -> np.ndarray:
+        """The names as this model's input: what it reads, as character ids."""
+        return encode_names(list(names), reads=self.reads, max_chars=self.max_chars)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -49,6 +58,7 @@ class ModelSpec:
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
         fields = json.loads(text)
+        fields.setdefault("reads", "name")  # models saved before `reads` read whole names
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = set(fields) - known
         if unknown:

@@ -120,7 +120,6 @@ def _model(seed: int):
 
 def pick_threshold(path: Path, *, seed: int, quantile: float) -> float:
     """A threshold that the top (1 - quantile) of a sample of the log's names reach."""
-    from common.features import encode_domains
     from common.training import predict_scores
 
     names = []
@@ -130,7 +129,8 @@ def pick_threshold(path: Path, *, seed: int, quantile: float) -> float:
                 names.append(line.split("\t", 10)[9])
             if len(names) >= 50_000:
                 break
-    scores = predict_scores(_model(seed), domains=encode_domains(sorted(set(names))))
+    model = _model(seed)
+    scores = predict_scores(model, domains=model.spec.encode(sorted(set(names))))
     return float(np.quantile(scores, quantile))
 
 
@@ -173,7 +173,6 @@ def run_model_only(path: Path, *, seed: int, sample: int = 50_000) -> dict:
     """The model's own ceiling: distinct names of the log's start, scored in one call."""
     import torch
 
-    from common.features import encode_domains
     from common.training import predict_scores
 
     names: dict[str, None] = {}
@@ -183,7 +182,8 @@ def run_model_only(path: Path, *, seed: int, sample: int = 50_000) -> dict:
                 names.setdefault(line.split("\t", 10)[9].lower().rstrip("."), None)
             if len(names) >= sample:
                 break
-    encoded, model, result = encode_domains(list(names)), _model(seed), {}
+    model, result = _model(seed), {}
+    encoded = model.spec.encode(list(names))
     for threads in (1, 2):
         torch.set_num_threads(threads)
         start = time.perf_counter()

@@ -336,7 +336,7 @@ def train_pooled(sites: Sequence[Any], settings: RunSettings):
     from common.model import build_model
     from common.training import TrainConfig, train_model
 
-    domains = np.concatenate([site.encoded.train for site in sites])
+    domains = np.concatenate([site.encoded(SPEC).train for site in sites])
     labels = np.concatenate([site.data.train.labels for site in sites])
     model = build_model(SPEC, seed=settings.seed)
     config = TrainConfig(
@@ -404,9 +404,9 @@ def site_scores(site: Any, model_or_arrays: Any) -> dict[str, np.ndarray]:
         )
 
     return {
-        "test": scores(site.encoded.test),
-        "train": scores(site.encoded.train_sample),
-        "intel_only": scores(site.encoded.intel_only),
+        "test": scores(site.encoded(model.spec).test),
+        "train": scores(site.encoded(model.spec).train_sample),
+        "intel_only": scores(site.encoded(model.spec).intel_only),
     }
 
 

@@ -16,7 +16,6 @@ import numpy as np
 
 from client.pipeline import load_site
 from client.site import find_site_dirs
-from common.features import encode_domains
 from common.metrics import roc_auc, tpr_at_fpr
 from common.model import model_from_bytes
 from common.training import predict_scores
@@ -34,7 +33,7 @@ def truth_evaluation(*, run_dir: Path, data_dir: Path) -> dict[str, dict[str, An
     found: dict[str, dict[str, Any]] = {}
     for site_dir in find_site_dirs(data_dir):
         data = load_site(site_dir).require_data()
-        scores = predict_scores(model, domains=encode_domains(data.test.domains.tolist()))
+        scores = predict_scores(model, domains=model.spec.encode(data.test.domains.tolist()))
         true_labels = np.array([truth.get(name) == "dga" for name in data.test.domains], np.int8)
         found[data.site_id] = {
             "intel_auc": roc_auc(scores=scores, labels=data.test.labels),

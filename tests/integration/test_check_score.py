@@ -16,7 +16,6 @@ from client.domains import normalise_domain_array
 from client.quarantine import Quarantine
 from client.readers import READERS
 from client.scoring import resolve_threshold, score_command, score_logs
-from common.features import encode_domains
 from common.model import ModelSpec, build_model, model_from_bytes, model_to_bytes
 from common.share import SHARE_KEYS
 from common.training import predict_scores
@@ -85,7 +84,7 @@ def direct_scores(site: Path, model_path: Path, tmp_path: Path) -> dict[str, dic
     table = pa.table({"name": names, "ts": table["ts"]}).filter(pc.is_valid(names))
     grouped = table.group_by("name").aggregate([("ts", "count"), ("ts", "min"), ("ts", "max")])
     unique = grouped["name"].to_pylist()
-    scores = predict_scores(model, domains=encode_domains(unique))
+    scores = predict_scores(model, domains=model.spec.encode(unique))
     return {
         name: {"score": score, "query_count": count, "first": first, "last": last}
         for name, score, count, first, last in zip(
@@ -113,8 +112,9 @@ def test_score_equals_direct_scoring(site: Path, model_path: Path, tmp_path: Pat
     assert f"threshold {threshold:g} (--threshold)" in printed
     alerts = [json.loads(line) for line in out.read_text().splitlines()]
     wanted = {name for name, item in expected.items() if item["score"] >= threshold + 1e-9}
-    assert wanted <= {alert["domain"] for alert in alerts}
-    assert len(alerts) == pytest.approx(len(wanted), abs=2)  # scores within 1e-9 of tau
+    possible = {name for name, item in expected.items() if item["score"] >= threshold - 1e-9}
+    # Names under one registered domain share a score, so ties at tau can be many.
+    assert wanted <= {alert["domain"] for alert in alerts} <= possible
     for alert in alerts:
         item = expected[alert["domain"]]
         assert alert["score"] == pytest.approx(item["score"], rel=1e-6, abs=1e-9)

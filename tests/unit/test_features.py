@@ -78,3 +78,25 @@ def test_property_shape_range_and_padding_count(names: list[str], max_chars: int
         # NUL is the only character that encodes as padding; ignore such names here.
         if "\0" not in name:
             assert int((row == PAD_ID).sum()) == max_chars - kept
+
+
+def test_the_model_reads_the_registered_domain_under_the_full_public_suffix_list():
+    from common.features import model_view
+
+    view = model_view(
+        ["www.Example.co.uk.", "mail.example.co.uk", "abc.ddns.net", "d1.cloudfront.net", "com"],
+        reads="registered-psl",
+    )
+    assert view == ["example.co.uk", "example.co.uk", "abc.ddns.net", "d1.cloudfront.net", "com"]
+    assert model_view(["WWW.a.com"], reads="name") == ["www.a.com"]
+
+
+def test_a_subdomain_prefix_cannot_change_what_the_model_reads():
+    """The shortcut a whole-name model learned: 'www.' in front of a DGA name looked benign."""
+    from common.features import encode_names
+
+    plain = encode_names(["qwkzjxv.biz"], reads="registered-psl", max_chars=32)
+    prefixed = encode_names(["www.qwkzjxv.biz"], reads="registered-psl", max_chars=32)
+    assert plain.tolist() == prefixed.tolist()
+    with pytest.raises(ValueError, match="reads must be one of"):
+        encode_names(["a.com"], reads="url", max_chars=8)

@@ -143,3 +143,15 @@ def test_spec_validation_and_json() -> None:
     with pytest.raises(ValueError, match="unknown ModelSpec fields"):
         ModelSpec.from_json('{"colour": 1}')
     assert dataclasses.replace(SMALL, widths=[2, 3]).widths == (2, 3)
+
+
+def test_a_model_saved_before_reads_existed_keeps_reading_whole_names():
+    import json as json_module
+
+    from common.model import ModelSpec
+
+    legacy = json_module.loads(ModelSpec().to_json())
+    legacy.pop("reads")
+    assert ModelSpec.from_json(json_module.dumps(legacy)).reads == "name"
+    assert ModelSpec().reads == "registered-psl"
+    assert ModelSpec.from_json(ModelSpec().to_json()) == ModelSpec()
