@@ -589,13 +589,16 @@ def site_fragility_report(
     dqa: dict[str, float] | None = None,
     extra: dict[str, float] | None = None,
     html: bool = True,
+    evaluation: Mapping[str, object] | None = None,
 ) -> SiteReport:
     """Compute every fragility metric for this round and write WORK/fragility/round-NNN.{json,html}.
 
     ``test_scores`` align with ``data.test``; ``intel_only`` holds blocklisted names absent from
     the logs (scored by ``intel_only_scores``); ``dqa`` and ``extra`` are merged as given.
     ``html=False`` writes the JSON report only: the plots are most of a report's cost, which
-    matters when one machine simulates hundreds of sites.
+    matters when one machine simulates hundreds of sites. ``evaluation`` becomes the report's
+    ``evaluation`` field: its ``kind`` says what produced the report (default: a federated
+    round on the test days held in memory; `fedsec evaluate` passes "full, streamed" and notes).
     """
     started = time.perf_counter()
     test, config = data.test, data.config
@@ -624,6 +627,9 @@ def site_fragility_report(
         "schema": "fedsec.site-fragility/1",
         "site_id": data.site_id,
         "round": int(server_round),
+        "evaluation": (
+            dict(evaluation) if evaluation else {"kind": "federated round, test days in memory"}
+        ),
         "generated_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "train_days": list(data.train_days),
         "test_days": list(data.test_days),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -18,7 +19,11 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullLocator
 
 from common.html import html_table, td
-from common.metrics import confusion_at_thresholds, score_thresholds
+from common.metrics import (
+    MIN_NEGATIVES_PER_RESOLVABLE_FPR,
+    confusion_at_thresholds,
+    score_thresholds,
+)
 
 CALIBRATION_BINS = 15
 # Threshold axes use a logit scale: the interesting thresholds crowd next to 0 and 1.
@@ -370,6 +375,37 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     )
 
 
+# A TPR read at a target FPR (or the federated gain in it) and the flag that says if it resolves.
+_LOW_FPR_TPR = re.compile(r"(?:federated_gain_)?tpr_at_fpr_(?P<target>[0-9.e+-]+)")
+
+
+def benign_names_needed(target_fpr: float) -> int:
+    """Benign test names a TPR at ``target_fpr`` needs to be resolvable: 3 / FPR."""
+    return math.ceil(MIN_NEGATIVES_PER_RESOLVABLE_FPR / target_fpr * (1.0 - 1e-9))
+
+
+def unresolvable_note(metrics: Mapping[str, float], key: str) -> str | None:
+    """'not resolvable: N benign names < 30,000' when ``key`` is a low-FPR TPR whose
+    ``tpr_at_fpr_<x>_resolvable`` flag is 0; None for every other metric."""
+    match = _LOW_FPR_TPR.fullmatch(key)
+    if match is None or metrics.get(f"tpr_at_fpr_{match['target']}_resolvable") != 0:
+        return None
+    try:
+        needed = benign_names_needed(float(match["target"]))
+    except ValueError:
+        return "not resolvable"
+    positives, names = metrics.get("test_positives"), metrics.get("test_domains")
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in (positives, names)):
+        return f"not resolvable: fewer than {needed:,} benign names"
+    return f"not resolvable: {int(names - positives):,} benign names < {needed:,}"
+
+
+def metric_value(metrics: Mapping[str, float], key: str) -> object:
+    """The value as shown: a low-FPR TPR its test set cannot resolve carries the reason."""
+    value, note = metrics.get(key), unresolvable_note(metrics, key)
+    return value if note is None else f"{_format(value)} ({note})"
+
+
 def metric_tables(metrics: Mapping[str, float], sent: Mapping[str, float]) -> str:
     remaining = dict(metrics)
     sections = [*METRIC_SECTIONS, ("Other", lambda key: True)]
@@ -378,7 +414,9 @@ def metric_tables(metrics: Mapping[str, float], sent: Mapping[str, float]) -> st
         keys = [key for key in remaining if belongs(key)]
         if not keys:
             continue
-        rows = [(key, remaining.pop(key), sent.get(key, "not sent")) for key in keys]
+        rows = [(key, metric_value(metrics, key), sent.get(key, "not sent")) for key in keys]
+        for key in keys:
+            del remaining[key]
         parts.append(f"<h3>{escape(title)}</h3>" + _table(("metric", "value", "sent"), rows))
     return "\n".join(parts)
 
@@ -421,7 +459,12 @@ def _top_false_positives(report: Mapping) -> str:
 
 def render_report_html(report: Mapping, plots: PlotInputs) -> str:
     """The whole page: summary, plots, metric tables (with what is sent), families, top FPs."""
-    title = f"fedsec fragility: site {report['site_id']}, round {report['round']}"
+    evaluation = report.get("evaluation") or {}
+    kind = str(evaluation.get("kind") or "federated round")
+    # Flower rounds start at 1: round 0 is an evaluation outside the federation.
+    when = f"round {report['round']}" if report["round"] else f"{kind} evaluation"
+    title = f"fedsec fragility: site {report['site_id']}, {when}"
+    notes = "".join(f"<li>{escape(str(note))}</li>" for note in evaluation.get("notes", ()))
     figures = "".join(
         f'<figure><img alt="{escape(caption)}" src="{png_data_uri(draw, plots, report)}">'
         f"<figcaption>{escape(caption)}</figcaption></figure>"
@@ -449,6 +492,11 @@ def render_report_html(report: Mapping, plots: PlotInputs) -> str:
 (share level <b>{escape(share["level"])}</b>, rounded to 2 significant figures).
 Generated {escape(report["generated_utc"])}; test days {escape(", ".join(report["test_days"]))}.
 </p>
+<p>Evaluation: <b>{escape(kind)}</b>.</p>{f"<ul>{notes}</ul>" if notes else ""}
+<p>A TPR at a target FPR is <i>not resolvable</i> when the test set holds fewer than 3/FPR benign
+names (3,000 for 1e-3, 30,000 for 1e-4, 300,000 for 1e-5): with N benign names it allows at most
+⌊N × FPR⌋ false positives (none when N &lt; 1/FPR), too few to measure that rate. Such values are
+shown with the reason.</p>
 <h2>Operating point</h2>{_operating_summary(report)}
 <h2>Plots</h2>{figures}
 <h2>Metrics</h2>{metric_tables(report["metrics"], share["sent"])}
@@ -475,7 +523,7 @@ def render_index(rounds: Sequence[Mapping]) -> str:
             else f"<tr><td>round {item['round']} "
         )
         + f'(<a href="{escape(item["json"])}">json</a>)</td>'
-        + "".join(td(_format(item["metrics"].get(key)), numeric=True) for key in columns)
+        + "".join(td(_format(metric_value(item["metrics"], key)), numeric=True) for key in columns)
         + "</tr>"
         for item in rounds
     )

@@ -155,6 +155,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:,.{digits}f}"
 
 
+# A TPR at a low FPR whose site flagged it `_resolvable = 0` is shown with this mark.
+NOT_RESOLVABLE_MARK = "n.r."
+NOT_RESOLVABLE_FOOTNOTE = (
+    f"{NOT_RESOLVABLE_MARK} = not resolvable: the site's test set holds fewer than 3/FPR benign "
+    "names (30,000 for 1e-4), so that TPR allows (almost) no false positive and does not "
+    "measure the rate; `fedsec evaluate` on the site's full test days can resolve it"
+)
 FRAGILITY_COLUMNS = (
     ("AUC", "auc", 4),
     ("TPR@FPR=1e-4", "tpr_at_fpr_1e-4", 3),
@@ -182,18 +189,24 @@ def print_site_table(results: dict[str, Any], *, truth: dict[str, Any] | None = 
         table.add_column(title, justify="right")
     if truth:
         table.add_column("AUC vs truth", justify="right")
+    marked = False
     for site, metrics in sorted(last["sites"].items()):
         row = [site]
         for _, key, digits in FRAGILITY_COLUMNS:
             if key is None:
                 point, upper = metrics.get("fp_per_day"), metrics.get("fp_per_day_upper95")
                 row.append(f"{_fmt(point, 0)} [{_fmt(upper, 0)}]" if point is not None else "-")
+            elif key.startswith("tpr_at_fpr_") and metrics.get(f"{key}_resolvable") == 0:
+                row.append(f"{_fmt(metrics.get(key), digits)} ({NOT_RESOLVABLE_MARK})")
+                marked = True
             else:
                 row.append(_fmt(metrics.get(key), digits))
         if truth:
             row.append(_fmt(truth.get(site, {}).get("true_auc")))
         table.add_row(*row)
     console.print(table)
+    if marked:
+        console.print(NOT_RESOLVABLE_FOOTNOTE, markup=False, highlight=False)
 
 
 def print_report_paths(out: Path, data: Path, rounds: int) -> None:

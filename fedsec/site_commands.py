@@ -1,4 +1,4 @@
-"""The data holder's commands: `fedsec check` (before joining) and `fedsec score` (after).
+"""The data holder's commands: `fedsec check` (before joining), `fedsec score`, `fedsec evaluate`.
 
 Registered on the app in `fedsec.cli`; each imports its heavy modules when it runs.
 """
@@ -31,3 +31,20 @@ def score(
     raise typer.Exit(
         code=score_command(model=model, logs=logs, out=out, site_dir=site, threshold=threshold)
     )
+
+
+def evaluate(
+    model: Annotated[Path, typer.Option(help="a model.npz from a run")],
+    site: Annotated[Path, typer.Option(help="the site folder (holds site.toml)")],
+    days: Annotated[
+        int | None,
+        typer.Option(min=1, help="test on the last N log days (default: split.test_days)"),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="report folder (default: SITE/work/evaluate)")
+    ] = None,
+) -> None:
+    """Full fragility report of a model on every distinct name of the test days, streamed."""
+    from client.evaluate import evaluate_command
+
+    raise typer.Exit(code=evaluate_command(model=model, site=site, days=days, out=out))

@@ -137,16 +137,30 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def resolvable_flag(name: str) -> str:
+    """The flag a site sends next to ``name`` saying whether its test set resolves it.
+
+    ``tpr_at_fpr_<x>`` has ``tpr_at_fpr_<x>_resolvable``; the federated gain in it is read on
+    the same test set, so it shares that flag.
+    """
+    return f"{name.removeprefix('federated_gain_')}_resolvable"
+
+
+def not_resolvable(metrics: Mapping[str, Any], name: str) -> bool:
+    """The site flagged ``name`` not resolvable (`_resolvable = 0`): too few benign test names."""
+    return metrics.get(resolvable_flag(name)) == 0
+
+
 def _value(metrics: Mapping[str, Any], name: str) -> float | None:
     """A finite value, or None when missing, NaN or flagged not resolvable by the site."""
-    if metrics.get(f"{name}_resolvable") == 0:
+    if not_resolvable(metrics, name):
         return None
     return _number(metrics.get(name))
 
 
 def _sent_or_flagged(metrics: Mapping[str, Any], name: str) -> bool:
     """Sent, or absent only because the site flagged it not resolvable (NaN is never sent)."""
-    return name in metrics or metrics.get(f"{name}_resolvable") == 0
+    return name in metrics or not_resolvable(metrics, name)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -223,6 +237,12 @@ def _last_round(rounds: list[dict[str, Any]], sites_seen: list[str]) -> dict[str
         "metrics": metrics,
         "directions": {name: metric_direction(name) for name in metrics},
         "no_reply": [site for site in sites_seen if site not in sites],
+        # site -> metrics it flagged not resolvable: shown as such, left out of every summary
+        "not_resolvable": {
+            site: flagged
+            for site, m in sites.items()
+            if (flagged := [name for name in metrics if not_resolvable(m, name)])
+        },
     }
 
 
@@ -235,10 +255,16 @@ def _spread(name: str, sites: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
         "best": None,
         "spread": {"min": None, "median": None, "max": None, "sites": len(values)},
         "not_shared": [site for site, m in sites.items() if not _sent_or_flagged(m, name)],
+        # Includes the not-resolvable sites, which are also listed apart with their values.
         "not_computed": [
             site
             for site, m in sites.items()
             if _sent_or_flagged(m, name) and _value(m, name) is None
+        ],
+        "not_resolvable": [
+            {"site": site, "value": _number(m.get(name))}
+            for site, m in sites.items()
+            if not_resolvable(m, name)
         ],
     }
     if values:

@@ -17,6 +17,12 @@ from common.html import html_table, td
 
 NOT_SHARED = "not shared by this site's policy"
 NOT_COMPUTED = "shared, but not computable or not resolvable this round (too few test samples)"
+NOT_RESOLVABLE = (
+    "not resolvable: the site's test set holds fewer than 3/FPR benign names, so this TPR "
+    "allows (almost) no false positive and cannot measure that rate; left out of the worst "
+    "site, the spread and the trends"
+)
+NOT_RESOLVABLE_MARK = "(not resolvable)"
 NO_REPLY = "this site did not reply in this round"
 NO_FAMILY = "no test examples of this family at this site"
 _SITE_COLOUR = "tab:blue"
@@ -30,6 +36,7 @@ th { background: #f3f3f3; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.missing { text-align: center; color: #999; cursor: help; }
 td.worst { background: #fde2e1; font-weight: 600; }
+td.unresolved { color: #777; font-style: italic; cursor: help; }
 .scroll { overflow-x: auto; }
 .note { color: #666; font-size: 0.9em; }
 .flag { color: #a40000; }
@@ -82,15 +89,18 @@ def _missing(title: str) -> str:
     return f'<td class="missing" title="{escape(title)}">—</td>'
 
 
-def _metric_cell(metrics: Mapping[str, Any] | None, name: str, *, worst: bool) -> str:
+def _metric_cell(
+    metrics: Mapping[str, Any] | None, name: str, *, worst: bool, unresolvable: bool = False
+) -> str:
     if metrics is None:
         return _missing(NO_REPLY)
-    unresolvable = metrics.get(f"{name}_resolvable") == 0
     if name not in metrics:
         return _missing(NOT_COMPUTED if unresolvable else NOT_SHARED)
     value = metrics[name]
     if unresolvable:
-        return _td(value, numeric=True, css="missing", title=NOT_COMPUTED)
+        return _td(
+            f"{format_number(value)} {NOT_RESOLVABLE_MARK}", css="unresolved", title=NOT_RESOLVABLE
+        )
     if value is None:
         return _td("n/a", css="missing", title=NOT_COMPUTED)
     return _td(value, numeric=True, css="worst" if worst else "")
@@ -152,10 +162,14 @@ def _headline_section(report: Mapping[str, Any]) -> str:
         "sites shared",
         "not shared",
         "not computable",
+        "not resolvable (value, left out)",
     ]
     rows = []
     for name, entry in report["headline"].items():
         worst, spread = entry["worst"] or {}, entry["spread"]
+        unresolved = entry.get("not_resolvable") or []
+        apart = {row["site"] for row in unresolved}
+        not_computed = [site for site in entry["not_computed"] if site not in apart]
         rows.append(
             [
                 _td(name),
@@ -165,7 +179,12 @@ def _headline_section(report: Mapping[str, Any]) -> str:
                 *(_td(spread[key], numeric=True) for key in ("min", "median", "max")),
                 _td(spread["sites"], numeric=True),
                 _td(", ".join(entry["not_shared"]) or "—"),
-                _td(", ".join(entry["not_computed"]) or "—"),
+                _td(", ".join(not_computed) or "—"),
+                _td(
+                    ", ".join(f"{r['site']} ({format_number(r['value'])})" for r in unresolved)
+                    or "—",
+                    title=NOT_RESOLVABLE if unresolved else "",
+                ),
             ]
         )
     return (
@@ -180,11 +199,17 @@ def _sites_section(report: Mapping[str, Any]) -> str:
     worst_of = {
         name: (entry["worst"] or {}).get("site") for name, entry in report["headline"].items()
     }
+    unresolved = last.get("not_resolvable") or {}
     rows = [
         [
             _td(site),
             *(
-                _metric_cell(last["sites"].get(site), name, worst=worst_of.get(name) == site)
+                _metric_cell(
+                    last["sites"].get(site),
+                    name,
+                    worst=worst_of.get(name) == site,
+                    unresolvable=name in unresolved.get(site, ()),
+                )
                 for name in names
             ),
         ]
@@ -208,7 +233,9 @@ def _sites_section(report: Mapping[str, Any]) -> str:
     return (
         f"<h2>Every site, round {last['round']}</h2>\n{note}"
         '<p class="note">— = not shared by the site\'s policy (hover for details); '
-        "shaded = worst site for a headline metric.</p>\n"
+        "shaded = worst site for a headline metric; "
+        f"{NOT_RESOLVABLE_MARK} = the site's test set holds fewer than 3/FPR benign names, "
+        "so it cannot measure a TPR at that FPR: shown, never ranked.</p>\n"
         f"{_table(['site', *names], rows)}\n<h3>False positives per day (upper 95%)</h3>\n"
         f"{plot}\n{listed}"
     )
@@ -257,7 +284,7 @@ def _trends_section(report: Mapping[str, Any]) -> str:
     return (
         "<h2>Trends over rounds</h2>\n"
         '<p class="note">Mean over sites (min–max). In the plots each faint line is one '
-        "site, the dark line the mean.</p>\n"
+        "site, the dark line the mean. Values a site flagged not resolvable are left out.</p>\n"
         f"{table}\n{plot}"
     )
 
