@@ -64,7 +64,13 @@ class EvaluateOutcome:
         """Mean, min and max over sites of the headline metrics, and the failures."""
         aggregate: dict[str, Any] = {"sites": len(self.sites)}
         for key in MEAN_METRICS:
-            values = [float(s[key]) for s in self.sites.values() if is_number(s.get(key))]
+            # A TPR at an FPR the site's test set cannot resolve says nothing: left out.
+            flag = f"{key}_resolvable" if key.startswith("tpr_at_fpr_") else None
+            values = [
+                float(s[key])
+                for s in self.sites.values()
+                if is_number(s.get(key)) and (flag is None or s.get(flag, 1.0) == 1.0)
+            ]
             if values:
                 aggregate[f"mean_{key}"] = float(np.mean(values))
                 aggregate[f"min_{key}"] = float(np.min(values))

@@ -49,3 +49,17 @@ def test_a_round_over_too_many_nodes_is_refused_before_any_message():
 def test_a_federation_too_small_for_secure_aggregation_fails_at_construction():
     with pytest.raises(ConfigError, match="at least 3 nodes"):
         RoundSizedSecAggPlus(RunSettings.from_run_config({"min-nodes": 2}))
+
+
+def test_round_means_leave_out_a_tpr_its_site_cannot_resolve():
+    from server.rounds import EvaluateOutcome
+
+    outcome = EvaluateOutcome(
+        sites={
+            "a": {"auc": 0.9, "tpr_at_fpr_1e-4": 0.8, "tpr_at_fpr_1e-4_resolvable": 1.0},
+            "b": {"auc": 0.7, "tpr_at_fpr_1e-4": 0.0, "tpr_at_fpr_1e-4_resolvable": 0.0},
+        }
+    )
+    aggregate = outcome.aggregate()
+    assert aggregate["mean_auc"] == pytest.approx(0.8)
+    assert aggregate["mean_tpr_at_fpr_1e-4"] == 0.8 and aggregate["min_tpr_at_fpr_1e-4"] == 0.8
