@@ -62,7 +62,14 @@ from client.fragility_html import benign_names_needed
 from client.pipeline import log_files
 from client.quarantine import Quarantine
 from client.readers import Progress
-from client.scoring import CACHE_SIZE, DEFAULT_THRESHOLD, LogScorer, ScoreSummary, _Clock, _feed
+from client.scoring import (
+    CACHE_SIZE,
+    DEFAULT_THRESHOLD,
+    LogScorer,
+    ScoreSummary,
+    StageClock,
+    feed_logs,
+)
 from client.site import SITE_FILE, Intel, load_intel, load_site_config
 from common.config import ConfigError, SiteConfig
 from common.model import CharCNN
@@ -125,7 +132,7 @@ class _DiscardingQuarantine(Quarantine):
 
 
 class DayScan:
-    """Pass 1 over every log file; `client.scoring._feed` drives it like a scorer.
+    """Pass 1 over every log file; `client.scoring.feed_logs` drives it like a scorer.
 
     Keeps the days with valid names (and which file holds which), the blocklisted registered
     domains that were logged, and `_DayFacts` for the newest ``test_days`` days separately
@@ -153,8 +160,8 @@ class DayScan:
             for count in sorted({name.count(".") + 1 for name in listed})
         ]
 
-    # `_feed` calls add() per table and finish() at the end.
-    def add(self, table: pa.Table, *, source: Path, clock: _Clock) -> None:
+    # `feed_logs` calls add() per table and finish() at the end.
+    def add(self, table: pa.Table, *, source: Path, clock: StageClock) -> None:
         present = pc.and_(pc.is_valid(table["query"]), pc.is_valid(table["ts"]))
         table = table.filter(present)
         pairs = (
@@ -258,7 +265,7 @@ class DayScan:
 class EvaluationScorer(LogScorer):
     """`LogScorer` over the test-day records only, keeping every name's query count and score.
 
-    Alerts are not kept: `_remember` (called on the model thread with each block's distinct
+    Alerts are not kept: `remember` (called on the model thread with each block's distinct
     names) appends to the per-name table instead, merged by name whenever the unmerged rows
     outgrow the merged table (and ``compact_rows``), so it stays within about twice the
     distinct names.
@@ -283,14 +290,14 @@ class EvaluationScorer(LogScorer):
         self._parts: list[pa.Table] = []
         self._unmerged = 0
 
-    def add(self, table: pa.Table, *, source: Path, clock: _Clock) -> None:
+    def add(self, table: pa.Table, *, source: Path, clock: StageClock) -> None:
         on_test_day = pc.fill_null(pc.is_in(day_index(table["ts"]), value_set=self._days), False)
         table = table.filter(on_test_day)
         self.test_day_records += table.num_rows
         if table.num_rows:
             super().add(table, source=source, clock=clock)
 
-    def _remember(self, per_name: pa.Table, names: list[str], scores: np.ndarray) -> None:
+    def remember(self, per_name: pa.Table, names: list[str], scores: np.ndarray) -> None:
         self._parts.append(
             pa.table(
                 {
@@ -491,7 +498,7 @@ def evaluate_site(
         with Quarantine(quarantine_dir) as quarantine:
             intel = load_intel(site_dir, config, quarantine=quarantine)
             scan = DayScan(intel, config=config, test_days=wanted, sample_size=psi_sample)
-            _feed(
+            feed_logs(
                 scan,
                 files,
                 quarantine=quarantine,
@@ -515,7 +522,7 @@ def evaluate_site(
                 compact_rows=compact_rows,
             )
             try:
-                _feed(
+                feed_logs(
                     scorer,
                     scored_files,
                     quarantine=scorer.quarantine,

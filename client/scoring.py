@@ -110,7 +110,9 @@ class ScoreSummary:
     wall_seconds: float = math.nan
 
 
-class _Clock:
+class StageClock:
+    """Adds the seconds since the last lap to a stage's total (stages may overlap)."""
+
     def __init__(self, seconds: dict[str, float]) -> None:
         self.seconds, self._last = seconds, time.perf_counter()
 
@@ -149,7 +151,7 @@ class LogScorer:
         self._pending: deque[Future] = deque()
         self.blocks_ahead = 2
 
-    def add(self, table: pa.Table, *, source: Path, clock: _Clock) -> None:
+    def add(self, table: pa.Table, *, source: Path, clock: StageClock) -> None:
         """Score one table with ``ts``, ``query`` and ``line`` columns from ``source``."""
         summary = self.summary
         missing = pc.is_null(table["query"])
@@ -200,7 +202,7 @@ class LogScorer:
 
     def _score(self, per_name: pa.Table) -> None:
         """Cache lookups, the model for the misses, and alert state (on the model thread)."""
-        clock = _Clock(self.summary.seconds)
+        clock = StageClock(self.summary.seconds)
         unique = per_name["name"].to_pylist()
         scores = self.cache.lookup(unique)
         todo = np.flatnonzero(np.isnan(scores))
@@ -215,7 +217,7 @@ class LogScorer:
         self.summary.domains_looked_up += len(unique)
         self.summary.domains_scored += int(todo.size)
         clock.lap("model")
-        self._remember(per_name, unique, scores)
+        self.remember(per_name, unique, scores)
         clock.lap("alerts")
 
     def _quarantine_invalid(
@@ -229,7 +231,8 @@ class LogScorer:
             )
         self.summary.invalid_domains += rows.num_rows
 
-    def _remember(self, per_name: pa.Table, names: list[str], scores: np.ndarray) -> None:
+    def remember(self, per_name: pa.Table, names: list[str], scores: np.ndarray) -> None:
+        # The hook a subclass overrides to keep something else per name (client/evaluate.py).
         hits = np.flatnonzero(scores >= self.threshold)
         if hits.size == 0:
             return
@@ -304,7 +307,7 @@ def score_logs(
     with Quarantine(quarantine_dir) as quarantine:
         scorer = LogScorer(model, threshold=threshold, quarantine=quarantine, cache_size=cache_size)
         try:
-            _feed(
+            feed_logs(
                 scorer,
                 paths,
                 quarantine=quarantine,
@@ -317,7 +320,7 @@ def score_logs(
         finally:
             scorer.close()
             torch.set_num_threads(threads)
-        clock = _Clock(scorer.summary.seconds)
+        clock = StageClock(scorer.summary.seconds)
         records = alert_records(scorer.ranked())
         write_alerts(out, records)
         clock.lap("write")
@@ -327,7 +330,7 @@ def score_logs(
     return scorer.summary
 
 
-def _feed(
+def feed_logs(
     scorer: LogScorer,
     paths: Sequence[Path],
     *,
@@ -338,8 +341,9 @@ def _feed(
     on_file: Callable[[Path], None] | None,
     block_bytes: int | None,
 ) -> None:
+    """Stream every file through its reader into `scorer` (`add` per table, `finish` at the end)."""
     summary = scorer.summary
-    clock = _Clock(summary.seconds)
+    clock = StageClock(summary.seconds)
     reasons: Counter = Counter()
     for path in paths:
         if on_file is not None:

@@ -14,7 +14,7 @@ from client.dataset import held_out, intel_only_examples
 from client.domains import registered_domain
 from client.evaluate import DayScan, EvaluationScorer, day_index, label_names
 from client.quarantine import Quarantine
-from client.scoring import _Clock
+from client.scoring import StageClock
 from client.site import Intel
 from common.config import parse_site_config
 from common.model import ModelSpec, build_model
@@ -59,7 +59,7 @@ def block(day: int, names: list[str]) -> pa.Table:
 
 def scanned(days: list[int], *, test_days: int, sample_size: int) -> DayScan:
     scan = DayScan(INTEL, config=config(), test_days=test_days, sample_size=sample_size)
-    clock = _Clock(scan.summary.seconds)
+    clock = StageClock(scan.summary.seconds)
     for number, day in enumerate(days):
         scan.add(block(day, day_names(day)), source=Path(f"log-{number}"), clock=clock)
     return scan
@@ -125,7 +125,7 @@ def test_scorer_keeps_test_days_only_and_merges_names_across_blocks(tmp_path: Pa
         scorer = EvaluationScorer(
             model, days=[12], quarantine=quarantine, cache_size=3, compact_rows=4
         )
-        clock = _Clock(scorer.summary.seconds)
+        clock = StageClock(scorer.summary.seconds)
         try:
             for day in (11, 12, 12):
                 scorer.add(block(day, day_names(day)), source=Path("log"), clock=clock)
