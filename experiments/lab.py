@@ -40,6 +40,7 @@ EXPERIMENTS = {
     "scale": "experiments.scale",
     "ray": "experiments.ray_cluster",
     "noniid": "experiments.noniid",
+    "lowfpr": "experiments.lowfpr",
 }
 """`fedsec experiment NAME` -> the module whose `run(size=..., root=...)` it calls."""
 INDEX_FILE = "README.md"

@@ -75,7 +75,15 @@ def test_peak_rss_sees_child_processes():
 
 
 def test_every_registered_experiment_is_a_module_with_run():
-    assert set(EXPERIMENTS) == {"value", "secagg-cost", "dropouts", "scale", "ray", "noniid"}
+    assert set(EXPERIMENTS) == {
+        "value",
+        "secagg-cost",
+        "dropouts",
+        "scale",
+        "ray",
+        "noniid",
+        "lowfpr",
+    }
     for name, module_name in EXPERIMENTS.items():
         module = importlib.import_module(module_name)
         assert name == module.NAME and callable(module.run), module_name
