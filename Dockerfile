@@ -22,7 +22,8 @@ COPY client /src/client
 COPY server /src/server
 COPY experiments /src/experiments
 COPY fedsec /src/fedsec
-RUN pip install /src && python -c "import torch, flwr, client.app, server.app"
+COPY deploy/__init__.py deploy/app_guard.py /src/deploy/
+RUN pip install /src && python -c "import torch, flwr, client.app, server.app, deploy.app_guard"
 
 # ---- what both roles share: the virtualenv, a non-root user, quiet and offline flwr
 FROM ${PYTHON_IMAGE} AS base
@@ -52,8 +53,17 @@ CMD ["flower-superlink", "--help"]
 
 # ---- a data holder: SuperNode; its ClientApp reads /site (read-only) and writes /work
 FROM base AS client
-RUN install -d -m 0755 /site /certs /keys \
+RUN install -d -m 0755 /site /certs /keys /etc/fedsec \
     && install -d -o fedsec -g fedsec /work
+# flwr's SuperExec starts each task program by name from PATH. In /opt/fedsec/guard, first on
+# PATH, `flwr-clientapp` is fedsec-clientapp (it checks the app against the data holder's
+# FEDSEC_APPROVED_APPS before any of its code runs); flwr's other task programs link to it
+# too and are refused (deploy/app_guard.py, SHIMS).
+RUN test -x /opt/fedsec/bin/fedsec-clientapp \
+    && install -d -m 0755 /opt/fedsec/guard \
+    && for name in flwr-clientapp flwr-agentapp flwr-connector flwr-model flwr-serverapp \
+        flwr-simulation; do ln -s /opt/fedsec/bin/fedsec-clientapp "/opt/fedsec/guard/$name"; done
+ENV PATH=/opt/fedsec/guard:$PATH
 WORKDIR /work
 USER fedsec
 VOLUME ["/work"]

@@ -55,6 +55,9 @@ class RunSettings(BaseModel):
     site_html: Literal["every-round", "last-round", "off"] = Field(
         default="every-round", alias="site-html"
     )
+    # The model team's ed25519 signature of the app's hash (`fedsec app sign`), read by each
+    # data holder's fedsec-clientapp before the app runs; the apps themselves ignore it.
+    app_signature: str = Field(default="", alias="app-signature")
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> RunSettings:

@@ -22,8 +22,10 @@ import time
 from pathlib import Path
 
 from common.files import write_json
+from deploy.app_approval import app_hash, approve
 from deploy.certs import write_pki
 from deploy.compose import (
+    approval_file,
     connection_entry,
     default_executable,
     load_compose,
@@ -192,6 +194,10 @@ def main() -> None:
             monitor = Sampler({n: proc.pid for n, proc in nodes.items()})
             monitor.start()
             app = args.app or copy_app(root / "app")
+            # Each data holder approves the app by its hash (`fedsec app approve`).
+            digest = app_hash(app)
+            for name in holders:
+                approve(approval_file(services[name]), hashes=[digest])
             out = root / "run"
             t_run = time.monotonic()
             result = subprocess.run(

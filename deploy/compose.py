@@ -8,7 +8,10 @@ that runs the same program here, with only three things rewritten:
   nginx `listen PORT`) become `127.0.0.1:LOCAL_PORT`;
 - container paths: each service gets a folder standing in for its root file system, in
   which every mount target is a symlink to the host file, named volume or tmpfs folder;
-- program names: `flower-*`, `flwr` and `python` resolve to this interpreter's environment.
+- program names: `flower-*`, `flwr` and `python` resolve to this interpreter's environment;
+  a service's own `PATH` keeps its order, with the image's virtualenv (`IMAGE_BIN`) standing
+  for this interpreter's and the data holders' guard folder (`GUARD_DIR`, where
+  `flwr-clientapp` is `fedsec-clientapp`) made as a folder of links under the service's root.
 
 Mounted files listed under the service's `x-local-render` (the proxy's nginx.conf) are
 rewritten the same way. Nothing here starts a process: deploy/procs.py does that, for
@@ -32,10 +35,15 @@ from typing import Any
 import tomli_w
 
 from common.files import write_atomic
+from deploy.app_guard import APPROVAL_ENV, GUARD_DIR, PROGRAM, SHIMS
 
 COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
 LOOPBACK = "127.0.0.1"
 FLWR_CONFIG_FILE = "config.toml"
+IMAGE_BIN = "/opt/fedsec/bin"
+"""The images' virtualenv (Dockerfile): this interpreter's bin folder in a local run."""
+IMAGE_LINKS = {GUARD_DIR: dict.fromkeys(SHIMS, PROGRAM)}
+"""Folders of program links the client image makes (Dockerfile): folder -> {link: program}."""
 
 _VARIABLE = re.compile(r"\$(?:\$|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\})")
 _ADDRESS = re.compile(r"(?<![\w.-])(?P<host>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<port>\d{1,5})\b")
@@ -89,6 +97,7 @@ class LocalService:
     rendered: dict[Path, str] = field(default_factory=dict)  # host path -> rewritten text
     healthcheck: list[str] | None = None
     depends_on: tuple[str, ...] = ()
+    programs: dict[Path, Path] = field(default_factory=dict)  # link in rootfs -> program
 
 
 # ---------------------------------------------------------------------------- compose file
@@ -272,6 +281,30 @@ class _Rewriter:
         return argv
 
 
+def _local_path_variable(
+    value: str, *, rootfs: Path, executable: Callable[[str], str]
+) -> tuple[str, dict[Path, Path]]:
+    """A service's PATH for a local run, and the program links its guard folders need."""
+    entries, programs = [], {}
+    for entry in value.split(os.pathsep):
+        if entry.rstrip("/") == IMAGE_BIN:
+            entries.append(str(Path(sys.executable).parent))
+        elif entry.rstrip("/") in IMAGE_LINKS:
+            folder = rootfs / entry.strip("/")
+            for link, program in IMAGE_LINKS[entry.rstrip("/")].items():
+                found = Path(executable(program))
+                if not found.is_file():  # a dangling link would let PATH fall through to flwr's
+                    raise ComposeError(
+                        f"{program} is not installed here (fix: `pip install -e .` in this "
+                        "environment, for its console scripts)"
+                    )
+                programs[folder / link] = found
+            entries.append(str(folder))
+        else:
+            entries.append(entry)
+    return os.pathsep.join(entries), programs
+
+
 def _bind_source(source: str, project_dir: Path) -> Path:
     path = Path(source).expanduser()
     return path if path.is_absolute() else (project_dir / path).resolve()
@@ -290,6 +323,23 @@ def node_key_file(service: Service, *, project_dir: Path = COMPOSE_FILE.parent) 
         if mount.kind == "bind" and mount.target == target:
             return _bind_source(mount.source, project_dir)
     raise ComposeError(f"service {service.name}: {target} is not a file mount (fix: mount the key)")
+
+
+def approval_file(service: Service, *, project_dir: Path = COMPOSE_FILE.parent) -> Path:
+    """The host file a SuperNode service mounts as its FEDSEC_APPROVED_APPS.
+
+    The data holder writes it with `fedsec app approve`; fedsec-clientapp reads it.
+    """
+    target = service.environment.get(APPROVAL_ENV)
+    if not target:
+        raise ComposeError(f"service {service.name}: no {APPROVAL_ENV} (not a guarded node)")
+    for mount in service.mounts:
+        if mount.kind == "bind" and mount.target == target:
+            return _bind_source(mount.source, project_dir)
+    raise ComposeError(
+        f"service {service.name}: {target} is not a file mount (fix: mount the data "
+        "holder's approval file there, read-only)"
+    )
 
 
 def local_service(
@@ -325,10 +375,16 @@ def local_service(
         links[inside] = host
     cwd = rootfs / (service.working_dir or "/").lstrip("/")
     health = service.healthcheck
+    env = {key: rewriter.text(value) for key, value in service.environment.items()}
+    programs: dict[Path, Path] = {}
+    if "PATH" in service.environment:
+        env["PATH"], programs = _local_path_variable(
+            service.environment["PATH"], rootfs=rootfs, executable=executable
+        )
     return LocalService(
         name=service.name,
         argv=rewriter.argv(service.command, executable),
-        env={key: rewriter.text(value) for key, value in service.environment.items()},
+        env=env,
         cwd=cwd,
         rootfs=rootfs,
         ports=own_ports,
@@ -337,6 +393,7 @@ def local_service(
         rendered=rendered,
         healthcheck=rewriter.argv(health, executable) if health else None,
         depends_on=service.depends_on,
+        programs=programs,
     )
 
 
@@ -372,7 +429,14 @@ def interpreter_path_env(base: Mapping[str, str]) -> dict[str, str]:
 
 
 def process_env(local: LocalService, base: Mapping[str, str]) -> dict[str, str]:
-    """`base` plus the service's environment, this interpreter's programs first on PATH."""
+    """`base` plus the service's environment.
+
+    A service that sets PATH (the data holders: guard folder first) keeps that order, its
+    image folders rewritten (`local_service`); any other gets this interpreter's programs
+    first on PATH.
+    """
+    if "PATH" in local.env:
+        return {**base, **local.env}
     return interpreter_path_env({**base, **local.env})
 
 
@@ -385,7 +449,7 @@ def materialise(local: LocalService) -> None:
     for path, text in local.rendered.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    for inside, host in local.links.items():
+    for inside, host in {**local.links, **local.programs}.items():
         inside.parent.mkdir(parents=True, exist_ok=True)
         if inside.is_symlink():
             inside.unlink()

@@ -53,6 +53,7 @@ app.command()(site_commands.evaluate)
 app.command()(team_commands.certs)
 app.command()(team_commands.connection)
 app.add_typer(team_commands.node_app, name="node")
+app.add_typer(team_commands.app_app, name="app")
 app.command()(team_commands.report)
 app.command()(research_commands.experiment)
 

@@ -1,7 +1,9 @@
-"""Model team and operator commands: `fedsec certs`, `connection`, `node`, `report`.
+"""Model team and operator commands: `fedsec certs`, `connection`, `node`, `app`, `report`.
 
 `node keygen` is the one command of the `node` group a data holder runs (on its own host);
-`node register` is the model team's side of the same hand-over.
+`node register` is the model team's side of the same hand-over. In the `app` group, the
+model team names (`hash`) or signs (`keygen`, `sign`) an app and each data holder approves
+it (`approve`) for its own node.
 
 Registered on the app in `fedsec.cli`; each imports its heavy modules when it runs.
 """
@@ -91,6 +93,81 @@ def node_register(
             connection=connection,
             flwr_home=flwr_home,
             expected_fingerprint=fingerprint,
+        )
+    )
+
+
+app_app = typer.Typer(
+    no_args_is_help=True,
+    help="Which app may run on a data holder's node: hash or sign it, approve it.",
+)
+_APP_DIR = typer.Argument(help="the app folder you give to `flwr run` (default: .)")
+
+
+@app_app.command("hash")
+def app_hash(app_dir: Annotated[Path, _APP_DIR] = Path(".")) -> None:
+    """Print the SHA-256 `flwr run APP_DIR` computes for the app (model-team side)."""
+    from deploy.app_approval import hash_command
+
+    raise typer.Exit(code=hash_command(app_dir))
+
+
+@app_app.command("keygen")
+def app_keygen(
+    out: Annotated[Path, typer.Option(help="folder for NAME.key and NAME.pub")],
+    name: Annotated[str, typer.Option(help="the key's name, e.g. model-team")],
+) -> None:
+    """Make the model team's ed25519 signing key; data holders approve its public key."""
+    from deploy.app_approval import keygen_command
+
+    raise typer.Exit(code=keygen_command(out, name=name))
+
+
+@app_app.command("sign")
+def app_sign(
+    key: Annotated[Path, typer.Option(help="NAME.key from `fedsec app keygen`")],
+    app_dir: Annotated[Path, _APP_DIR] = Path("."),
+) -> None:
+    """Sign the app's hash; prints the `--run-config` option to add to `flwr run`."""
+    from deploy.app_approval import sign_command
+
+    raise typer.Exit(code=sign_command(key, app_dir))
+
+
+@app_app.command("approve")
+def app_approve(
+    file: Annotated[
+        Path, typer.Option(help="the data holder's approval file (FEDSEC_APPROVED_APPS)")
+    ],
+    hash_: Annotated[
+        list[str] | None,
+        typer.Option("--hash", help="an app's SHA-256 from `fedsec app hash` (repeatable)"),
+    ] = None,
+    signer: Annotated[
+        list[str] | None,
+        typer.Option(help="the model team's public key: base64 or a NAME.pub file (repeatable)"),
+    ] = None,
+    require_signature: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-signature/--allow-unsigned",
+            help="only signed apps run (or: listed hashes run unsigned); default: unchanged",
+        ),
+    ] = None,
+) -> None:
+    """Approve apps for this data holder's node (data-holder side); creates or edits FILE.
+
+    The file is TOML: `hashes = [...]`, `signers = [...]`, `require_signature = false`.
+    fedsec-clientapp reads it for every message, before any of the app's code runs.
+    """
+    from deploy.app_approval import approve_command
+
+    raise typer.Exit(
+        code=approve_command(
+            file,
+            hashes=hash_ or [],
+            signers=signer or [],
+            require_signature=require_signature,
         )
     )
 

@@ -8,7 +8,9 @@ folder and key, and the model team's `flwr run` over a connection file fedsec wr
 
 Keys are made as in a real deployment: `fedsec certs` makes the CA and the server
 certificate only; each data holder's node key comes from `fedsec node keygen`, in the
-folder its compose service mounts, and only the public key is registered.
+folder its compose service mounts, and only the public key is registered. Each data holder
+approves the app by its hash (`fedsec app approve`) in the approval file its service mounts;
+tests/integration/test_app_approval.py checks the refusals.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from deploy.compose import (
     LocalService,
     Mount,
     Service,
+    approval_file,
     command_flags,
     connection_entry,
     default_executable,
@@ -131,10 +134,13 @@ def test_compose_builds_existing_dockerfile_stages_without_secrets_in_context():
             assert (ROOT / name).exists(), name
     assert re.search(r"(?m)^USER fedsec$", dockerfile)
     # The build context is an allow-list: keys and site data can never be sent to a builder.
+    # Of deploy/, only the data holder's app guard goes in (two named Python files).
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
-    assert ignore[ignore.index("**") + 1 :] and not any(
-        line.startswith("!deploy") for line in ignore
-    )
+    assert ignore[ignore.index("**") + 1 :]
+    assert [line for line in ignore if line.startswith("!deploy")] == [
+        "!deploy/__init__.py",
+        "!deploy/app_guard.py",
+    ]
 
 
 def _help_flags(program: str) -> set[str]:
@@ -425,6 +431,10 @@ class Federation:
     processes: Processes
     model_team_home: Path
     env: dict[str, str]
+    # The app every data holder approved by its hash (a copy made once: the repository may
+    # change while the tests run), and that hash.
+    app: Path
+    app_hash: str
     # Per data holder: the fingerprint `fedsec node keygen` printed on its side, and the
     # one `fedsec node register` printed on the model team's.
     keygen_fingerprints: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -445,6 +455,12 @@ class Federation:
         service = dataclasses.replace(service, name=name)
         ports = {**self.ports, **{(name, p): free_ports(1)[0] for p in service.ports}}
         return local_service(service, root=self.root, ports=ports)
+
+
+def _approved_app(federation: Federation, target: Path) -> Path:
+    """A copy of the app every data holder approved (flwr run may touch the folder)."""
+    shutil.copytree(federation.app, target)
+    return target
 
 
 def _copy_app(target: Path) -> Path:
@@ -468,6 +484,7 @@ def _healthy(local: LocalService) -> bool:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory) -> Iterator[Federation]:
+    from deploy.app_approval import app_hash, approve
     from deploy.certs import write_pki
     from deploy.node_keys import keygen_command
     from experiments.generator import generate_sites
@@ -489,6 +506,11 @@ def federation(tmp_path_factory) -> Iterator[Federation]:
     # A data holder that made a key but whose .pub the model team never registered.
     with contextlib.redirect_stdout(io.StringIO()):
         assert keygen_command(root / "intruder" / "node", name="intruder") == 0
+    # The model team's app and its hash; each data holder approves that hash for its node.
+    app = _copy_app(root / "app")
+    digest = app_hash(app)
+    for site in SITES:
+        approve(approval_file(services[site]), hashes=[digest])
     need = [(s.name, p) for s in services.values() for p in s.ports]
     ports = dict(zip(need, free_ports(len(need)), strict=True))
     local = local_services(services, root=root, ports=ports)
@@ -502,6 +524,8 @@ def federation(tmp_path_factory) -> Iterator[Federation]:
         processes,
         root / "model-team" / ".flwr",
         env,
+        app,
+        digest,
         keygen_fingerprints=keygen_fingerprints,
     )
     try:
@@ -593,7 +617,7 @@ def test_keygen_keys_are_the_ones_registered_and_mounted(federation):
 @pytest.mark.slow
 def test_secagg_round_over_tls_through_the_proxy(federation, tmp_path):
     pyproject = _sha256(ROOT / "pyproject.toml")
-    app = _copy_app(tmp_path / "app")
+    app = _approved_app(federation, tmp_path / "app")
     out = tmp_path / "run"
     result = _flwr_run(
         federation,
@@ -612,6 +636,11 @@ def test_secagg_round_over_tls_through_the_proxy(federation, tmp_path):
     access = federation.processes.get("fleet-proxy").log()
     assert re.search(r'"POST /v1/fleet/push-messages HTTP/1\.1" 200', access)
     assert _sha256(ROOT / "pyproject.toml") == pyproject  # flwr run rewrote nothing of ours
+    # Every data holder's fedsec-clientapp (flwr-clientapp on its PATH) checked the app first.
+    for site in SITES:
+        assert (
+            f"approved app sha256:{federation.app_hash}" in federation.processes.get(site).log()
+        ), site
 
 
 def _https_status(port: int, ca: Path, method: str, raw_path: str) -> int:
@@ -714,7 +743,7 @@ def _serverapp_pids(federation: Federation) -> list[int]:
 
 @pytest.mark.slow
 def test_killed_serverapp_resumes_without_losing_or_repeating_a_round(federation, tmp_path):
-    app = _copy_app(tmp_path / "app")
+    app = _approved_app(federation, tmp_path / "app")
     out = tmp_path / "run"
     config = f"mode='fedavg' num-rounds=2 min-nodes={len(SITES)} local-steps=10 out-dir='{out}'"
     command = [
