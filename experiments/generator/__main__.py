@@ -28,10 +28,13 @@ def main(argv: list[str] | None = None) -> None:
     elapsed_seconds = time.perf_counter() - started
     manifest = json.loads((args.out_dir / "manifest.json").read_text(encoding="utf-8"))
     for site in manifest["sites"]:
-        lines = sum(site["volume"]["data_lines_by_file"].values())
+        volume = site["volume"]
+        lines = sum(volume["data_lines_by_file"].values())
+        test_day = max(volume["distinct_names_by_file"])
         print(
-            f"{site['site_id']}  lines={lines:>7}  dga_share={site['dga_share']:.3f}  "
-            f"families={','.join(site['families'])}"
+            f"{site['site_id']}  lines={lines:>7}  "
+            f"test_day_names={volume['distinct_names_by_file'][test_day]:>6}  "
+            f"dga_share={site['dga_share']:.3f}  families={','.join(site['families'])}"
         )
     print(f"elapsed_seconds={elapsed_seconds:.1f}")
 

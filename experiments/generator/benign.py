@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.generator import data
+from experiments.generator import data, longtail
 
 # A benign name is (query, kind); the kind picks the response profile in traffic.py.
 Named = list[tuple[str, str]]
@@ -42,52 +42,18 @@ def popular_names(rng: np.random.Generator, count: int, *, languages: dict[str, 
     return [(host, "web") for _, host in hosts[:count]]
 
 
-def _long_tail_label(rng: np.random.Generator, language: str) -> str:
-    words = data.LANG_WORDS[language]
-    pick = lambda: words[rng.integers(len(words))]  # noqa: E731
-    if language == "zh":
-        syllables = [pick() for _ in range(rng.integers(2, 5))]
-        style = rng.random()
-        if style < 0.55:
-            return "".join(syllables)
-        initials = "".join(s[0] for s in syllables)
-        return (
-            initials + str(rng.integers(1, 999))
-            if style < 0.8
-            else str(rng.integers(10, 9999)) + initials
-        )
-    style = rng.random()
-    if style < 0.25:
-        return pick() + pick()
-    if style < 0.4:
-        return f"{pick()}-{pick()}"
-    if style < 0.55:
-        return pick() + str(rng.choice((1, 2, 7, 24, 99, 123, 365, 360, 2000, 2024)))
-    if style < 0.65:
-        return pick() + pick() + pick()
-    if style < 0.75:
-        return pick() + str(rng.choice(("online", "shop", "net", "web", "info", "tv", "app")))
-    if style < 0.85:
-        return "".join(w[:3] for w in (pick(), pick()))  # clipped brand-like names
-    return pick() if rng.random() < 0.5 else pick() + pick()[:1]
+LONG_TAIL_HOSTS = ("mail.", "shop.", "m.", "blog.", "cdn.", "static.", "webmail.", "autodiscover.")
 
 
 def long_tail_names(rng: np.random.Generator, count: int, *, languages: dict[str, float]) -> Named:
-    """Small sites named from each language's words, with that language's TLDs."""
+    """Small sites the site's users come back to, named the way the long tail is named
+    (words, compounds, brands, acronyms, numbers; the languages' TLDs; see longtail.py)."""
+    domains = longtail.tail_domains(rng, count, languages=languages)
+    rolls = rng.random(count)
+    hosts = rng.integers(0, len(LONG_TAIL_HOSTS), size=count)
     named: Named = []
-    for language in _choose_language(rng, languages, count):
-        tlds = data.LANG_TLDS[language]
-        domain = f"{_long_tail_label(rng, language)}.{tlds[rng.integers(len(tlds))]}"
-        roll = rng.random()
-        prefix = (
-            "www."
-            if roll < 0.5
-            else ""
-            if roll < 0.75
-            else rng.choice(
-                ("mail.", "shop.", "m.", "blog.", "cdn.", "static.", "webmail.", "autodiscover.")
-            )
-        )
+    for domain, roll, host in zip(domains, rolls, hosts, strict=True):
+        prefix = "www." if roll < 0.4 else "" if roll < 0.8 else LONG_TAIL_HOSTS[host]
         named.append((prefix + domain, "web"))
     return named
 

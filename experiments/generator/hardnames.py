@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from experiments.generator import data
+from experiments.generator import data, lexicon
 from experiments.generator.benign import Named
 
 ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -91,7 +91,21 @@ def _cdn_templates(rng: np.random.Generator) -> list[tuple[float, Callable[[], s
             ),
         ),
         (1, lambda: f"{_chars(rng, hexa, 12)}.cdn.jsdelivr.net"),
+        (1, lambda: _home_device(rng)),
     ]
+
+
+def _home_device(rng: np.random.Generator) -> str:
+    """A NAS, camera or hobby server under a dynamic-DNS zone (DGAs use the same zones)."""
+    owner = (
+        _word(rng) if rng.random() < 0.5 else lexicon.SURNAMES[rng.integers(len(lexicon.SURNAMES))]
+    )
+    device = ("nas", "cam", "home", "vpn", "plex", "cloud", "pi", "server", "")[rng.integers(9)]
+    label = f"{owner}{device}" if rng.random() < 0.6 else f"{owner}-{device or 'home'}"
+    if rng.random() < 0.25:
+        label += str(rng.integers(1, 100))
+    parents = lexicon.HOME_DEVICE_PARENTS
+    return f"{label}.{parents[rng.integers(len(parents))]}"
 
 
 def _storage_account(rng: np.random.Generator) -> str:

@@ -44,6 +44,11 @@ COMPANY_WORDS = (
     "nakatomi",
 )
 LINES_PER_DAY_RANGE = (15_000, 60_000)
+TAIL_NAMES_PER_DAY_RANGE = (36_000, 72_000)
+"""Long-tail names a day at scale 1: registered domains the site sees only that day, each
+queried once or a few times (on top of `LINES_PER_DAY_RANGE`, which is recurring traffic).
+The low end leaves a test day at least 30,000 distinct benign names after the time split, so
+an FPR of 1e-4 is resolvable (3 / 1e-4) at every site."""
 DEFAULT_FAMILIES_PER_SITE = (2, 4)
 """Families per site (low, high), inclusive: each site draws a count in this range."""
 DEFAULT_BENIGN_MIX_SPREAD = 1.0
@@ -58,7 +63,8 @@ class SiteProfile:
     index: int
     families: tuple[str, ...]
     dga_unique_per_day: dict[str, int]  # at scale 1.0
-    lines_per_day: int  # at scale 1.0, DGA included
+    lines_per_day: int  # at scale 1.0, DGA included, long tail excluded
+    tail_names_per_day: int  # at scale 1.0: distinct one-day names on top of lines_per_day
     benign_mix: dict[str, float]
     languages: dict[str, float]
     internal_domain: str
@@ -178,6 +184,14 @@ def _benign_mix(
     return {name: round(float(share), 4) for name, share in zip(names, mix, strict=True)}
 
 
+def _tail_names(seed: int, index: int, quantile: float) -> int:
+    """Bigger sites see a longer tail, but not strictly; its own stream leaves the other
+    profile draws as they were before the long tail existed."""
+    rng = stream(seed, "profile-tail", index)
+    tail_q = float(np.clip(quantile + rng.normal(0, 0.15), 0.0, 1.0))
+    return int(_log_uniform(rng, *TAIL_NAMES_PER_DAY_RANGE, tail_q))
+
+
 def _dga_rates(
     site_rng: np.random.Generator,
     default_families: tuple[str, ...],
@@ -248,6 +262,7 @@ def draw_profiles(
                     site_rng, default_sets[index], family_sets[index], seed=seed, index=index
                 ),
                 lines_per_day=int(_log_uniform(site_rng, *LINES_PER_DAY_RANGE, quantile)),
+                tail_names_per_day=_tail_names(seed, index, quantile),
                 benign_mix=_benign_mix(site_rng, spread=spread),
                 languages=_languages(site_rng, home),
                 internal_domain=internal,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from experiments.generator.streams import digest
 
@@ -77,6 +78,7 @@ def zeek_escape(name: str) -> str:
     return "".join(out)
 
 
+@lru_cache(maxsize=256)
 def _ttl(value: int) -> str:
     return f"{value:.6f}"
 
@@ -117,7 +119,7 @@ def _chain(name: str, seed: bytes) -> list[str]:
 
 
 def web_answer(name: str, qtype: str, *, cname: bool) -> Answer:
-    seed = digest(name, qtype)
+    seed = digest(name, qtype) if qtype in ("A", "AAAA", "MX") else b""
     host_seed = digest(name)
     on_edge = name.endswith(CDN_SUFFIXES)  # already the edge host: answered with addresses directly
     chain = _chain(name, host_seed) if not on_edge and (cname or host_seed[0] % 5 == 0) else []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.generator import intel, table, traffic, zeek_writer
+from experiments.generator import intel, longtail, table, traffic, zeek_writer
 from experiments.generator.dga import FAMILIES, FAMILY_BY_NAME, epoch_of
 from experiments.generator.profiles import (
     DEFAULT_BENIGN_MIX_SPREAD,
@@ -29,6 +29,14 @@ from experiments.generator.streams import stream
 from experiments.generator.world import DgaWorld, build_dga_world, is_listable, registered_domain
 
 START_DATE = dt.date(2026, 1, 1)
+TRAIN_DAY_TAIL_SHARE = 0.25
+"""The long tail of a training day, as a share of the test day's (the last day's, the one
+`split.test_days = 1` tests on). The test day carries the whole tail so that low FPRs are
+resolvable; a training day carries a quarter of it. Every day has the same mix of name
+shapes; only the count of one-off names differs. Local training draws a fixed number of
+class-balanced minibatches, so more one-off training names would cost parsing time in every
+demo and test without changing what a round can learn; like every generated log, a training
+day is a sample of the site's traffic (the deployment figures give its real volume)."""
 EPOCH_START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
 
 
@@ -40,6 +48,9 @@ class SiteLedger:
     families: dict[str, str] = field(default_factory=dict)
     malformed: dict[str, dict[str, int]] = field(default_factory=dict)
     lines_by_day: dict[str, int] = field(default_factory=dict)
+    distinct_by_day: dict[str, int] = field(default_factory=dict)
+    tail_by_day: dict[str, int] = field(default_factory=dict)
+    registered: dict[str, str] = field(default_factory=dict)  # known without a PSL look-up
     dga_lines: int = 0
 
 
@@ -70,6 +81,46 @@ def _dga_batches(
             )
         )
     return batches
+
+
+def _tail_batch(
+    site: SiteProfile,
+    world: DgaWorld,
+    clients: traffic.Clients,
+    ledger: SiteLedger,
+    *,
+    seed: int,
+    day_index: int,
+    scale: float,
+    test_day: bool,
+) -> traffic.Queries:
+    """The day's long tail: fresh registered domains, each queried once or a few times.
+
+    Its own stream, so the recurring traffic of the day is drawn as before. Names are drawn
+    fresh every day; a test-day name whose registered domain also came up on a training day
+    (a short word or acronym under .com, say) is left out of the test set by the split, as
+    it would be at a real site. Training days carry `TRAIN_DAY_TAIL_SHARE` of the tail (see
+    there).
+    """
+    rng = stream(seed, "site-tail", site.index, day_index)
+    share = 1.0 if test_day else TRAIN_DAY_TAIL_SHARE
+    count = int(round(site.tail_names_per_day * share * scale * rng.uniform(0.97, 1.03)))
+    names, registered, kinds, counts = longtail.tail_names(
+        rng,
+        count,
+        languages=site.languages,
+        excluded=world.owner,  # a benign name never shares a DGA registered domain
+    )
+    ledger.registered.update(zip(names, registered, strict=True))
+    return traffic.tail_queries(
+        names,
+        kinds,
+        counts,
+        clients,
+        rng,
+        day_start=EPOCH_START + day_index * traffic.DAY_SECONDS,
+        tz_offset_hours=site.tz_offset_hours,
+    )
 
 
 def _write_site(
@@ -116,6 +167,17 @@ def _write_site(
                 tz_offset_hours=site.tz_offset_hours,
             )
         )
+        tail = _tail_batch(
+            site,
+            world,
+            clients,
+            ledger,
+            seed=seed,
+            day_index=day_index,
+            scale=scale,
+            test_day=day_index == len(days) - 1,
+        )
+        batches.append(tail)
         queries = traffic.concat(batches)
         lines = renderer.render(queries, clients, day_rng)
         lines, malformed = zeek_writer.with_malformed(lines, day_rng)
@@ -123,6 +185,8 @@ def _write_site(
         (site_dir / "logs" / file_name).write_bytes(zeek_writer.log_bytes(lines, day))
         ledger.malformed[file_name] = malformed
         ledger.lines_by_day[file_name] = len(queries.names)
+        ledger.distinct_by_day[file_name] = len(set(queries.names))
+        ledger.tail_by_day[file_name] = len(set(tail.names))
         ledger.dga_lines += n_dga
         ledger.query_counts.update(queries.names)
         for query, kind in zip(queries.names, queries.kinds, strict=True):
@@ -136,10 +200,11 @@ def _write_intel(
 ) -> dict:
     benign_counts: Counter = Counter()
     logged_dga: dict[str, str] = {}
-    for query, count in sorted(ledger.query_counts.items()):
+    for query in sorted(ledger.query_counts):
+        count = ledger.query_counts[query]
         if query in ledger.families:
             logged_dga[query.removeprefix("www.")] = ledger.families[query]
-        elif is_listable(registered := registered_domain(query)):
+        elif is_listable(registered := ledger.registered.get(query) or registered_domain(query)):
             benign_counts[registered] += count
     allow_text, allowed = intel.allowlist(site, dict(benign_counts))
     feed = sorted(world.owner.items())
@@ -177,8 +242,11 @@ def _site_manifest(
         "allowlist_size": site.allowlist_size,
         "volume": {
             "lines_per_day_at_scale_1": site.lines_per_day,
+            "tail_names_per_day_at_scale_1": site.tail_names_per_day,
             "scale": scale,
             "data_lines_by_file": ledger.lines_by_day,
+            "distinct_names_by_file": ledger.distinct_by_day,
+            "tail_names_by_file": ledger.tail_by_day,
             "distinct_queries": len(ledger.query_counts),
         },
         "dga_share": round(ledger.dga_lines / max(total, 1), 6),
@@ -200,7 +268,7 @@ def _truth_csv(ledgers: list[SiteLedger]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("domain", "label", "family"))
     writer.writerows(
-        (query, "dga" if family else "benign", family) for query, family in sorted(labels.items())
+        (query, "dga" if labels[query] else "benign", labels[query]) for query in sorted(labels)
     )
     return buffer.getvalue()
 

@@ -50,6 +50,18 @@ def make_clients(site: SiteProfile, rng: np.random.Generator, *, count: int) -> 
     return Clients(addresses, resolvers, weights / weights.sum())
 
 
+def _diurnal_times(
+    rng: np.random.Generator, count: int, *, day_start: float, tz_offset_hours: int
+) -> np.ndarray:
+    """Query times over one UTC day, busiest in local office hours."""
+    local_hour = (np.arange(24) + tz_offset_hours) % 24
+    diurnal = 0.15 + np.where(
+        (local_hour >= 8) & (local_hour < 18), 1.0, np.where(local_hour >= 18, 0.35, 0.0)
+    )
+    hours = rng.choice(24, size=count, p=diurnal / diurnal.sum())
+    return day_start + hours * 3600.0 + rng.random(count) * 3600.0
+
+
 def benign_queries(
     table: NameTable,
     clients: Clients,
@@ -59,12 +71,7 @@ def benign_queries(
     day_start: float,
     tz_offset_hours: int,
 ) -> Queries:
-    local_hour = (np.arange(24) + tz_offset_hours) % 24
-    diurnal = 0.15 + np.where(
-        (local_hour >= 8) & (local_hour < 18), 1.0, np.where(local_hour >= 18, 0.35, 0.0)
-    )
-    hours = rng.choice(24, size=count, p=diurnal / diurnal.sum())
-    ts = day_start + hours * 3600.0 + rng.random(count) * 3600.0
+    ts = _diurnal_times(rng, count, day_start=day_start, tz_offset_hours=tz_offset_hours)
     picks = rng.choice(len(table.names), size=count, p=table.weights)
     return Queries(
         ts=ts,
@@ -72,6 +79,34 @@ def benign_queries(
         names=[table.names[i] for i in picks],
         kinds=[table.kinds[i] for i in picks],
         live=np.zeros(count, dtype=bool),
+    )
+
+
+def tail_queries(
+    names: list[str],
+    kinds: list[str],
+    counts: np.ndarray,
+    clients: Clients,
+    rng: np.random.Generator,
+    *,
+    day_start: float,
+    tz_offset_hours: int,
+) -> Queries:
+    """The long tail: each name asked `counts[i]` times that day, by one client (a person
+    following a link), its retries and reloads minutes apart."""
+    index = np.repeat(np.arange(len(names)), counts)
+    first = _diurnal_times(rng, len(names), day_start=day_start, tz_offset_hours=tz_offset_hours)
+    asker = rng.choice(len(clients.addresses), size=len(names), p=clients.weights)
+    later = rng.exponential(600.0, size=len(index)) * (
+        np.arange(len(index)) != np.repeat(np.cumsum(counts) - counts, counts)
+    )
+    ts = np.minimum(first[index] + later, day_start + DAY_SECONDS - 0.001)
+    return Queries(
+        ts=ts,
+        client=asker[index],
+        names=[names[i] for i in index],
+        kinds=[kinds[i] for i in index],
+        live=np.zeros(len(index), dtype=bool),
     )
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from functools import lru_cache
 
-from publicsuffixlist import PublicSuffixList
+from publicsuffixlist import PSLFILE, PublicSuffixList
 
 from experiments.generator.dga import FAMILIES, epoch_of, family_pool
 
@@ -22,6 +22,15 @@ def _psl() -> PublicSuffixList:
 def registered_domain(name: str) -> str | None:
     """eTLD+1 under the full public suffix list (private suffixes like cloudfront.net included)."""
     return _psl().privatesuffix(name)
+
+
+@lru_cache(maxsize=1)
+def suffix_rules() -> frozenset[str]:
+    """Every rule of the full public suffix list (`github.io`, `ltd.co.uk`, `*.ck`, ...): a
+    name built as label + "." + TLD that matches one is a suffix, not a registered domain."""
+    with open(PSLFILE, encoding="utf-8") as source:
+        rules = (line.strip() for line in source)
+        return frozenset(rule.lstrip("!") for rule in rules if rule and not rule.startswith("//"))
 
 
 def is_listable(registered: str | None) -> bool:
