@@ -3,6 +3,10 @@
 In deployment every message starts a fresh process. Three of SecAgg+'s four train messages
 (setup, key sharing, unmasking) need no model, so torch and the training stack are imported
 only by the handlers that train or evaluate; the reply guard needs only the site's names.
+
+A site at share level `aggregate` answers an evaluate message with an acknowledgement only and
+keeps its figures in the node's context (which stays on the node); a later train message whose
+config asks for the evaluation sum gets them as a vector for SecAgg+ to mask, never in clear.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flwr.app import Context, Message
+import numpy as np
+from flwr.app import Context, Message, MetricRecord
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.common import (
@@ -28,9 +33,15 @@ from client.audit import make_reply_guard
 from client.errors import make_error_guard
 from client.site import find_site_dirs
 from common.masks import use_cryptographic_masks
-from common.protocol import SERVER_ROUND, SITE_ID
+from common.protocol import SERVER_ROUND, SITE_ID, TASK, TASK_EVALUATION_SUM
 from common.run_config import RunSettings
-from common.share import share_subset, share_train_metrics, shared_weight
+from common.share import (
+    FEDERATION_KEYS,
+    masked_figures,
+    share_subset,
+    share_train_metrics,
+    shared_weight,
+)
 
 # SecAgg+ masks from the whole seed (ChaCha20), not flwr 1.42's 32-bit-seeded generator.
 use_cryptographic_masks()
@@ -95,12 +106,17 @@ def _threads() -> None:
 
 
 def _fit(msg: Message, context: Context) -> Message:
+    fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    task = fit_ins.config.get(TASK)
+    if task == TASK_EVALUATION_SUM:
+        return _evaluation_sum(msg, context, fit_ins)
+    if task is not None:
+        raise ValueError(f"unknown task {task!r} in a train message")
     _threads()
     from client.local import train_round
 
     settings = RunSettings.from_run_config(context.run_config)
     site = _site(context)
-    fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     server_round = int(fit_ins.config.get(SERVER_ROUND, 0))
     reply = train_round(
         site,
@@ -119,6 +135,47 @@ def _fit(msg: Message, context: Context) -> Message:
         if masked
         else shared_weight(reply.weight, level=level, masked=False),
         metrics={SITE_ID: site.site_id, **share_train_metrics(reply.metrics, level=level)},
+    )
+    return Message(compat.fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
+
+
+# In the node's context (it never leaves the node): the figures of the last evaluation at level
+# `aggregate`, until the evaluation sum of that round takes them.
+MASKED_FIGURES_RECORD = "fedsec.masked-figures"
+
+
+def _keep_masked_figures(context: Context, metrics: dict, *, server_round: int) -> None:
+    values, valid = masked_figures(metrics)
+    context.state[MASKED_FIGURES_RECORD] = MetricRecord(
+        {"round": server_round, "values": values.tolist(), "valid": valid.tolist()}
+    )
+
+
+def _evaluation_sum(msg: Message, context: Context, fit_ins) -> Message:
+    """This site's part of the round's evaluation sum: its figures if it is at `aggregate` and
+    SecAgg+ masks the reply, zeros otherwise (a `rates` site's figures are sent in clear, and an
+    unmasked request gets nothing); weight 1, so every site counts once in the mean."""
+    site = _site(context)
+    server_round = int(fit_ins.config.get(SERVER_ROUND, 0))
+    masked = RECORD_KEY_CONFIGS in msg.content.config_records
+    kept = context.state.metric_records.pop(MASKED_FIGURES_RECORD, None)  # used once
+    values = np.zeros(len(FEDERATION_KEYS), dtype=np.float64)
+    valid = np.zeros(len(FEDERATION_KEYS), dtype=np.float64)
+    if (
+        masked
+        and site.config.share.level == "aggregate"
+        and kept is not None
+        and int(kept["round"]) == server_round
+    ):
+        values = np.asarray(kept["values"], dtype=np.float64)
+        valid = np.asarray(kept["valid"], dtype=np.float64)
+    elif site.config.share.level == "aggregate" and not masked:
+        log.warning("an evaluation sum was asked for without SecAgg+: this site sent zeros")
+    fit_res = FitRes(
+        status=Status(code=Code.OK, message=""),
+        parameters=ndarrays_to_parameters([values, valid]),
+        num_examples=1,
+        metrics={SITE_ID: site.site_id},
     )
     return Message(compat.fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
 
@@ -156,7 +213,17 @@ def evaluate(msg: Message, context: Context) -> Message:
         server_round=int(evaluate_ins.config.get(SERVER_ROUND, 0)),
     )
     # Only the share policy's subset leaves; the full report stays in the site's work folder.
-    shared = share_subset(report.metrics, level=site.config.share.level)
+    level = site.config.share.level
+    shared = share_subset(report.metrics, level=level)
+    if level == "aggregate":
+        server_round = int(evaluate_ins.config.get(SERVER_ROUND, 0))
+        if settings.mode == "secagg":
+            _keep_masked_figures(context, report.metrics, server_round=server_round)
+        else:  # nothing masks a reply under FedAvg: the figures stay here
+            log.info(
+                "share level 'aggregate' under mode=fedavg: round %d's figures stay at the site",
+                server_round,
+            )
     evaluate_res = EvaluateRes(
         status=Status(code=Code.OK, message=""),
         loss=float(shared.get("brier", 0.0)),

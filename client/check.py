@@ -19,15 +19,38 @@ from common.config import ConfigError
 
 def share_lines(level: str) -> list[str]:
     """What leaves the premises at this share level, metric by metric."""
-    from common.share import SHARE_KEYS, SHARE_PREFIXES
+    from common.share import FEDERATION_FRACTIONS, MIN_CONTRIBUTORS, SHARE_KEYS, SHARE_PREFIXES
 
+    figures = (
+        "no training figure"
+        if level in ("none", "aggregate")
+        else "training-loss figures (2 significant figures)"
+    )
     lines = [
         f"what leaves this site (share level '{level}'):",
         "  training: the model update (float arrays of the model's weights, masked by "
-        "secure aggregation) with its example count and training-loss figures",
+        f"secure aggregation) with its example count and {figures}",
     ]
     if level == "none":
         lines.append("  evaluation: only an acknowledgement ({'ack': 1.0}); no metric")
+    elif level == "aggregate":
+        fractions = ", ".join(
+            f"{rate} > {limit:g}" for rate, limit in FEDERATION_FRACTIONS.values()
+        )
+        lines.extend(
+            [
+                "  evaluation: in clear only an acknowledgement ({'ack': 1.0, "
+                "'aggregate_only': 1.0}); no metric",
+                "  evaluation, masked: the dimensionless rates (2 significant figures) and, "
+                f"for {fractions}, whether the site is past that limit, only inside a vector "
+                "that secure aggregation masks; the coordinator learns means over at least "
+                f"{MIN_CONTRIBUTORS} such sites, never this site's value, and nothing at all "
+                "under mode=fedavg",
+                "  example count: 1 in clear under secure aggregation (the true count travels "
+                "masked); rounded to 2 significant figures under mode=fedavg, where nothing "
+                "is masked",
+            ]
+        )
     else:
         keys = sorted(SHARE_KEYS[level])
         prefixes = [f"{prefix}<family>" for prefix in SHARE_PREFIXES[level]]

@@ -484,12 +484,13 @@ def render_report_html(report: Mapping, plots: PlotInputs) -> str:
         ],
     )
     share = report["share"]
+    masked_note = _AGGREGATE_NOTE if share["level"] == "aggregate" else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>{escape(title)}</h1>
 <p class=local>This report stays on this site. Only the <i>sent</i> column below leaves it
-(share level <b>{escape(share["level"])}</b>, rounded to 2 significant figures).
+(share level <b>{escape(share["level"])}</b>, rounded to 2 significant figures).{masked_note}
 Generated {escape(report["generated_utc"])}; test days {escape(", ".join(report["test_days"]))}.
 </p>
 <p>Evaluation: <b>{escape(kind)}</b>.</p>{f"<ul>{notes}</ul>" if notes else ""}
@@ -504,6 +505,12 @@ shown with the reason.</p>
 {_top_false_positives(report)}
 </body></html>
 """
+
+
+_AGGREGATE_NOTE = """
+At this level nothing is sent in clear: the rates (2 significant figures) go only into a vector
+that secure aggregation masks, and the coordinator learns means over at least 3 such sites
+(nothing under mode=fedavg). <code>fedsec check</code> lists them."""
 
 
 def render_index(rounds: Sequence[Mapping]) -> str:

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 LogFormat = Literal["zeek-tsv", "zeek-json", "csv", "parquet"]
-ShareLevel = Literal["none", "rates", "rates+volumes"]
+ShareLevel = Literal["none", "aggregate", "rates", "rates+volumes"]
 
 
 class _Strict(BaseModel):

@@ -16,6 +16,12 @@ SERVER_ROUND: Final = "server-round"
 SITE_ID: Final = "site-id"
 """Fit/evaluate reply metrics: which site replied (`site_id` of its site.toml)."""
 
+TASK: Final = "fedsec-task"
+"""Fit config: what a train message asks for; absent means "train on the global model"."""
+
+TASK_EVALUATION_SUM: Final = "evaluation-sum"
+"""`TASK` value: reply with this round's masked figures (share level `aggregate`), no training."""
+
 # --- what a site's train reply carries beside the (masked) delta -------------------------------
 
 TRAIN_LOSS: Final = "train_loss"
@@ -31,6 +37,10 @@ TRAIN_METRICS: Final = frozenset(
 
 ACK: Final = "ack"
 """The whole evaluate reply of a site that shares nothing: "evaluated", not "failed"."""
+
+AGGREGATE_ONLY: Final = "aggregate_only"
+"""Evaluate reply of a site at share level `aggregate`, beside `ACK`: its figures for this round
+travel only inside the masked evaluation sum, so the coordinator knows whom to ask."""
 
 FAMILY_RECALL_PREFIX: Final = "recall_family_"
 """`recall_family_<slug>`: recall on one DGA family at the operating threshold."""

@@ -14,6 +14,7 @@ from common.masks import use_cryptographic_masks
 from common.model import ModelSpec, build_model, model_to_ndarrays
 from common.run_config import RunSettings
 from server.checkpoints import CheckpointStore
+from server.federation import EvaluationSum
 from server.report import write_federation_report
 from server.rounds import RoundRecorder
 from server.secagg import RoundSizedSecAggPlus
@@ -66,7 +67,11 @@ def main(grid: Grid, context: Context) -> None:
     )
     if first_round <= settings.num_rounds:
         fit_workflow = RoundSizedSecAggPlus(settings) if settings.mode == "secagg" else None
-        workflow = ResumableWorkflow(first_round=first_round, fit_workflow=fit_workflow)
+        # After each round's evaluation: the masked sum of the `aggregate` sites' figures.
+        round_end = EvaluationSum(settings, strategy=strategy, recorder=recorder)
+        workflow = ResumableWorkflow(
+            first_round=first_round, fit_workflow=fit_workflow, round_end=round_end
+        )
         workflow(grid, legacy_context)
     checkpoints.save_final(strategy.global_arrays, out_dir / "model.npz")
     recorder.flush()

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from common.files import json_ready, write_atomic
-from common.protocol import ACK, FAMILY_RECALL_PREFIX
+from common.protocol import ACK, AGGREGATE_ONLY, FAMILY_RECALL_PREFIX
+from common.share import MIN_CONTRIBUTORS
 from server.report_html import render_federation_html
 
 SCHEMA = "fedsec/federation-report/1"
@@ -31,7 +32,7 @@ HEADLINE_METRICS = (
 FAMILY_PREFIX = FAMILY_RECALL_PREFIX
 PHASES = ("train", "evaluate", "total")
 # Reply bookkeeping, not measurements.
-_NOT_METRICS = frozenset({ACK})
+_NOT_METRICS = frozenset({ACK, AGGREGATE_ONLY})
 # First match wins: `precision_at_base_rate` must be seen before `*_rate`.
 _DIRECTIONS: tuple[tuple[str, str | None], ...] = (
     ("*_resolvable", None),
@@ -57,6 +58,7 @@ _DIRECTIONS: tuple[tuple[str, str | None], ...] = (
     ("budget_utilisation", LOWER),
     ("shortcut_ratio", LOWER),
     ("*_rate", LOWER),
+    ("fraction_*", LOWER),  # share of `aggregate` sites past a limit (over budget, ...)
 )
 # (metric, limit, why): a site above the limit is flagged whatever the other sites do.
 _FLAGS = (
@@ -90,6 +92,7 @@ def build_federation_report(results: Mapping[str, Any]) -> dict[str, Any]:
         "flags": _flags(last_sites),
         "trends": _trends(rounds, sites_seen),
         "families": _family_matrix(last_sites),
+        "federation_level": _federation_level(rounds),
         "config": dict(config),
     }
     return json_ready(report)
@@ -124,6 +127,14 @@ def _validated_round(entry: Any, index: int) -> dict[str, Any]:
         if not isinstance(metrics, Mapping):
             raise ValueError(f"field `{where}.sites.{site}`: expected an object of metrics")
     checked["sites"] = {str(site): _metrics(m) for site, m in sorted(checked["sites"].items())}
+    # The evaluation sum of the sites at share level `aggregate` (absent when there were none).
+    for key in ("federation_sum", "federation_means", "federation_contributors"):
+        part = {} if entry.get(key) is None else entry[key]
+        if not isinstance(part, Mapping):
+            raise ValueError(
+                f"field `{where}.{key}`: expected an object, got {type(part).__name__}"
+            )
+        checked[key] = dict(part)
     return checked
 
 
@@ -350,6 +361,49 @@ def _family_matrix(sites: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "not_shared": [
             site for site, m in sites.items() if not any(n.startswith(FAMILY_PREFIX) for n in m)
         ],
+    }
+
+
+def _federation_level(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Federation-level figures only: the means over the sites at share level `aggregate`.
+
+    Column-oriented like the trends: `metrics[name]["mean"][i]` and `["contributors"][i]`
+    belong to `rounds[i]`, the rounds that had such sites. No site's own value is known.
+    """
+    entries = [entry for entry in rounds if entry["federation_sum"]]
+    rows = []
+    for entry in entries:
+        summed = entry["federation_sum"]
+        rows.append(
+            {
+                "round": entry["round"],
+                "status": str(summed.get("status") or "unknown"),
+                "sites": int(_number(summed.get("sites")) or 0),
+                "results": int(_number(summed.get("results")) or 0),
+                "figures": sum(_number(v) is not None for v in entry["federation_means"].values()),
+                "seconds": _number(summed.get("seconds")),
+                "failure_reasons": [str(reason) for reason in summed.get("failure_reasons") or []],
+            }
+        )
+    seen = {name for entry in entries for name in entry["federation_means"]}
+    headline = [name for name in HEADLINE_METRICS if name in seen]
+    names = headline + sorted(seen - set(headline))
+    metrics = {
+        name: {
+            "direction": metric_direction(name),
+            "mean": [_number(entry["federation_means"].get(name)) for entry in entries],
+            "contributors": [
+                int(_number(entry["federation_contributors"].get(name)) or 0) for entry in entries
+            ],
+        }
+        for name in names
+    }
+    later = [row["seconds"] for row in rows if row["round"] >= 2 and row["seconds"] is not None]
+    return {
+        "min_contributors": MIN_CONTRIBUTORS,
+        "rounds": rows,
+        "metrics": metrics,
+        "mean_seconds_after_first": _mean(later),
     }
 
 

@@ -50,6 +50,7 @@ def render_federation_html(report: Mapping[str, Any]) -> str:
         _summary_section,
         _headline_section,
         _sites_section,
+        _federation_section,
         _families_section,
         _trends_section,
         _rounds_section,
@@ -238,6 +239,84 @@ def _sites_section(report: Mapping[str, Any]) -> str:
         "so it cannot measure a TPR at that FPR: shown, never ranked.</p>\n"
         f"{_table(['site', *names], rows)}\n<h3>False positives per day (upper 95%)</h3>\n"
         f"{plot}\n{listed}"
+    )
+
+
+FEDERATION_STATUS = {
+    "aggregated": "summed",
+    "too-few-sites": "not run: fewer sites at 'aggregate' than a sum needs",
+    "needs-secagg": "not run: mode=fedavg has no secure aggregation; the figures stay at the sites",
+    "halted": "halted: too few sites left to unmask",
+    "refused": "not run: the SecAgg+ settings cannot work over these sites",
+}
+
+
+def _federation_section(report: Mapping[str, Any]) -> str:
+    """Means over the sites at share level `aggregate`: no site's own value exists here."""
+    federation = report.get("federation_level") or {}
+    rows = federation.get("rounds") or []
+    if not rows:
+        return ""
+    minimum = federation["min_contributors"]
+    status_rows = [
+        [
+            _td(row["round"]),
+            _td(
+                FEDERATION_STATUS.get(row["status"], row["status"]),
+                css="" if row["status"] == "aggregated" else "worst",
+            ),
+            _td(row["sites"], numeric=True),
+            _td(row["results"], numeric=True),
+            _td(row["figures"], numeric=True),
+            _td(row["seconds"], numeric=True),
+        ]
+        for row in rows
+    ]
+    status_table = _table(
+        [
+            "round",
+            "evaluation sum",
+            "sites at 'aggregate'",
+            "in the sum",
+            "figures (≥ " + str(minimum) + " sites)",
+            "seconds",
+        ],
+        status_rows,
+    )
+    metric_rows = []
+    for name, entry in federation["metrics"].items():
+        cells = [
+            _td(f"{format_number(mean)} ({count})")
+            if mean is not None
+            else _missing(
+                f"{count} site(s) contributed; fewer than {minimum} give no figure"
+                if count
+                else "no site contributed"
+            )
+            for mean, count in zip(entry["mean"], entry["contributors"], strict=True)
+        ]
+        metric_rows.append([_td(name), _td(entry["direction"] or "—"), *cells])
+    metric_table = (
+        _table(["metric", "better", *(f"round {row['round']}" for row in rows)], metric_rows)
+        if metric_rows
+        else "<p>No federation-level figure yet.</p>"
+    )
+    extra = federation.get("mean_seconds_after_first")
+    cost = (
+        f'<p class="note">The evaluation sum added {format_number(extra)} s per round '
+        "(mean over rounds ≥ 2).</p>"
+        if extra is not None
+        else ""
+    )
+    return (
+        "<h2>Federation-level only (aggregate sites)</h2>\n"
+        '<p class="note">Sites at share level <code>aggregate</code> send no figure in clear: '
+        "their figures travel only inside a SecAgg+-masked sum, so these are means over the "
+        f"sites that contributed (in brackets), never one site's value. A figure needs at least "
+        f"{minimum} contributing sites. <code>fraction_*</code> is the share of those sites "
+        "past a limit (budget_utilisation &gt; 1, shortcut_ratio &gt; 0.95, psi_score &gt; "
+        "0.25).</p>\n"
+        f"{status_table}\n{metric_table}\n{cost}"
     )
 
 

@@ -23,6 +23,8 @@ from common.files import write_json
 log = logging.getLogger("fedsec.server")
 
 TrainStatus = Literal["aggregated", "no-results", "halted"]
+# The evaluation sum of the sites at share level `aggregate` (server/federation.py).
+FederationStatus = Literal["aggregated", "too-few-sites", "needs-secagg", "halted", "refused"]
 # Aggregated over the sites that shared them; everything else stays per site.
 MEAN_METRICS = ("auc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-4")
 
@@ -81,6 +83,31 @@ class EvaluateOutcome:
 
 
 @dataclass
+class FederationOutcome:
+    """The round's evaluation sum: federation-level means of the `aggregate` sites' figures."""
+
+    status: FederationStatus
+    sites: int  # sites at share level `aggregate` that evaluated this round
+    results: int = 0  # masked vectors in the sum
+    means: dict[str, float] = field(default_factory=dict)
+    contributors: dict[str, int] = field(default_factory=dict)
+    failure_reasons: list[str] = field(default_factory=list)
+    seconds: float | None = None  # the exchange's wall-clock time, when it ran
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "status": self.status,
+            "sites": self.sites,
+            "results": self.results,
+            "failures": len(self.failure_reasons),
+            "failure_reasons": self.failure_reasons,
+        }
+        if self.seconds is not None:
+            document["seconds"] = self.seconds
+        return document
+
+
+@dataclass
 class RoundState:
     """One round from `configure_fit` to `aggregate_evaluate` (times from `perf_counter`)."""
 
@@ -90,6 +117,8 @@ class RoundState:
     trained_at: float | None = None
     evaluation: EvaluateOutcome | None = None
     evaluated_at: float | None = None
+    # node id -> site id of the sites whose evaluate reply said "share level aggregate"
+    aggregate_only: dict[int, str] = field(default_factory=dict)
 
     def seconds(self) -> dict[str, float]:
         now = time.perf_counter()
@@ -171,6 +200,30 @@ class RoundRecorder:
                 state.server_round, self.num_rounds, state.evaluation.sites, seconds["total"]
             ),
         )
+
+    def federation_summed(self, server_round: int, outcome: FederationOutcome) -> None:
+        """Record the round's evaluation sum (after `evaluated`: the round is already complete)."""
+        entry = self._entry(server_round)
+        entry["federation_sum"] = outcome.to_json()
+        entry["federation_means"] = dict(outcome.means)
+        entry["federation_contributors"] = dict(outcome.contributors)
+        if outcome.seconds is not None:
+            seconds = entry.setdefault("seconds", {})
+            seconds["federation_sum"] = outcome.seconds
+            seconds["total"] = seconds.get("total", 0.0) + outcome.seconds
+        for reason in outcome.failure_reasons:
+            log.warning("round %d: a site failed in the evaluation sum: %s", server_round, reason)
+        self.flush()
+        if outcome.status == "aggregated":
+            log.info(
+                "round %d: evaluation sum over %d of %d 'aggregate' sites: %d federation-level "
+                "figures, %.1f s",
+                server_round,
+                outcome.results,
+                outcome.sites,
+                len(outcome.means),
+                outcome.seconds or 0.0,
+            )
 
     def document(self) -> dict[str, Any]:
         return {"config": self.config, "rounds": [self.rounds[key] for key in sorted(self.rounds)]}

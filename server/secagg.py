@@ -48,18 +48,28 @@ class RoundSizedSecAggPlus(SecAggPlusWorkflow):
     range that never clamps (a larger one only coarsens the quantisation step).
     """
 
-    def __init__(self, settings: RunSettings) -> None:
+    def __init__(
+        self,
+        settings: RunSettings,
+        *,
+        clipping_range: float | None = None,
+        max_weight: float | None = None,
+        label: str = "SecAgg+",
+    ) -> None:
+        """`clipping_range` and `max_weight` default to the training round's (`delta-clip-norm`,
+        `max-weight`); the evaluation sum passes its own (values in [-1, 1], weight 1)."""
         self.settings = settings
+        self.label = label
         self._resolved: tuple[int, int] | None = None
         # Checked against min-nodes now, so a setting that could never aggregate fails at start.
         shares, threshold = settings.secagg_shares(num_nodes=settings.min_nodes)
         super().__init__(
             num_shares=shares,
             reconstruction_threshold=threshold,
-            clipping_range=settings.delta_clip_norm,
+            clipping_range=settings.delta_clip_norm if clipping_range is None else clipping_range,
             quantization_range=QUANTIZATION_RANGE,
             modulus_range=MODULUS_RANGE,
-            max_weight=settings.max_weight,
+            max_weight=settings.max_weight if max_weight is None else max_weight,
             timeout=settings.round_timeout,
         )
 
@@ -77,7 +87,8 @@ class RoundSizedSecAggPlus(SecAggPlusWorkflow):
         resolved = self.settings.resolved_secagg_shares(num_nodes=sampled_nodes)
         if resolved != self._resolved:
             log.info(
-                "SecAgg+: %d shares, threshold %d over the %d sampled nodes",
+                "%s: %d shares, threshold %d over the %d sampled nodes",
+                self.label,
                 *resolved,
                 sampled_nodes,
             )

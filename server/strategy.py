@@ -21,7 +21,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from common import weights
-from common.protocol import NUM_EXAMPLES, SERVER_ROUND, SITE_ID
+from common.protocol import AGGREGATE_ONLY, NUM_EXAMPLES, SERVER_ROUND, SITE_ID
 from common.run_config import RunSettings
 from server.rounds import EvaluateOutcome, RoundRecorder, RoundState, TrainOutcome
 
@@ -124,6 +124,12 @@ class DeltaFedAvg(FedAvg):
             },
             failure_reasons=[describe_failure(item) for item in failures],
         )
+        # Their figures wait for the evaluation sum that follows (server/federation.py).
+        state.aggregate_only = {
+            proxy.node_id: _site_of(proxy, res.metrics)
+            for proxy, res in results
+            if res.metrics.get(AGGREGATE_ONLY) == 1
+        }
         state.evaluated_at = time.perf_counter()
         self.recorder.evaluated(state, global_arrays=self.global_arrays)
         loss = float(np.mean([res.loss for _, res in results])) if results else None

@@ -1,8 +1,13 @@
-"""flwr's legacy round loop, able to start at any round: what resuming from a checkpoint needs."""
+"""flwr's legacy round loop, able to start at any round: what resuming from a checkpoint needs.
+
+It also runs an optional `round_end` workflow after each round's evaluation: the masked
+evaluation sum of share level `aggregate` (server/federation.py).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from flwr.app import ConfigRecord, Context
 from flwr.server import LegacyContext
@@ -16,13 +21,21 @@ log = logging.getLogger("fedsec.server")
 
 
 class ResumableWorkflow(DefaultWorkflow):
-    """`DefaultWorkflow` whose rounds run from `first_round` (round numbers seed the clients)."""
+    """`DefaultWorkflow` whose rounds run from `first_round` (round numbers seed the clients),
+    with `round_end(grid, context)` after each round's evaluation when given."""
 
-    def __init__(self, *, first_round: int = 1, **workflows) -> None:
+    def __init__(
+        self,
+        *,
+        first_round: int = 1,
+        round_end: Callable[[Grid, LegacyContext], None] | None = None,
+        **workflows,
+    ) -> None:
         super().__init__(**workflows)
         if first_round < 1:
             raise ValueError(f"first_round must be >= 1, got {first_round}")
         self.first_round = first_round
+        self.round_end = round_end
 
     def __call__(self, grid: Grid, context: Context) -> None:
         if not isinstance(context, LegacyContext):
@@ -37,6 +50,8 @@ class ResumableWorkflow(DefaultWorkflow):
                 config[Key.CURRENT_ROUND] = server_round
                 self.fit_workflow(grid, context)
                 self.evaluate_workflow(grid, context)
+                if self.round_end is not None:
+                    self.round_end(grid, context)
         finally:
             stop.set()
             thread.join()

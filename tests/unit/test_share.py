@@ -201,8 +201,9 @@ metric_names = st.one_of(
 )
 def test_shared_keys_are_allowed_and_values_finite(metrics: dict, level: str) -> None:
     shared = share_subset(metrics, level=level)
-    if level == "none":
-        assert shared == {"ack": 1.0}
+    if level in ("none", "aggregate"):  # an acknowledgement only, whatever the metrics
+        assert shared == share_subset({}, level=level)
+        assert set(shared) <= {"ack", "aggregate_only"} and set(shared.values()) == {1.0}
         return
     for key, value in shared.items():
         assert is_shared(key, level=level)
