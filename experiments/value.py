@@ -284,6 +284,7 @@ def run(*, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
         generate_sites(
             out_dir=data_dir, n_sites=shape.sites, n_days=shape.days, seed=SEED, scale=shape.scale
         )
+        lab.share_volumes(data_dir)  # FedAvg must average with the weights SecAgg+ masks
         sites = lab.load_sites(data_dir, work / "sites")
         log.info(
             "generated and parsed %d sites (%d days, scale %g)",
