@@ -26,7 +26,12 @@ from flwr.common import (
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.common.secure_aggregation.secaggplus_constants import (
+    RECORD_KEY_CONFIGS,
+)
+from flwr.common.secure_aggregation.secaggplus_constants import (
+    RECORD_KEY_STATE as SECAGG_STATE_RECORD,
+)
 from flwr.compat.common import recorddict_compat as compat
 
 from client.audit import make_reply_guard
@@ -113,7 +118,7 @@ def _fit(msg: Message, context: Context) -> Message:
     if task is not None:
         raise ValueError(f"unknown task {task!r} in a train message")
     _threads()
-    from client.local import train_round
+    from client.local import dp_noised_delta, train_round
 
     settings = RunSettings.from_run_config(context.run_config)
     site = _site(context)
@@ -126,9 +131,14 @@ def _fit(msg: Message, context: Context) -> Message:
     )
     level = site.config.share.level
     masked = RECORD_KEY_CONFIGS in msg.content.config_records
+    delta = reply.delta
+    if settings.dp_enabled:
+        delta = dp_noised_delta(
+            delta, settings=settings, threshold=_secagg_threshold(context) if masked else 1
+        )
     fit_res = FitRes(
         status=Status(code=Code.OK, message=""),
-        parameters=ndarrays_to_parameters(reply.delta),
+        parameters=ndarrays_to_parameters(delta),
         # SecAgg+'s mod reads the true weight from here to scale the masked vector; `train`
         # replaces it by what the share level allows once the vector is masked.
         num_examples=reply.weight
@@ -137,6 +147,12 @@ def _fit(msg: Message, context: Context) -> Message:
         metrics={SITE_ID: site.site_id, **share_train_metrics(reply.metrics, level=level)},
     )
     return Message(compat.fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
+
+
+def _secagg_threshold(context: Context) -> int:
+    """The round's reconstruction threshold, as SecAgg+'s setup stage stored it on this node."""
+    state = context.state.config_records[SECAGG_STATE_RECORD]
+    return int(state["threshold"])
 
 
 # In the node's context (it never leaves the node): the figures of the last evaluation at level

@@ -19,6 +19,7 @@ from client.fragility import (
 )
 from client.pipeline import PreparedSite
 from common import weights
+from common.dp import add_site_noise, secure_generator, site_noise_stddev
 from common.metrics import tpr_at_fpr
 from common.model import (
     ModelSpec,
@@ -88,16 +89,32 @@ def train_round(
     raw_norm = weights.global_norm(delta)
     delta, scale = weights.clip_by_global_norm(delta, max_norm=settings.delta_clip_norm)
     # SecAgg+ multiplies each update by weight / max_weight before masking: a weight above
-    # max_weight risks overflow, so it is capped (and the cap is reported).
-    weight = int(min(len(data.train), settings.max_weight))
+    # max_weight risks overflow, so it is capped (and the cap is reported). Under differential
+    # privacy every site weighs 1: the sum's sensitivity to one site is then the clip norm.
+    weight = 1 if settings.dp_enabled else int(min(len(data.train), settings.max_weight))
     metrics = {
         TRAIN_LOSS: summary.mean_loss,
         TRAIN_FINAL_LOSS: summary.final_loss,
         DELTA_NORM: raw_norm,
         DELTA_CLIP_SCALE: scale,
-        WEIGHT_CAPPED: int(weight < len(data.train)),
+        WEIGHT_CAPPED: int(not settings.dp_enabled and weight < len(data.train)),
     }
     return TrainReply(delta=delta, weight=weight, metrics=metrics)
+
+
+def dp_noised_delta(
+    delta: list[np.ndarray], *, settings: RunSettings, threshold: int
+) -> list[np.ndarray]:
+    """The clipped delta plus this site's share of the Gaussian noise, N(0, (z·C)²/t) per value,
+    from the operating system's CSPRNG (never the run seed: a known seed would let anyone
+    subtract the noise). `threshold` is the round's SecAgg+ reconstruction threshold, 1 under
+    FedAvg (the coordinator sees each delta alone, so each carries the whole noise)."""
+    stddev = site_noise_stddev(
+        noise_multiplier=settings.noise_multiplier(),
+        clip_norm=settings.delta_clip_norm,
+        threshold=threshold,
+    )
+    return add_site_noise(delta, stddev=stddev, generator=secure_generator())
 
 
 def _scores(model, encoded: np.ndarray) -> np.ndarray:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from common.config import ConfigError, describe_validation_error
 
@@ -58,6 +65,46 @@ class RunSettings(BaseModel):
     # The model team's ed25519 signature of the app's hash (`fedsec app sign`), read by each
     # data holder's fedsec-clientapp before the app runs; the apps themselves ignore it.
     app_signature: str = Field(default="", alias="app-signature")
+    # Distributed differential privacy (docs/differential-privacy.md): a noise multiplier z, or
+    # a target ε over num-rounds from which z is calibrated; 0 for both = off.
+    dp_noise_multiplier: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, alias="dp-noise-multiplier"
+    )
+    dp_epsilon: float = Field(default=0.0, ge=0, allow_inf_nan=False, alias="dp-epsilon")
+    dp_delta: float = Field(default=1e-6, gt=0, lt=1, alias="dp-delta")
+    # Stop before a round whose worst-case noise would take the ledger's ε past this; 0 = none.
+    dp_epsilon_budget: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, alias="dp-epsilon-budget"
+    )
+
+    @model_validator(mode="after")
+    def _one_dp_target(self) -> RunSettings:
+        if self.dp_noise_multiplier > 0 and self.dp_epsilon > 0:
+            raise ValueError(
+                "dp-noise-multiplier and dp-epsilon are both set "
+                "(fix: keep one, set the other to 0)"
+            )
+        if self.dp_epsilon_budget > 0 and not self.dp_enabled:
+            raise ValueError(
+                "dp-epsilon-budget needs differential privacy on "
+                "(fix: set dp-epsilon or dp-noise-multiplier, or dp-epsilon-budget = 0)"
+            )
+        return self
+
+    @property
+    def dp_enabled(self) -> bool:
+        return self.dp_noise_multiplier > 0 or self.dp_epsilon > 0
+
+    def noise_multiplier(self) -> float:
+        """z: `dp-noise-multiplier`, or the one dp-accounting calibrates to reach `dp-epsilon` at
+        `dp-delta` after `num-rounds` worst-case rounds (every site in every round); 0 = off."""
+        if self.dp_epsilon > 0:
+            from common.dp import noise_multiplier_for_epsilon
+
+            return noise_multiplier_for_epsilon(
+                epsilon=self.dp_epsilon, delta=self.dp_delta, num_rounds=self.num_rounds
+            )
+        return self.dp_noise_multiplier
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> RunSettings:

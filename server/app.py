@@ -15,6 +15,7 @@ from common.model import ModelSpec, build_model, model_to_ndarrays
 from common.run_config import RunSettings
 from server.checkpoints import CheckpointStore
 from server.federation import EvaluationSum
+from server.privacy import PrivacyLedger
 from server.report import write_federation_report
 from server.rounds import RoundRecorder
 from server.secagg import RoundSizedSecAggPlus
@@ -52,28 +53,75 @@ def main(grid: Grid, context: Context) -> None:
         num_rounds=settings.num_rounds,
         on_checkpoint=checkpoints.save,
     )
+    ledger = privacy_ledger(settings)
     first_round = 1
     completed = checkpoints.completed_rounds() if settings.resume else []
     if completed:
         initial = checkpoints.load(completed[-1])
         recorder.load_completed(up_to_round=completed[-1])
+        if ledger is not None:  # exactly the rounds the previous process released
+            ledger.load_rounds(recorder.rounds.values())
         first_round = completed[-1] + 1
         log.info("resuming after round %d of %d", completed[-1], settings.num_rounds)
-    strategy = DeltaFedAvg(settings=settings, initial_arrays=initial, recorder=recorder)
+    strategy = DeltaFedAvg(
+        settings=settings, initial_arrays=initial, recorder=recorder, ledger=ledger
+    )
     legacy_context = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=settings.round_timeout),
         strategy=strategy,
     )
     if first_round <= settings.num_rounds:
-        fit_workflow = RoundSizedSecAggPlus(settings) if settings.mode == "secagg" else None
+        fit_workflow = None
+        if settings.mode == "secagg":
+            fit_workflow = RoundSizedSecAggPlus(
+                settings, noise_multiplier=ledger.noise_multiplier if ledger else 0.0
+            )
         # After each round's evaluation: the masked sum of the `aggregate` sites' figures.
         round_end = EvaluationSum(settings, strategy=strategy, recorder=recorder)
         workflow = ResumableWorkflow(
-            first_round=first_round, fit_workflow=fit_workflow, round_end=round_end
+            first_round=first_round,
+            fit_workflow=fit_workflow,
+            round_end=round_end,
+            round_start=_budget_check(ledger, recorder),
         )
         workflow(grid, legacy_context)
     checkpoints.save_final(strategy.global_arrays, out_dir / "model.npz")
     recorder.flush()
     _, html_path = write_federation_report(out_dir)
     log.info("federation report: %s", html_path)
+
+
+def privacy_ledger(settings: RunSettings) -> PrivacyLedger | None:
+    """The run's ε ledger when differential privacy is on (every site in every round: q = 1)."""
+    if not settings.dp_enabled:
+        return None
+    ledger = PrivacyLedger(
+        noise_multiplier=settings.noise_multiplier(),
+        delta=settings.dp_delta,
+        epsilon_budget=settings.dp_epsilon_budget,
+    )
+    log.info(
+        "differential privacy: noise multiplier %.4g, clip norm %g, δ %g, weights 1; "
+        "ε after %d rounds with only t sites surviving: %.3g%s",
+        ledger.noise_multiplier,
+        settings.delta_clip_norm,
+        settings.dp_delta,
+        settings.num_rounds,
+        ledger.epsilon([ledger.noise_multiplier] * settings.num_rounds),
+        f", budget {settings.dp_epsilon_budget:g}" if settings.dp_epsilon_budget else "",
+    )
+    return ledger
+
+
+def _budget_check(ledger: PrivacyLedger | None, recorder: RoundRecorder):
+    if ledger is None or ledger.epsilon_budget <= 0:
+        return None
+
+    def round_start(server_round: int) -> bool:
+        refusal = ledger.budget_refusal(server_round)
+        if refusal is not None:
+            recorder.stopped_by_budget(refusal)
+        return refusal is None
+
+    return round_start

@@ -93,6 +93,7 @@ def build_federation_report(results: Mapping[str, Any]) -> dict[str, Any]:
         "trends": _trends(rounds, sites_seen),
         "families": _family_matrix(last_sites),
         "federation_level": _federation_level(rounds),
+        "privacy": _privacy(rounds, results.get("privacy_stop")),
         "config": dict(config),
     }
     return json_ready(report)
@@ -128,7 +129,8 @@ def _validated_round(entry: Any, index: int) -> dict[str, Any]:
             raise ValueError(f"field `{where}.sites.{site}`: expected an object of metrics")
     checked["sites"] = {str(site): _metrics(m) for site, m in sorted(checked["sites"].items())}
     # The evaluation sum of the sites at share level `aggregate` (absent when there were none).
-    for key in ("federation_sum", "federation_means", "federation_contributors"):
+    # The ε ledger's entry (differential privacy on, server/privacy.py).
+    for key in ("federation_sum", "federation_means", "federation_contributors", "privacy"):
         part = {} if entry.get(key) is None else entry[key]
         if not isinstance(part, Mapping):
             raise ValueError(
@@ -405,6 +407,29 @@ def _federation_level(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "metrics": metrics,
         "mean_seconds_after_first": _mean(later),
     }
+
+
+PRIVACY_FIELDS = (
+    "released",
+    "survivors",
+    "threshold",
+    "effective_noise_multiplier",
+    "epsilon_round",
+    "epsilon",
+    "delta",
+)
+
+
+def _privacy(rounds: list[dict[str, Any]], stop: Any) -> dict[str, Any]:
+    """The ε ledger per round and the budget stop; empty without differential privacy."""
+    entries = [
+        {"round": entry["round"], **{key: entry["privacy"].get(key) for key in PRIVACY_FIELDS}}
+        for entry in rounds
+        if entry["privacy"]
+    ]
+    if not entries and not isinstance(stop, Mapping):
+        return {}
+    return {"rounds": entries, "stop": dict(stop) if isinstance(stop, Mapping) else None}
 
 
 def read_results(path: Path) -> dict[str, Any]:

@@ -51,6 +51,7 @@ def render_federation_html(report: Mapping[str, Any]) -> str:
         _headline_section,
         _sites_section,
         _federation_section,
+        _privacy_section,
         _families_section,
         _trends_section,
         _rounds_section,
@@ -317,6 +318,56 @@ def _federation_section(report: Mapping[str, Any]) -> str:
         "past a limit (budget_utilisation &gt; 1, shortcut_ratio &gt; 0.95, psi_score &gt; "
         "0.25).</p>\n"
         f"{status_table}\n{metric_table}\n{cost}"
+    )
+
+
+def _privacy_section(report: Mapping[str, Any]) -> str:
+    """The ε ledger: what each released round cost, cumulative ε, and the budget stop."""
+    privacy = report.get("privacy") or {}
+    if not privacy:
+        return ""
+    rows = [
+        [
+            _td(row["round"]),
+            _td("yes" if row["released"] else "no (nothing released)"),
+            _td(row["survivors"] if row["released"] else "—", numeric=True),
+            _td(row["threshold"] if row["threshold"] is not None else "— (FedAvg)", numeric=True),
+            _td(format_number(row["effective_noise_multiplier"]), numeric=True),
+            _td(format_number(row["epsilon_round"]), numeric=True),
+            _td(format_number(row["epsilon"]), numeric=True),
+            _td(format_number(row["delta"]), numeric=True),
+        ]
+        for row in privacy["rounds"]
+    ]
+    table = _table(
+        [
+            "round",
+            "sum released",
+            "sites in the sum",
+            "threshold t",
+            "noise multiplier present",
+            "ε of the round",
+            "cumulative ε",
+            "δ",
+        ],
+        rows,
+    )
+    stop = privacy.get("stop")
+    stop_note = (
+        f'<p class="flag">The run stopped before round {stop["stopped_before_round"]}: it would '
+        f"have taken ε from {format_number(stop['epsilon'])} to "
+        f"{format_number(stop['epsilon_if_run'])}, past the budget "
+        f"{format_number(stop['epsilon_budget'])} (δ {format_number(stop['delta'])}).</p>"
+        if stop
+        else ""
+    )
+    return (
+        "<h2>Differential privacy (ε ledger)</h2>\n"
+        '<p class="note">Site-level (ε, δ) over the rounds, from dp-accounting\'s RDP accountant, '
+        "with the noise actually present in each released sum (z·√(k/t) for k sites whose noise "
+        "was sized for the threshold t; z under FedAvg). The evaluation figures sites share are "
+        "not covered (docs/differential-privacy.md).</p>\n"
+        f"{stop_note}\n{table}"
     )
 
 

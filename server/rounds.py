@@ -119,6 +119,8 @@ class RoundState:
     evaluated_at: float | None = None
     # node id -> site id of the sites whose evaluate reply said "share level aggregate"
     aggregate_only: dict[int, str] = field(default_factory=dict)
+    sampled: int = 0  # nodes the strategy asked to train
+    privacy: dict[str, Any] | None = None  # the ε ledger's entry (differential privacy on)
 
     def seconds(self) -> dict[str, float]:
         now = time.perf_counter()
@@ -154,6 +156,7 @@ class RoundRecorder:
         self.num_rounds = num_rounds
         self.on_checkpoint = on_checkpoint
         self.rounds: dict[int, dict[str, Any]] = {}
+        self.privacy_stop: dict[str, Any] | None = None
 
     def load_completed(self, *, up_to_round: int) -> None:
         """On resume: keep the rounds a previous process completed, drop anything later."""
@@ -173,7 +176,10 @@ class RoundRecorder:
 
     def trained(self, state: RoundState) -> None:
         assert state.train is not None
-        self._entry(state.server_round)["train"] = state.train.to_json()
+        entry = self._entry(state.server_round)
+        entry["train"] = state.train.to_json()
+        if state.privacy is not None:
+            entry["privacy"] = state.privacy
         for reason in state.train.failure_reasons:
             log.warning("round %d: a site failed to train: %s", state.server_round, reason)
         if state.train.status == "halted":
@@ -194,12 +200,24 @@ class RoundRecorder:
         entry["seconds"] = seconds
         self.flush()
         self.on_checkpoint(state.server_round, global_arrays)
-        log.info(
-            "%s",
-            progress_line(
-                state.server_round, self.num_rounds, state.evaluation.sites, seconds["total"]
-            ),
+        line = progress_line(
+            state.server_round, self.num_rounds, state.evaluation.sites, seconds["total"]
         )
+        log.info("%s%s", line, privacy_suffix(entry.get("privacy")))
+
+    def stopped_by_budget(self, refusal: dict[str, Any]) -> None:
+        """The ε budget stops the run before a round: one line, and `privacy_stop` in the record."""
+        self.privacy_stop = dict(refusal)
+        log.warning(
+            "stopping before round %d: its worst case would take ε from %.3g to %.3g, past the "
+            "budget dp-epsilon-budget = %g (δ = %g)",
+            refusal["stopped_before_round"],
+            refusal["epsilon"],
+            refusal["epsilon_if_run"],
+            refusal["epsilon_budget"],
+            refusal["delta"],
+        )
+        self.flush()
 
     def federation_summed(self, server_round: int, outcome: FederationOutcome) -> None:
         """Record the round's evaluation sum (after `evaluated`: the round is already complete)."""
@@ -226,10 +244,26 @@ class RoundRecorder:
             )
 
     def document(self) -> dict[str, Any]:
-        return {"config": self.config, "rounds": [self.rounds[key] for key in sorted(self.rounds)]}
+        document = {
+            "config": self.config,
+            "rounds": [self.rounds[key] for key in sorted(self.rounds)],
+        }
+        if self.privacy_stop is not None:
+            document["privacy_stop"] = self.privacy_stop
+        return document
 
     def flush(self) -> Path:
         return write_json(self.path, self.document(), sort_keys=True)
+
+
+def privacy_suffix(privacy: dict[str, Any] | None) -> str:
+    """`, ε 1.2 (round 0.41) at δ 1e-06` for the progress line; empty without DP."""
+    if not privacy:
+        return ""
+    return (
+        f", ε {privacy['epsilon']:.3g} (round {privacy['epsilon_round']:.3g}) "
+        f"at δ {privacy['delta']:g}"
+    )
 
 
 def progress_line(

@@ -17,6 +17,7 @@ from flwr.server import LegacyContext
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
+from common.dp import noised_clipping_range, site_noise_stddev
 from common.run_config import MODULUS_RANGE, QUANTIZATION_RANGE, RunSettings
 
 log = logging.getLogger("fedsec.server")
@@ -55,12 +56,21 @@ class RoundSizedSecAggPlus(SecAggPlusWorkflow):
         clipping_range: float | None = None,
         max_weight: float | None = None,
         label: str = "SecAgg+",
+        noise_multiplier: float = 0.0,
     ) -> None:
         """`clipping_range` and `max_weight` default to the training round's (`delta-clip-norm`,
-        `max-weight`); the evaluation sum passes its own (values in [-1, 1], weight 1)."""
+        `max-weight`); the evaluation sum passes its own (values in [-1, 1], weight 1).
+
+        With `noise_multiplier` z > 0 (differential privacy) every site weighs 1 and adds
+        N(0, (z·C)²/t) per value: the clipping range widens each round, once t is known, to
+        C + 10 per-site standard deviations so that the noise is (but for ~1e-23) never clamped.
+        """
         self.settings = settings
         self.label = label
+        self.noise_multiplier = noise_multiplier
         self._resolved: tuple[int, int] | None = None
+        if noise_multiplier > 0:
+            max_weight = 1.0
         # Checked against min-nodes now, so a setting that could never aggregate fails at start.
         shares, threshold = settings.secagg_shares(num_nodes=settings.min_nodes)
         super().__init__(
@@ -85,6 +95,15 @@ class RoundSizedSecAggPlus(SecAggPlusWorkflow):
             num_nodes=sampled_nodes
         )
         resolved = self.settings.resolved_secagg_shares(num_nodes=sampled_nodes)
+        if self.noise_multiplier > 0:
+            self.clipping_range = noised_clipping_range(
+                clip_norm=self.settings.delta_clip_norm,
+                site_stddev=site_noise_stddev(
+                    noise_multiplier=self.noise_multiplier,
+                    clip_norm=self.settings.delta_clip_norm,
+                    threshold=resolved[1],
+                ),
+            )
         if resolved != self._resolved:
             log.info(
                 "%s: %d shares, threshold %d over the %d sampled nodes",

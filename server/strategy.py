@@ -23,6 +23,7 @@ from flwr.server.strategy import FedAvg
 from common import weights
 from common.protocol import AGGREGATE_ONLY, NUM_EXAMPLES, SERVER_ROUND, SITE_ID
 from common.run_config import RunSettings
+from server.privacy import PrivacyLedger
 from server.rounds import EvaluateOutcome, RoundRecorder, RoundState, TrainOutcome
 
 Failure = tuple[ClientProxy, Any] | BaseException
@@ -36,7 +37,12 @@ class DeltaFedAvg(FedAvg):
     """
 
     def __init__(
-        self, *, settings: RunSettings, initial_arrays: list[np.ndarray], recorder: RoundRecorder
+        self,
+        *,
+        settings: RunSettings,
+        initial_arrays: list[np.ndarray],
+        recorder: RoundRecorder,
+        ledger: PrivacyLedger | None = None,
     ) -> None:
         nodes = settings.min_nodes
         super().__init__(
@@ -50,6 +56,7 @@ class DeltaFedAvg(FedAvg):
         )
         self.settings = settings
         self.recorder = recorder
+        self.ledger = ledger  # differential privacy on: what each released sum cost
         self.global_arrays = [array.copy() for array in initial_arrays]
         self.round: RoundState | None = None
 
@@ -67,6 +74,7 @@ class DeltaFedAvg(FedAvg):
         self.round = RoundState(server_round)
         self.global_arrays = parameters_to_ndarrays(parameters)
         instructions = super().configure_fit(server_round, parameters, client_manager)
+        self.round.sampled = len(instructions)
         for _, fit_ins in instructions:
             fit_ins.config = {SERVER_ROUND: server_round}
         return instructions
@@ -91,10 +99,21 @@ class DeltaFedAvg(FedAvg):
             mean_delta = weights.weighted_mean(deltas, weights=sample_weights)
             self.global_arrays = weights.add(self.global_arrays, mean_delta)
             state.train.mean_delta_norm = weights.global_norm(mean_delta)
+        if self.ledger is not None:
+            state.privacy = self._spend(state, survivors=len(results))
         self.recorder.trained(state)
         if not results:
             return None, {}
         return ndarrays_to_parameters(self.global_arrays), {"sites": len(results)}
+
+    def _spend(self, state: RoundState, *, survivors: int) -> dict[str, Any]:
+        assert self.ledger is not None
+        if survivors == 0:
+            return self.ledger.nothing_released()
+        threshold = None  # FedAvg: the coordinator sees every delta alone
+        if self.settings.mode == "secagg":
+            threshold = self.settings.resolved_secagg_shares(num_nodes=state.sampled)[1]
+        return self.ledger.spend(survivors=survivors, threshold=threshold)
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -103,6 +122,8 @@ class DeltaFedAvg(FedAvg):
         if state.train is None:  # SecAgg+ halted (too few survivors): the model is unchanged
             state.train = TrainOutcome(status="halted", mode=self.settings.mode)
             state.trained_at = time.perf_counter()
+            if self.ledger is not None:
+                state.privacy = self.ledger.nothing_released()
             self.recorder.trained(state)
         instructions = super().configure_evaluate(server_round, parameters, client_manager)
         for _, evaluate_ins in instructions:

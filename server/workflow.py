@@ -22,13 +22,15 @@ log = logging.getLogger("fedsec.server")
 
 class ResumableWorkflow(DefaultWorkflow):
     """`DefaultWorkflow` whose rounds run from `first_round` (round numbers seed the clients),
-    with `round_end(grid, context)` after each round's evaluation when given."""
+    with `round_end(grid, context)` after each round's evaluation when given, and
+    `round_start(round)` before each round: False ends the run there (the ε budget)."""
 
     def __init__(
         self,
         *,
         first_round: int = 1,
         round_end: Callable[[Grid, LegacyContext], None] | None = None,
+        round_start: Callable[[int], bool] | None = None,
         **workflows,
     ) -> None:
         super().__init__(**workflows)
@@ -36,6 +38,7 @@ class ResumableWorkflow(DefaultWorkflow):
             raise ValueError(f"first_round must be >= 1, got {first_round}")
         self.first_round = first_round
         self.round_end = round_end
+        self.round_start = round_start
 
     def __call__(self, grid: Grid, context: Context) -> None:
         if not isinstance(context, LegacyContext):
@@ -47,6 +50,8 @@ class ResumableWorkflow(DefaultWorkflow):
             config = ConfigRecord()
             context.state.config_records[MAIN_CONFIGS_RECORD] = config
             for server_round in range(self.first_round, context.config.num_rounds + 1):
+                if self.round_start is not None and not self.round_start(server_round):
+                    break
                 config[Key.CURRENT_ROUND] = server_round
                 self.fit_workflow(grid, context)
                 self.evaluate_workflow(grid, context)
