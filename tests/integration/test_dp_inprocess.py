@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from common.dp import epsilon_of_rounds
+from common.model import ModelSpec, build_model, model_to_ndarrays
 from experiments.simulate import run_in_process
 
 Z = 1.0
@@ -29,6 +30,7 @@ OVERRIDES = {
     "local-steps": 2,
     "site-html": "off",
     "seed": 0,
+    "delta-clip-norm": 10.0,
     "dp-noise-multiplier": Z,
     "dp-delta": DELTA,
     "dp-epsilon-budget": BUDGET,
@@ -67,6 +69,29 @@ def test_ledger_records_the_noise_actually_present_and_stops_at_the_budget(unint
     stop = results["privacy_stop"]
     assert stop["stopped_before_round"] == 3 and stop["epsilon_budget"] == BUDGET
     assert stop["epsilon"] == privacy[1]["epsilon"] < BUDGET < stop["epsilon_if_run"]
+
+
+def test_the_noise_reaches_the_model(uninterrupted):
+    """Round 1's mean delta is the mean of 3 clipped deltas (norm <= C = 10 each) plus noise of
+    z·C·√(3/2)/3 per value: over 46,753 values its norm is ~882, the clipped signal <= 10."""
+    _, results = uninterrupted
+    values = sum(a.size for a in model_to_ndarrays(build_model(ModelSpec(), seed=0)))
+    clip = 10.0
+    expected = Z * clip * math.sqrt(3 / 2) / 3 * math.sqrt(values)
+    observed = results["rounds"][0]["train"]["mean_delta_norm"]
+    assert observed == pytest.approx(expected, rel=0.05)
+
+
+def test_fedavg_sites_add_the_whole_noise_and_the_ledger_charges_z(tiny_sites, tmp_path):
+    overrides = {**OVERRIDES, "mode": "fedavg", "num-rounds": 1, "fail-sites": ""}
+    results = run_in_process(data_dir=tiny_sites, out_dir=tmp_path / "run", overrides=overrides)
+    privacy = results["rounds"][0]["privacy"]
+    assert privacy["threshold"] is None and privacy["effective_noise_multiplier"] == Z
+    assert privacy["epsilon"] == epsilon_of_rounds([Z], delta=DELTA)
+    # Each delta carries N(0, (zC)²) per value; their mean of 3 has z·C/√3 per value.
+    values = sum(a.size for a in model_to_ndarrays(build_model(ModelSpec(), seed=0)))
+    expected = Z * 10.0 / math.sqrt(3) * math.sqrt(values)
+    assert results["rounds"][0]["train"]["mean_delta_norm"] == pytest.approx(expected, rel=0.05)
 
 
 def test_report_shows_the_ledger(uninterrupted):
