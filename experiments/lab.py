@@ -41,6 +41,7 @@ EXPERIMENTS = {
     "ray": "experiments.ray_cluster",
     "noniid": "experiments.noniid",
     "lowfpr": "experiments.lowfpr",
+    "dp-utility": "experiments.dp_utility",
 }
 """`fedsec experiment NAME` -> the module whose `run(size=..., root=...)` it calls."""
 INDEX_FILE = "README.md"

@@ -95,7 +95,10 @@ def simulate(
 
 def experiment(
     name: Annotated[
-        str, typer.Argument(help="value | secagg-cost | dropouts | scale | ray | noniid | lowfpr")
+        str,
+        typer.Argument(
+            help="value | secagg-cost | dropouts | scale | ray | noniid | lowfpr | dp-utility"
+        ),
     ],
     full: Annotated[bool, typer.Option("--full", help="the large size (hours on 2 cores)")] = False,
     tiny: Annotated[bool, typer.Option("--tiny", help="the smoke-test size")] = False,
