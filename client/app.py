@@ -28,9 +28,7 @@ from flwr.common import (
 )
 from flwr.common.secure_aggregation.secaggplus_constants import (
     RECORD_KEY_CONFIGS,
-)
-from flwr.common.secure_aggregation.secaggplus_constants import (
-    RECORD_KEY_STATE as SECAGG_STATE_RECORD,
+    RECORD_KEY_STATE,
 )
 from flwr.compat.common import recorddict_compat as compat
 
@@ -151,7 +149,7 @@ def _fit(msg: Message, context: Context) -> Message:
 
 def _secagg_threshold(context: Context) -> int:
     """The round's reconstruction threshold, as SecAgg+'s setup stage stored it on this node."""
-    state = context.state.config_records[SECAGG_STATE_RECORD]
+    state = context.state.config_records[RECORD_KEY_STATE]
     return int(state["threshold"])
 
 
