@@ -27,6 +27,7 @@ from common.run_config import QUANTIZATION_RANGE
 from experiments.lab import (
     RESULTS_ROOT,
     Column,
+    Engine,
     Results,
     cli_main,
     run_federation,
@@ -54,10 +55,13 @@ class Plan:
     # before rounding), so "equal within the bound" is a sharp test; no site has this many
     # training examples, so no weight is capped in either arm.
     max_weight: float = 2000.0
+    engine: Engine = "ray"
 
 
 PLANS = {
-    "tiny": Plan(n_sites=5, num_rounds=2, fail_round=2, ks=(2, 3), local_steps=5),
+    "tiny": Plan(
+        n_sites=5, num_rounds=2, fail_round=2, ks=(2, 3), local_steps=5, engine="inprocess"
+    ),
     "default": Plan(n_sites=7, num_rounds=3, fail_round=2, ks=None),
     "full": Plan(n_sites=10, num_rounds=3, fail_round=2, ks=None),
 }
@@ -165,7 +169,9 @@ def _one_k(
     """One SecAgg+ run, `failing` sites raising in the fail round, checked against a reference."""
     fault = {"fail-sites": ",".join(failing), "fail-rounds": str(plan.fail_round)}
     secagg_dir = work / "secagg"
-    results, _ = run_federation(data, secagg_dir, **_overrides(plan, mode="secagg", **fault))
+    results, _ = run_federation(
+        data, secagg_dir, engine=plan.engine, **_overrides(plan, mode="secagg", **fault)
+    )
     rounds = {entry["round"]: entry for entry in results["rounds"]}
     train = rounds[plan.fail_round]["train"]
     after = _checkpoint(secagg_dir, plan.fail_round)
@@ -233,6 +239,7 @@ def _fedavg_reference(
     results, _ = run_federation(
         data,
         out,
+        engine=plan.engine,
         **_overrides(
             plan, mode="fedavg", resume=resume, **fault, **{"num-rounds": plan.fail_round}
         ),

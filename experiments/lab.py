@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -356,18 +356,33 @@ def train_pooled(sites: Sequence[Any], settings: RunSettings):
     return model
 
 
+Engine = Literal["ray", "inprocess"]
+
+
 def run_federation(
-    data_dir: Path, out_dir: Path, *, site_html: str = "off", **overrides: Any
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    site_html: str = "off",
+    engine: Engine = "ray",
+    **overrides: Any,
 ) -> tuple[dict, list]:
-    """One flwr Simulation Engine run: (its results.json, the final global arrays).
+    """One federated run: (its results.json, the final global arrays).
+
+    `engine="ray"` is flwr's Simulation Engine (what the experiments' default and full sizes
+    measure); `"inprocess"` runs the same ServerApp and ClientApp over flwr's protobuf wire in
+    this process (`experiments.inprocess`), without Ray's start-up: what the tiny sizes of the
+    experiments' tests use, so that they check the experiment's logic in seconds while
+    tests/integration/test_simulation.py and the ray and scale experiments cover the engine.
 
     Experiments read what sites report (results.json) and their own evaluation, never the
     sites' HTML pages, whose plots were about half of every simulated round: off unless asked.
     """
     from common.model import model_from_bytes, model_to_ndarrays
-    from experiments.simulate import run_simulation
+    from experiments.simulate import run_in_process, run_simulation
 
-    results = run_simulation(
+    runner = {"ray": run_simulation, "inprocess": run_in_process}[engine]
+    results = runner(
         data_dir=data_dir, out_dir=out_dir, overrides={"site-html": site_html, **overrides}
     )
     model, _ = model_from_bytes((out_dir / "model.npz").read_bytes())

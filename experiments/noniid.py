@@ -70,6 +70,7 @@ class Size:
     rounds: int
     local_steps: int
     grid: tuple[tuple[str, str], ...]  # (family setting, spread setting)
+    engine: lab.Engine = "ray"
 
 
 # One factor at a time around the generator's defaults; the full size runs the whole grid.
@@ -81,7 +82,7 @@ CROSS = (
     ("2-4", "very different"),
 )
 SIZES = {
-    "tiny": Size(4, 2, 0.1, 2, 10, (("1", "default"), ("all", "default"))),
+    "tiny": Size(4, 2, 0.1, 2, 10, (("1", "default"), ("all", "default")), engine="inprocess"),
     "default": Size(6, 3, 0.25, 3, 30, CROSS),
     "full": Size(8, 4, 0.5, 5, 60, tuple(product(FAMILY_SETTINGS, SPREAD_SETTINGS))),
 }
@@ -325,7 +326,9 @@ def run_setting(families: str, spread: str, size: Size, temp: Path) -> dict[str,
         ]
     log.info("%s: local-only models trained in %.0f s", key, local_time["seconds"])
     with lab.stopwatch() as federated_time:
-        results, global_arrays = lab.run_federation(data_dir, folder / "federation", **overrides)
+        results, global_arrays = lab.run_federation(
+            data_dir, folder / "federation", engine=size.engine, **overrides
+        )
     log.info("%s: FedAvg federation done in %.0f s", key, federated_time["seconds"])
     rows = [
         compare_site(site, model, global_arrays, seed=SEED)

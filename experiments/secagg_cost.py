@@ -25,6 +25,7 @@ import numpy as np
 from experiments.lab import (
     RESULTS_ROOT,
     Column,
+    Engine,
     PeakRss,
     Results,
     cli_main,
@@ -68,10 +69,13 @@ class Plan:
     local_steps: int = 2
     scale: float = 0.05
     n_days: int = 2
+    engine: Engine = "ray"
 
 
 PLANS = {
-    "tiny": Plan(sites=(5,), variants=(FEDAVG, SHARES_5, FRACTION), num_rounds=2),
+    "tiny": Plan(
+        sites=(5,), variants=(FEDAVG, SHARES_5, FRACTION), num_rounds=2, engine="inprocess"
+    ),
     "default": Plan(
         sites=(5, 10, 25), variants=(FEDAVG, SHARES_3, SHARES_11, FEDSEC_DEFAULT, FRACTION)
     ),
@@ -201,7 +205,7 @@ def _measure(
 ) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     with PeakRss() as memory:
-        results, arrays = run_federation(data, out, **_overrides(plan, variant))
+        results, arrays = run_federation(data, out, engine=plan.engine, **_overrides(plan, variant))
     load = (load_before + os.getloadavg()[0]) / 2  # how busy the shared machine was
     later = [entry for entry in results["rounds"] if entry["round"] >= 2] or results["rounds"]
     train_s = float(np.mean([entry["seconds"]["train"] for entry in later]))

@@ -57,10 +57,11 @@ class Size:
     scale: float
     rounds: int
     local_steps: int
+    engine: lab.Engine = "ray"
 
 
 SIZES = {
-    "tiny": Size(sites=4, days=2, scale=0.1, rounds=2, local_steps=8),
+    "tiny": Size(sites=4, days=2, scale=0.1, rounds=2, local_steps=8, engine="inprocess"),
     "default": Size(sites=8, days=4, scale=1.0, rounds=5, local_steps=20),
     "full": Size(sites=16, days=6, scale=1.0, rounds=10, local_steps=60),
 }
@@ -204,7 +205,9 @@ def train_arms(
     log.info("pooled: trained in %.0f s", watch["seconds"])
     for mode in ("fedavg", "secagg"):
         with lab.stopwatch() as watch:
-            results, arrays = lab.run_federation(data_dir, work / mode, mode=mode, **overrides)
+            results, arrays = lab.run_federation(
+                data_dir, work / mode, engine=size.engine, mode=mode, **overrides
+            )
         models[mode] = arrays
         timings[f"{mode}_s"] = watch["seconds"]
         for key, value in lab.round_seconds(results).items():
