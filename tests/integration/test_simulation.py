@@ -135,19 +135,40 @@ def test_secagg_aggregate_equals_plain_weighted_mean(runs):
     assert moved > 100 * bound  # round 1 really moved the model: the check has teeth
 
 
-def test_site_raising_in_training_is_dropped_and_round_completes(small_federation, tmp_path):
-    out = tmp_path / "dropout"
+# Share levels of the audited run; site-01 also raises in round 1's training.
+LEVELS = {"site-00": "rates+volumes", "site-01": "none", "site-02": "rates"}
+FAILING = "site-01"
+
+
+@pytest.fixture(scope="module")
+def audited_run(small_federation, tmp_path_factory) -> tuple[Path, dict]:
+    """One SecAgg+ run that keeps every reply's bytes, with mixed share levels and a site that
+    raises in round 1 (errors must pass the same checks as any other reply)."""
+    base = tmp_path_factory.mktemp("audited")
+    data = base / "data"
+    shutil.copytree(small_federation, data, ignore=shutil.ignore_patterns("work"))
+    for site, level in LEVELS.items():
+        config = data / site / "site.toml"
+        text = config.read_text()
+        config.write_text(re.sub(r'level = "[^"]*"', f'level = "{level}"', text))
     results = _simulate(
-        small_federation,
-        out,
-        tmp_path,
+        data,
+        base / "run",
+        base,
         "--mode",
         "secagg",
         "--set",
-        "fail-sites=site-01",
+        "audit-replies=true",
+        "--set",
+        f"fail-sites={FAILING}",
         "--set",
         "fail-rounds=1",
     )
+    return data, results
+
+
+def test_site_raising_in_training_is_dropped_and_round_completes(audited_run):
+    small_federation, results = audited_run
     first, second = results["rounds"]
     assert first["train"]["status"] == "aggregated"
     assert first["train"]["results"] == 3 and first["train"]["failures"] >= 1
@@ -203,24 +224,18 @@ def _site_names(site: Path) -> set[str]:
     }
 
 
-def test_no_domain_leaves_a_site(small_federation, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(small_federation, data, ignore=shutil.ignore_patterns("work"))
-    levels = {"site-00": "rates+volumes", "site-01": "none", "site-02": "rates"}
-    for site, level in levels.items():
-        config = data / site / "site.toml"
-        text = config.read_text()
-        config.write_text(re.sub(r'level = "[^"]*"', f'level = "{level}"', text))
-    results = _simulate(
-        data, tmp_path / "audited", tmp_path, "--mode", "secagg", "--set", "audit-replies=true"
-    )
+def test_no_domain_leaves_a_site(audited_run):
+    data, results = audited_run
+    levels = LEVELS
     assert results["rounds"][-1]["sites"]["site-01"] == {"ack": 1.0}
     for site in sorted(p for p in data.iterdir() if (p / "site.toml").is_file()):
         replies = sorted((site / "work" / "audit").glob("*.bin"))
         kinds = {path.name.split("-")[0] for path in replies}
         assert {"train", "evaluate"} <= kinds, kinds
-        # SecAgg+ sends four train replies per round (setup, share keys, masked vector, unmask).
-        assert sum(path.name.startswith("train") for path in replies) == 4 * ROUNDS
+        # SecAgg+ sends four train replies per round (setup, share keys, masked vector, unmask);
+        # the failing site sends two in its failed round, then raises instead of the vector.
+        train_replies = sum(path.name.startswith("train") for path in replies)
+        assert train_replies == 4 * ROUNDS - (2 if site.name == FAILING else 0), site.name
         evaluate_keys = _evaluate_reply_keys([p for p in replies if p.name.startswith("evaluate")])
         level = levels.get(site.name, _share_level(site))
         for keys in evaluate_keys:
@@ -240,8 +255,9 @@ def test_no_domain_leaves_a_site(small_federation, tmp_path):
         assert planted in _leaks(payload + b"\x00" + planted.encode(), names)  # the check can fail
 
 
-def test_killed_run_resumes_to_the_same_final_model(small_federation, tmp_path):
-    """FedAvg is deterministic: kill mid-run, resume, and the final model is bit-identical."""
+def test_killed_run_resumes_to_the_same_final_model(runs, volume_federation, tmp_path):
+    """FedAvg is deterministic: kill mid-run, resume, and the final model is bit-identical to
+    the uninterrupted FedAvg run of `runs` (same sites, rounds and steps)."""
     import os
     import signal
     import subprocess
@@ -250,9 +266,8 @@ def test_killed_run_resumes_to_the_same_final_model(small_federation, tmp_path):
 
     from tests.conftest import fedsec_env, kill_started
 
-    rounds = "3"
-    straight = tmp_path / "straight"
-    _simulate(small_federation, straight, tmp_path, "--mode", "fedavg", "--rounds", rounds)
+    rounds = str(ROUNDS)
+    straight = runs["fedavg"][0]
     broken = tmp_path / "broken"
     command = [
         sys.executable,
@@ -260,7 +275,7 @@ def test_killed_run_resumes_to_the_same_final_model(small_federation, tmp_path):
         "fedsec",
         "simulate",
         "--data",
-        str(small_federation),
+        str(volume_federation),
         "--out",
         str(broken),
         "--rounds",
@@ -290,11 +305,11 @@ def test_killed_run_resumes_to_the_same_final_model(small_federation, tmp_path):
         process.wait(timeout=60)
         kill_started(tmp_path)  # Ray daemons leave the group: find them by their FLWR_HOME
     done_before = sorted(p.name for p in (broken / "checkpoints").glob("round-*.npz"))
-    assert "round-003.npz" not in done_before
+    assert f"round-{ROUNDS:03d}.npz" not in done_before
     result = run_fedsec(["simulate", "--out", str(broken), "--resume"], tmp_path=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "resuming after round" in result.stdout
     resumed = json.loads((broken / "results.json").read_text())
-    assert [r["round"] for r in resumed["rounds"]] == [1, 2, 3]
+    assert [r["round"] for r in resumed["rounds"]] == list(range(1, ROUNDS + 1))
     final, reference = _arrays(broken / "model.npz"), _arrays(straight / "model.npz")
     assert all(np.array_equal(a, b) for a, b in zip(final, reference, strict=True))
