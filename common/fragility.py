@@ -1,6 +1,6 @@
 """What a model costs a site in production: error bounds, FPs/day, alert budgets, shortcuts.
 
-Symbols as in DESIGN.md: V = benign events/day, pi = base rate (share of all events that are
+Symbols as in docs/metrics.md: V = benign events/day, pi = base rate (share of all events that are
 malicious), A = alert budget/day. Rates are in [0, 1]; volumes are events/day.
 """
 

@@ -622,7 +622,8 @@ def test_secagg_round_over_tls_through_the_proxy(federation, tmp_path):
     result = _flwr_run(
         federation,
         app,
-        f"mode='secagg' num-rounds=1 min-nodes={len(SITES)} local-steps=10 out-dir='{out}'",
+        f"mode='secagg' num-rounds=1 min-nodes={len(SITES)} local-steps=2 site-html='off' "
+        f"out-dir='{out}'",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
@@ -745,7 +746,10 @@ def _serverapp_pids(federation: Federation) -> list[int]:
 def test_killed_serverapp_resumes_without_losing_or_repeating_a_round(federation, tmp_path):
     app = _approved_app(federation, tmp_path / "app")
     out = tmp_path / "run"
-    config = f"mode='fedavg' num-rounds=2 min-nodes={len(SITES)} local-steps=10 out-dir='{out}'"
+    config = (
+        f"mode='fedavg' num-rounds=2 min-nodes={len(SITES)} local-steps=2 site-html='off' "
+        f"out-dir='{out}'"
+    )
     command = [
         default_executable("flwr"),
         "run",

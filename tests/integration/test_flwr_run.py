@@ -71,7 +71,7 @@ def test_flwr_run_with_a_local_simulation_connection(tmp_path):
     )
     run_config = (
         f"data-dir='{tmp_path / 'sites'}' out-dir='{out}' min-nodes={N_SITES} "
-        "num-rounds=1 local-steps=10"
+        "num-rounds=1 local-steps=2 site-html='off'"
     )
     pyproject = _sha256(ROOT / "pyproject.toml")
     try:
