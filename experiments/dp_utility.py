@@ -15,10 +15,8 @@ FPR with resolvability, FP/day upper bound at its operating point); seconds per 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,20 +256,7 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m experiments.dp_utility --real-dev PATH [--tiny | --full] [--out ROOT]`."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.dp_utility", description=__doc__)
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--full", action="store_const", const="full", dest="size")
-    group.add_argument("--tiny", action="store_const", const="tiny", dest="size")
-    parser.add_argument("--out", type=Path, default=lab.RESULTS_ROOT, help="results root")
-    parser.add_argument("--real-dev", type=Path, default=None, help="folder of real names")
-    args = parser.parse_args(argv)
-    try:
-        folder = lowfpr.real_dev_folder(args.real_dev)
-    except ConfigError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    lab.setup_logging()
-    measure(folder, size=args.size or "default", root=args.out)
+    lowfpr.real_dev_main("experiments.dp_utility", __doc__, measure, argv)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ import os
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1549,9 +1550,12 @@ def write_plots(
 # --- command line ------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m experiments.lowfpr --real-dev PATH [--full | --tiny] [--out ROOT]`."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.lowfpr", description=__doc__)
+def real_dev_main(
+    module: str, description: str | None, measure: Callable[..., Any], argv: list[str] | None
+) -> None:
+    """The command line of an experiment on real names: `python -m MODULE --real-dev PATH
+    [--full | --tiny] [--out ROOT]`, calling `measure(folder, size=..., root=...)`."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--full", action="store_const", const="full", dest="size")
     group.add_argument("--tiny", action="store_const", const="tiny", dest="size")
@@ -1567,6 +1571,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     lab.setup_logging()
     measure(folder, size=args.size or "default", root=args.out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m experiments.lowfpr --real-dev PATH [--full | --tiny] [--out ROOT]`."""
+    real_dev_main("experiments.lowfpr", __doc__, measure, argv)
 
 
 if __name__ == "__main__":
