@@ -112,12 +112,27 @@ def _validated(results: Any) -> tuple[Mapping[str, Any], list[dict[str, Any]]]:
     return config, sorted(rounds, key=lambda entry: entry["round"])
 
 
+# The parts of a results.json round that are objects (an absent one reads as empty).
+_ROUND_OBJECTS = (
+    "train",
+    "sites",
+    "aggregate",
+    "seconds",
+    "federation_sum",
+    "federation_means",
+    "federation_contributors",
+    "privacy",
+)
+
+
 def _validated_round(entry: Any, index: int) -> dict[str, Any]:
     where = f"rounds[{index}]"
     if not isinstance(entry, Mapping) or _number(entry.get("round")) is None:
         raise ValueError(f"field `{where}`: expected an object with a numeric `round`")
     checked: dict[str, Any] = {"round": int(entry["round"])}
-    for key in ("train", "sites", "aggregate", "seconds"):
+    # Besides the round's parts: the evaluation sum of the sites at share level `aggregate`
+    # and the ε ledger's entry (absent, so empty, when neither was on).
+    for key in _ROUND_OBJECTS:
         part = {} if entry.get(key) is None else entry[key]
         if not isinstance(part, Mapping):
             raise ValueError(
@@ -128,15 +143,6 @@ def _validated_round(entry: Any, index: int) -> dict[str, Any]:
         if not isinstance(metrics, Mapping):
             raise ValueError(f"field `{where}.sites.{site}`: expected an object of metrics")
     checked["sites"] = {str(site): _metrics(m) for site, m in sorted(checked["sites"].items())}
-    # The evaluation sum of the sites at share level `aggregate` (absent when there were none).
-    # The ε ledger's entry (differential privacy on, server/privacy.py).
-    for key in ("federation_sum", "federation_means", "federation_contributors", "privacy"):
-        part = {} if entry.get(key) is None else entry[key]
-        if not isinstance(part, Mapping):
-            raise ValueError(
-                f"field `{where}.{key}`: expected an object, got {type(part).__name__}"
-            )
-        checked[key] = dict(part)
     return checked
 
 
