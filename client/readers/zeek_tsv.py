@@ -356,6 +356,9 @@ def _apply_header_line(header: _Header, raw: bytes, *, path: Path, line: int) ->
     return header  # #path, #open, #close, #types and comments carry nothing we need
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def _read_rows(
     buffer: memoryview | bytes, header: _Header, include: list[str]
 ) -> tuple[pa.Table, list[tuple[int, int, str]]]:
@@ -395,6 +398,10 @@ def _read_rows(
             ),
         )
 
+    if bytes(buffer[:3]) == _UTF8_BOM:
+        # Arrow drops one byte-order mark at the start of its input; a BOM that begins a chunk
+        # is data of the chunk's first line (the file's own BOM is dropped with its header).
+        buffer = _UTF8_BOM + bytes(buffer)
     try:
         return read(ARROW_BLOCK_BYTES), invalid
     except pa.ArrowInvalid as error:
