@@ -6,8 +6,12 @@ import dataclasses
 import io
 import json
 import math
+import struct
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,10 +22,64 @@ from common.features import MAX_DOMAIN_CHARS, MODEL_READS, PAD_ID, VOCAB_SIZE, e
 _FORMAT_VERSION = 1
 _SPEC_KEY = "__spec_json__"
 
+# Bounds on a model that arrives as a file, checked before anything is allocated. Each is far
+# above the default model (46,753 parameters, 64 characters, 288 activations per character)
+# and far below what would exhaust a site's memory.
+DIMENSION_LIMITS: dict[str, tuple[int, int]] = {
+    "embedding_dim": (1, 512),
+    "filters_per_width": (1, 512),
+    "hidden": (1, 2048),
+    "max_chars": (1, 256),  # a DNS name has at most 253 characters
+    "vocab_size": (VOCAB_SIZE, 1024),  # the encoder emits ids below VOCAB_SIZE
+}
+MAX_WIDTHS = 8
+MAX_PARAMETERS = 4 * 2**20  # 16 MiB of float32 weights; the default model has 46,753
+# Floats one name occupies in the widest layer; a 1,024-name scoring batch stays near 0.5 GiB.
+MAX_ACTIVATIONS_PER_NAME = 2**17
+MAX_MODEL_BYTES = 64 * 2**20  # a model file (np.savez stores arrays uncompressed)
+MAX_HEADER_BYTES = 64 * 2**10  # the JSON header with the spec
+MAX_MEMBERS = 64  # arrays in the archive (the default model has 13)
+MAX_NPY_HEADER = 4096  # one array's .npy header
+MAX_DECOMPRESSED_BYTES = 4 * MAX_PARAMETERS + MAX_HEADER_BYTES + MAX_MEMBERS * MAX_NPY_HEADER
+
+_MODEL_FIX = "fix: pass a model.npz written by a fedsec run or `model_to_bytes`"
+
+
+class ModelFileError(ValueError):
+    """A model file is unusable: one line naming the file, what is wrong and the fix."""
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _whole_number(name: str, value: object, low: int, high: int) -> int:
+    # bool is an int in Python, and "64" or 64.0 in a header is a damaged or forged file.
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"ModelSpec.{name} must be a whole number, got {_shown(value)}")
+    if not low <= int(value) <= high:
+        raise ValueError(f"ModelSpec.{name} must be in [{low}, {high}], got {_shown(value)}")
+    return int(value)
+
+
+def spec_parameter_count(spec: ModelSpec) -> int:
+    """CharCNN's parameter count for `spec`, computed without building it."""
+    convs = sum(
+        spec.embedding_dim * spec.filters_per_width * width + spec.filters_per_width
+        for width in spec.widths
+    )
+    hidden = spec.filters_per_width * len(spec.widths) * spec.hidden + spec.hidden
+    return spec.vocab_size * spec.embedding_dim + convs + hidden + spec.hidden + 1
+
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Architecture of CharCNN; everything needed to rebuild an empty model."""
+    """Architecture of CharCNN; everything needed to rebuild an empty model.
+
+    Every field is type- and range-checked (DIMENSION_LIMITS, MAX_WIDTHS, MAX_PARAMETERS,
+    MAX_ACTIVATIONS_PER_NAME) because a spec also arrives inside model files.
+    """
 
     embedding_dim: int = 32
     filters_per_width: int = 64
@@ -33,19 +91,44 @@ class ModelSpec:
     reads: str = "registered-psl"  # what of a name it reads: common.features.model_view
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(int(width) for width in self.widths))
-        for name in ("embedding_dim", "filters_per_width", "hidden", "max_chars", "vocab_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"ModelSpec.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.widths or any(not 1 <= width <= self.max_chars for width in self.widths):
+        for name, (low, high) in DIMENSION_LIMITS.items():
+            object.__setattr__(self, name, _whole_number(name, getattr(self, name), low, high))
+        object.__setattr__(self, "widths", self._checked_widths())
+        dropout = self.dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float | np.floating):
+            raise ValueError(f"ModelSpec.dropout must be a number, got {_shown(dropout)}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"ModelSpec.dropout must be in [0, 1), got {_shown(dropout)}")
+        object.__setattr__(self, "dropout", float(dropout))
+        if not isinstance(self.reads, str) or self.reads not in MODEL_READS:
             raise ValueError(
-                f"ModelSpec.widths must be non-empty, each in [1, max_chars]; got {self.widths}"
+                f"ModelSpec.reads must be one of {list(MODEL_READS)}, got {_shown(self.reads)}"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"ModelSpec.dropout must be in [0, 1), got {self.dropout}")
-        if self.reads not in MODEL_READS:
+        self._check_size()
+
+    def _checked_widths(self) -> tuple[int, ...]:
+        widths = self.widths
+        if not isinstance(widths, list | tuple) or not 1 <= len(widths) <= MAX_WIDTHS:
             raise ValueError(
-                f"ModelSpec.reads must be one of {list(MODEL_READS)}, got {self.reads!r}"
+                f"ModelSpec.widths must be a list of 1 to {MAX_WIDTHS} whole numbers, each in "
+                f"[1, max_chars]; got {_shown(widths)}"
+            )
+        return tuple(_whole_number("widths", width, 1, self.max_chars) for width in widths)
+
+    def _check_size(self) -> None:
+        parameters = spec_parameter_count(self)
+        if parameters > MAX_PARAMETERS:
+            raise ValueError(
+                f"ModelSpec has {parameters:,} parameters, above the limit of {MAX_PARAMETERS:,}"
+            )
+        activations = self.max_chars * (
+            self.embedding_dim + self.filters_per_width * len(self.widths)
+        )
+        if activations > MAX_ACTIVATIONS_PER_NAME:
+            raise ValueError(
+                f"ModelSpec needs {activations:,} activations per name, above the limit of "
+                f"{MAX_ACTIVATIONS_PER_NAME:,} (max_chars x (embedding_dim + "
+                "filters_per_width x len(widths)))"
             )
 
     def encode(self, names) -> np.ndarray:
@@ -57,13 +140,20 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
-        fields = json.loads(text)
-        fields.setdefault("reads", "name")  # models saved before `reads` read whole names
+        return cls.from_fields(json.loads(text))
+
+    @classmethod
+    def from_fields(cls, fields: object) -> ModelSpec:
+        """A spec from a parsed JSON object; ValueError for anything that is not a valid one."""
+        if not isinstance(fields, dict):
+            raise ValueError(f"a ModelSpec must be a JSON object, got {type(fields).__name__}")
+        fields = {"reads": "name", **fields}  # models saved before `reads` read whole names
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = set(fields) - known
         if unknown:
             raise ValueError(
-                f"unknown ModelSpec fields {sorted(unknown)}; known fields are {sorted(known)}"
+                f"unknown ModelSpec fields {sorted(map(_shown, unknown))}; known fields are "
+                f"{sorted(known)}"
             )
         return cls(**fields)
 
@@ -192,21 +282,218 @@ def model_to_bytes(model: CharCNN) -> bytes:
     return buffer.getvalue()
 
 
-def model_from_bytes(data: bytes) -> tuple[CharCNN, ModelSpec]:
-    """Inverse of model_to_bytes; refuses pickled content."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        if _SPEC_KEY not in archive.files:
-            raise ValueError("not a fedsec model archive: the spec entry is missing")
-        header = json.loads(archive[_SPEC_KEY].tobytes().decode("utf-8"))
-        if header.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"unsupported model format_version {header.get('format_version')}, "
-                f"expected {_FORMAT_VERSION}"
+def load_model_file(path: Path | str) -> tuple[CharCNN, ModelSpec]:
+    """Read and check a model file; ModelFileError naming the file if it is not a usable one.
+
+    The size is checked while reading (at most MAX_MODEL_BYTES + 1 bytes are read), so neither
+    a huge file nor a device such as /dev/zero can exhaust memory.
+    """
+    path = Path(path)
+    try:
+        if not path.is_file():
+            reason = "no such file" if not path.exists() else "not a regular file"
+            raise ModelFileError(f"{path}: cannot read the model: {reason} ({_MODEL_FIX})")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_MODEL_BYTES + 1)
+    except OSError as error:
+        raise ModelFileError(
+            f"{path}: cannot read the model: {error.strerror or type(error).__name__} "
+            f"({_MODEL_FIX})"
+        ) from None
+    return model_from_bytes(data, source=path)
+
+
+# What a damaged or forged archive raises from zipfile, zlib, numpy's header parser or json.
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    OverflowError,
+    RecursionError,
+    NotImplementedError,
+    RuntimeError,
+    struct.error,
+    SyntaxError,
+)
+
+
+def model_from_bytes(
+    data: bytes, *, source: str | Path = "model archive"
+) -> tuple[CharCNN, ModelSpec]:
+    """Inverse of model_to_bytes; refuses pickled content and anything but a fedsec model.
+
+    Everything is checked before it is allocated: the archive's size and directory, the
+    header and its spec (ModelSpec's bounds), then every array's dtype and shape from its
+    .npy header against the spec, before its data is decompressed. Raises ModelFileError (a
+    ValueError), one line starting with `source`.
+    """
+    try:
+        return _model_from_archive(data, source=str(source))
+    except ModelFileError:
+        raise
+    except _ARCHIVE_ERRORS as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise ModelFileError(
+            f"{source}: not a readable model archive ({reason}) ({_MODEL_FIX})"
+        ) from None
+
+
+def _model_from_archive(data: bytes, *, source: str) -> tuple[CharCNN, ModelSpec]:
+    if len(data) > MAX_MODEL_BYTES:
+        raise ModelFileError(
+            f"{source}: {len(data) / 2**20:.0f} MiB or more, above the {MAX_MODEL_BYTES // 2**20} "
+            f"MiB a model file may have ({_MODEL_FIX})"
+        )
+    _check_directory(data, source=source)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = _checked_members(archive, source=source)
+        spec = _read_spec(archive, members, source=source)
+        expected = {name: tuple(tensor.shape) for name, tensor in _meta_state_shapes(spec).items()}
+        present = set(members) - {_SPEC_KEY}
+        missing, unexpected = sorted(set(expected) - present), sorted(present - set(expected))
+        if missing or unexpected:
+            raise ModelFileError(
+                f"{source}: arrays do not match the spec {spec}: missing {missing[:5]}, "
+                f"unexpected {[_shown(name) for name in unexpected[:5]]} ({_MODEL_FIX})"
             )
-        spec = ModelSpec.from_json(json.dumps(header["spec"]))
-        names = list(_empty_model(spec).state_dict().keys())
-        missing = [name for name in names if name not in archive.files]
-        if missing:
-            raise ValueError(f"model archive lacks arrays {missing} required by {spec}")
-        arrays = [archive[name] for name in names]
-    return ndarrays_to_model(arrays, spec=spec), spec
+        arrays = [
+            _read_array(archive, members[name], name, shape, np.dtype("<f4"), source=source)
+            for name, shape in expected.items()
+        ]
+    try:
+        return ndarrays_to_model(arrays, spec=spec), spec
+    except ValueError as error:
+        raise ModelFileError(f"{source}: {error} ({_MODEL_FIX})") from None
+
+
+def _check_directory(data: bytes, *, source: str) -> None:
+    """Bound the zip's central directory before zipfile turns every entry into an object."""
+    record = b"PK\x05\x06"
+    at = len(data) - 22 if data[-22:-18] == record else data.rfind(record, -(2**16 + 22))
+    if at < 0 or len(data) - at < 22:
+        raise ModelFileError(
+            f"{source}: not a readable model archive (no zip directory; truncated or not a "
+            f".npz) ({_MODEL_FIX})"
+        )
+    _, _, _, _, entries, directory_size, _, _ = struct.unpack("<4s4H2LH", data[at : at + 22])
+    if entries > MAX_MEMBERS or directory_size > MAX_MEMBERS * 1024:
+        raise ModelFileError(
+            f"{source}: the archive lists {entries} entries in {directory_size} bytes, more "
+            f"than a model's {MAX_MEMBERS} ({_MODEL_FIX})"
+        )
+
+
+def _checked_members(archive: zipfile.ZipFile, *, source: str) -> dict[str, zipfile.ZipInfo]:
+    """Array name -> zip entry, after bounding the sizes the entries declare."""
+    infos = archive.infolist()
+    names = [info.filename.removesuffix(".npy") for info in infos]
+    if len(set(names)) != len(names) or len(infos) > MAX_MEMBERS:
+        raise ModelFileError(
+            f"{source}: the archive has {len(infos)} entries, some repeated or more than "
+            f"{MAX_MEMBERS} ({_MODEL_FIX})"
+        )
+    declared = sum(info.file_size for info in infos)
+    if declared > MAX_DECOMPRESSED_BYTES:
+        raise ModelFileError(
+            f"{source}: the archive declares {declared:,} bytes uncompressed, more than "
+            f"{MAX_DECOMPRESSED_BYTES:,} ({_MODEL_FIX})"
+        )
+    return dict(zip(names, infos, strict=True))
+
+
+def _read_spec(
+    archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], *, source: str
+) -> ModelSpec:
+    if _SPEC_KEY not in members:
+        raise ModelFileError(
+            f"{source}: not a fedsec model archive: the header entry {_SPEC_KEY} is missing "
+            f"({_MODEL_FIX})"
+        )
+    with archive.open(members[_SPEC_KEY]) as stream:
+        shape, dtype = _npy_header(stream, _SPEC_KEY, source=source)
+        if dtype != np.uint8 or len(shape) != 1 or not 0 < shape[0] <= MAX_HEADER_BYTES:
+            raise ModelFileError(
+                f"{source}: the model header is {dtype} {shape}, not up to {MAX_HEADER_BYTES} "
+                f"bytes of JSON ({_MODEL_FIX})"
+            )
+        raw = stream.read(shape[0])
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as error:
+        reason = " ".join(str(error).split())[:120]
+        raise ModelFileError(
+            f"{source}: the model header is not JSON ({reason}) ({_MODEL_FIX})"
+        ) from None
+    if not isinstance(header, dict) or not isinstance(header.get("spec"), dict):
+        raise ModelFileError(
+            f"{source}: the model header is not a JSON object with a `spec` object ({_MODEL_FIX})"
+        )
+    version = header.get("format_version")
+    if isinstance(version, bool) or version != _FORMAT_VERSION:
+        raise ModelFileError(
+            f"{source}: unsupported model format_version {_shown(version)}, expected "
+            f"{_FORMAT_VERSION} (fix: load it with the fedsec version that wrote it)"
+        )
+    try:
+        return ModelSpec.from_fields(header["spec"])
+    except (ValueError, TypeError) as error:
+        raise ModelFileError(
+            f"{source}: the model header's spec is refused: {error} ({_MODEL_FIX})"
+        ) from None
+
+
+def _npy_header(stream, name: str, *, source: str) -> tuple[tuple[int, ...], np.dtype]:
+    """An .npy member's (shape, dtype), read from its header alone; C order only."""
+    version = np.lib.format.read_magic(stream)
+    if version not in ((1, 0), (2, 0)):
+        raise ModelFileError(
+            f"{source}: array {_shown(name)} has .npy format {version}, not 1.0 or 2.0 "
+            f"({_MODEL_FIX})"
+        )
+    read = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran_order, dtype = read(stream, max_header_size=MAX_NPY_HEADER)
+    if fortran_order:
+        raise ModelFileError(f"{source}: array {_shown(name)} is in Fortran order ({_MODEL_FIX})")
+    return tuple(shape), dtype
+
+
+def _read_array(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    *,
+    source: str,
+) -> np.ndarray:
+    """One array, after its declared dtype and shape match the spec's; exactly its bytes."""
+    with archive.open(info) as stream:
+        found_shape, found_dtype = _npy_header(stream, name, source=source)
+        if found_dtype != dtype or found_shape != shape:
+            raise ModelFileError(
+                f"{source}: array {name} is {found_dtype} {found_shape}, the spec expects "
+                f"{dtype} {shape} ({_MODEL_FIX})"
+            )
+        size = math.prod(shape) * dtype.itemsize
+        raw = stream.read(size)
+        if len(raw) != size or stream.read(1):
+            raise ModelFileError(
+                f"{source}: array {name} holds {len(raw)} bytes of data or more, not the "
+                f"{size} its shape needs ({_MODEL_FIX})"
+            )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def _meta_state_shapes(spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """The model's state_dict on the meta device: names and shapes, no memory."""
+    with torch.device("meta"):
+        return CharCNN(spec).state_dict()
