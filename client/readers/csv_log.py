@@ -41,6 +41,7 @@ from client.readers.lines import (
     LineBlocks,
     LineText,
     is_utf8,
+    overlong_lines,
     prepare_lines,
 )
 
@@ -89,13 +90,23 @@ def stream_csv_log(
     state: dict = {"line": 1, "header": None}
 
     def tasks() -> Iterator[Callable[[], tuple[pa.Table, list[BadLine]]]]:
-        for block, is_last in blocks:
-            if state["header"] is None:
+        for block, is_last, overlong in blocks.segments():
+            if overlong and state["header"] is None:
+                raise LogFormatError(
+                    f"{path}: line 1: the CSV header is longer than {blocks.max_line_bytes} "
+                    "bytes, so this is not a DNS log's header (fix: point [logs] paths at the "
+                    "CSV logs, or set [logs] format to the files' format)"
+                )
+            long_lines = overlong_lines(state["line"], overlong)
+            state["line"] += len(long_lines)
+            if state["header"] is None and block:
                 block = _take_header(block, state, path, fields, delimiter)
             first_line = state["line"]
             lines = block.count(b"\n") + (bool(block) and not block.endswith(b"\n"))
             state["line"] += lines
             cut = first_line + lines - 1 if is_last and not block.endswith(b"\n") else 0
+            if long_lines:
+                yield lambda bad=long_lines: (output_schema(fields).empty_table(), bad)
             if lines:
                 yield lambda block=block, first=first_line, count=lines, cut=cut: _parse_block(
                     block,
@@ -131,7 +142,7 @@ def _take_header(
     end = block.find(b"\n", start)
     end = len(block) if end < 0 else end
     raw = block[start:end].rstrip(b"\r").decode("utf-8", "backslashreplace")
-    header = next(csv.reader([raw], delimiter=delimiter), [])
+    header = _header_cells(raw, path, delimiter)
     if raw.startswith("#") or raw.lstrip().startswith("{"):
         kind = "zeek-tsv" if raw.startswith("#") else "zeek-json"
         raise LogFormatError(
@@ -147,6 +158,18 @@ def _take_header(
     state["header"] = header
     state["line"] = 2
     return block[end + 1 :]
+
+
+def _header_cells(raw: str, path: Path, delimiter: str) -> list[str]:
+    """The header row's names; a row Python's csv module refuses is a LogFormatError."""
+    try:
+        return next(csv.reader([raw], delimiter=delimiter), [])
+    except csv.Error as error:  # e.g. a field over csv.field_size_limit() (128 KiB)
+        raise LogFormatError(
+            f"{path}: line 1: the CSV header cannot be read ({error}; it is {len(raw)} "
+            "characters long). Fix: point [logs] paths at CSV logs with a header row of "
+            "column names, or set [logs] format to the files' format."
+        ) from None
 
 
 def _parse_block(

@@ -5,61 +5,127 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from client.readers.base import LogFormatError, Progress
+from client.readers.base import BadLine, LogFormatError, Progress
 
 BLOCK_BYTES = 16 << 20  # one block of whole lines: a few hundred thousand records at most
 ARROW_BLOCK_BYTES = 1 << 20  # Arrow's own default: cache friendly; a longer line gets one block
+# A DNS log line is a few hundred bytes (Zeek with many answers: a few KB); a longer one is
+# quarantined as 'line-too-long' with its first bytes, so one hostile line cannot take gigabytes.
+MAX_LINE_BYTES = 1 << 20
+LINE_TOO_LONG = "line-too-long"
+_OVERLONG_PREFIX = 200  # bytes of an overlong line kept in the quarantine
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
 
 class LineBlocks:
     """Whole lines of a plain or gzip'd file (every member) in blocks of about ``block_bytes``.
 
-    Iterating yields ``(block, is_last)``; every block but the last ends with ``\\n``. A gzip
-    stream cut short or damaged keeps what decompressed before the damage and sets
-    ``truncated``; one that yields nothing at all is a :class:`LogFormatError`.
+    Iterating yields ``(block, is_last)``; every block but the last ends with ``\\n``.
+    :meth:`segments` also yields the lines longer than ``max_line_bytes`` that were cut out
+    just before each block (a DNS log line is a few hundred bytes; a longer one is damage or an
+    attack, and holding it whole could take gigabytes). Memory stays at a few blocks however
+    long a line or however far a gzip member inflates. A gzip stream cut short or damaged keeps
+    what decompressed before the damage and sets ``truncated``; one that yields nothing at all
+    is a :class:`LogFormatError`.
     """
 
     def __init__(
-        self, path: Path, *, block_bytes: int = BLOCK_BYTES, on_progress: Progress | None = None
+        self,
+        path: Path,
+        *,
+        block_bytes: int = BLOCK_BYTES,
+        on_progress: Progress | None = None,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
         self.path = Path(path)
         self.block_bytes = max(1, int(block_bytes))
+        self.max_line_bytes = max(1, int(max_line_bytes))
         self.on_progress = on_progress
         self.truncated = False
 
     def __iter__(self) -> Iterator[tuple[bytes, bool]]:
-        previous: bytes | None = None
-        for block in self._blocks():
-            if previous is not None:
-                yield previous, False
-            previous = block
-        if previous is not None:
-            yield previous, True
+        for block, is_last, _ in self.segments():
+            if block or not is_last:
+                yield block, is_last
 
-    def _blocks(self) -> Iterator[bytes]:
+    def segments(self) -> Iterator[tuple[bytes, bool, list[str]]]:
+        """``(block, is_last, overlong)``: ``overlong`` describes the lines cut out just before
+        ``block``, in order; after overlong last lines the final block is empty."""
+        previous: bytes | None = None
+        pending: list[str] = []
+        held: list[str] = []
+        for item in self._blocks():
+            if isinstance(item, _Overlong):
+                pending.append(item.describe())
+                continue
+            if previous is not None:
+                yield previous, False, held
+            previous, held, pending = item, pending, []
+        if previous is not None:
+            yield previous, not pending, held
+        if pending:
+            yield b"", True, pending
+
+    def _blocks(self) -> Iterator[bytes | _Overlong]:
         parts: list[bytes] = []
-        size = 0
+        size = tail = 0  # tail: bytes after the last newline held
+        skipping: _Overlong | None = None
         for piece in self._pieces():
+            if skipping is not None:  # inside an overlong line: drop bytes up to its end
+                end = piece.find(b"\n")
+                if end < 0:
+                    skipping.size += len(piece)
+                    continue
+                skipping.size += end
+                yield skipping
+                skipping, piece = None, piece[end + 1 :]
+            newline = piece.rfind(b"\n")
+            tail = tail + len(piece) if newline < 0 else len(piece) - newline - 1
             parts.append(piece)
             size += len(piece)
-            if size < self.block_bytes:
+            if tail > self.max_line_bytes:  # the line still open is already too long
+                data = b"".join(parts)
+                start = len(data) - tail
+                yield from self._whole_lines(data[:start])
+                skipping = _Overlong(data[start : start + _OVERLONG_PREFIX], tail)
+                parts, size, tail = [], 0, 0
                 continue
+            if size < self.block_bytes or size == tail:
+                continue  # a line longer than a block (but allowed): keep reading until it ends
             data = b"".join(parts)
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than a block: keep reading until it ends
-                parts = [data]
-                continue
-            rest = data[cut:]
-            parts, size = ([rest], len(rest)) if rest else ([], 0)
-            yield data[:cut]
+            cut = len(data) - tail
+            yield from self._whole_lines(data[:cut])
+            parts, size = ([data[cut:]], tail) if tail else ([], 0)
+        if skipping is not None:
+            yield skipping
         if size:
-            yield b"".join(parts)
+            yield from self._whole_lines(b"".join(parts))
+
+    def _whole_lines(self, data: bytes) -> Iterator[bytes | _Overlong]:
+        """``data`` as it is, or cut around its lines longer than ``max_line_bytes``."""
+        if len(data) <= self.max_line_bytes:
+            if data:
+                yield data
+            return
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
+        if not data.endswith(b"\n"):
+            ends = np.append(ends, len(data))
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        start = 0
+        for index in np.flatnonzero(ends - starts > self.max_line_bytes).tolist():
+            line_start, line_end = int(starts[index]), int(ends[index])
+            if line_start > start:
+                yield data[start:line_start]
+            yield _Overlong(data[line_start : line_start + _OVERLONG_PREFIX], line_end - line_start)
+            start = line_end + 1
+        if start < len(data):
+            yield data[start:]
 
     def _raw(self, handle, size: int) -> bytes:
         raw = handle.read(size)
@@ -106,6 +172,24 @@ class LineBlocks:
             raise LogFormatError(
                 f"{self.path}: starts like gzip but cannot be decompressed; is the file corrupt?"
             )
+
+
+@dataclass
+class _Overlong:
+    """A line longer than the cap: its first bytes and its length (newline excluded)."""
+
+    prefix: bytes
+    size: int
+
+    def describe(self) -> str:
+        """The quarantine's raw text: the first bytes, then how long the line was."""
+        text = self.prefix.rstrip(b"\r").decode("utf-8", "backslashreplace")
+        return f"{text}... [a line of {self.size} bytes]"
+
+
+def overlong_lines(first_line: int, described: list[str]) -> list[BadLine]:
+    """The quarantine entries of lines cut out by :class:`LineBlocks`, numbered from first_line."""
+    return [(first_line + offset, LINE_TOO_LONG, text) for offset, text in enumerate(described)]
 
 
 def is_utf8(buffer: memoryview) -> bool:

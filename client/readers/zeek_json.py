@@ -39,7 +39,7 @@ from client.readers.base import (
     run_ahead,
     seconds_from_numbers,
 )
-from client.readers.lines import BLOCK_BYTES, LineBlocks
+from client.readers.lines import BLOCK_BYTES, LineBlocks, overlong_lines
 
 # dns.log field types as Zeek writes them in JSON; unknown fields are read as text
 ZEEK_DNS_TYPES: dict[str, pa.DataType] = {
@@ -108,7 +108,13 @@ def stream_zeek_json(
     position = {"line": 1}
 
     def tasks() -> Iterator[Callable[[], tuple[pa.Table, list[BadLine], int]]]:
-        for block, is_last in blocks:
+        for block, is_last, overlong in blocks.segments():
+            long_lines = overlong_lines(position["line"], overlong)
+            position["line"] += len(long_lines)
+            if long_lines:
+                yield lambda bad=long_lines: (output_schema(fields).empty_table(), bad, 0)
+            if not block:
+                continue
             first_line = position["line"]
             lines = block.count(b"\n") + (not block.endswith(b"\n"))
             position["line"] += lines

@@ -1,18 +1,14 @@
 """Zeek dns.log TSV reader (plain or gzip): header blocks, bulk Arrow parsing, quarantine.
 
-:func:`read_zeek_tsv` loads the whole file and parses its chunks in parallel;
-:func:`stream_zeek_tsv` does the same block by block with bounded memory, with the same rows,
-quarantine and :class:`ReadStats`.
+:func:`stream_zeek_tsv` parses the file block by block on a few threads with bounded memory;
+:func:`read_zeek_tsv` collects its tables into one.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +27,7 @@ from client.readers.base import (
     ReadStats,
     TableStream,
     check_columns,
+    collect,
     default_workers,
     output_schema,
     parse_decimal_seconds,
@@ -42,6 +39,7 @@ from client.readers.lines import (
     BLOCK_BYTES,
     LineBlocks,
     LineText,
+    overlong_lines,
     prepare_lines,
 )
 
@@ -116,37 +114,13 @@ def read_zeek_tsv(
     from a block's ``#fields`` is null there. Every line that is neither a header nor a
     record goes to ``quarantine`` with its line number. Raises :class:`LogFormatError` when
     the file is not Zeek TSV or lacks ``ts``/``query``. Zeek names its own fields, so a
-    ``mapping`` that renames any column is a ValueError.
+    ``mapping`` that renames any column is a ValueError. The file is read block by block
+    (:func:`stream_zeek_tsv`): a gzip bomb or one huge line cannot take the memory.
     """
-    _no_mapping(mapping, "zeek-tsv")
     columns = check_columns(columns)
-    path = Path(path)
-    data, stream_truncated = _load(path)
-    chunks, header_lines, lines_read, bad = _split(data, path)
-    cut_line = lines_read if data and not data.endswith(b"\n") else 0
-
-    def parse(chunk: _Chunk) -> tuple[pa.Table, list[BadLine]]:
-        return _parse_chunk(data, chunk, columns=columns, cut_line=cut_line)
-
-    workers = min(len(chunks), os.cpu_count() or 1)
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(parse, chunks))
-    else:
-        results = [parse(chunk) for chunk in chunks]
-    tables = [table for table, _ in results]
-    bad.extend(line for _, chunk_bad in results for line in chunk_bad)
-    counts = quarantine_lines(quarantine, path, bad)
-    table = pa.concat_tables(tables) if tables else output_schema(columns).empty_table()
-    stats = ReadStats(
-        path=str(path),
-        lines_read=lines_read,
-        records=table.num_rows,
-        quarantined=dict(counts),
-        header_lines=header_lines,
-        compressed_stream_truncated=stream_truncated,
+    return collect(
+        stream_zeek_tsv(path, quarantine=quarantine, columns=columns, mapping=mapping), columns
     )
-    return table, stats
 
 
 def stream_zeek_tsv(
@@ -171,8 +145,12 @@ def stream_zeek_tsv(
     state = _TsvState()
 
     def tasks() -> Iterator[Callable[[], list[tuple[pa.Table, list[BadLine]]]]]:
-        for index, (block, is_last) in enumerate(blocks):
-            chunks, bad = _split_block(block, state, path, at_start=index == 0)
+        for block, is_last, overlong in blocks.segments():
+            at_start = state.line == 1
+            long_lines = overlong_lines(state.line, overlong)
+            state.line += len(long_lines)
+            chunks, bad = _split_block(block, state, path, at_start=at_start)
+            bad = long_lines + bad
             cut_line = state.line - 1 if is_last and not block.endswith(b"\n") else 0
 
             def parse(block=block, chunks=chunks, bad=bad, cut_line=cut_line):
@@ -209,38 +187,6 @@ def _no_mapping(mapping: Mapping[str, str] | None, fmt: str) -> None:
         )
 
 
-def _load(path: Path) -> tuple[bytes, bool]:
-    """The file's bytes, gunzipped (every member) when it starts with the gzip magic.
-
-    A truncated or corrupt stream keeps what decompressed before the damage and is flagged.
-    """
-    data = path.read_bytes()
-    if not data.startswith(b"\x1f\x8b"):
-        return data, False
-    parts: list[bytes] = []
-    position, damaged = 0, False
-    while position < len(data) and data.startswith(b"\x1f\x8b", position):
-        inflater = zlib.decompressobj(wbits=31)
-        try:  # in 1 MiB steps so damage near the end still leaves what came before it
-            while not inflater.eof and position < len(data):
-                piece = data[position : position + (1 << 20)]
-                parts.append(inflater.decompress(piece))
-                position += len(piece)
-        except zlib.error:
-            damaged = True
-            break
-        if not inflater.eof:
-            damaged = True
-            break
-        position -= len(inflater.unused_data)
-    damaged = damaged or bool(data[position:].strip(b"\0"))  # gzip allows zero padding at the end
-    if damaged and not any(parts):
-        raise LogFormatError(
-            f"{path}: starts like gzip but cannot be decompressed; is the file corrupt?"
-        )
-    return b"".join(parts), damaged
-
-
 @dataclass
 class _TsvState:
     """Where a scan of the file stands: the header in force and the next line number."""
@@ -250,17 +196,11 @@ class _TsvState:
     header_lines: int = 0
 
 
-def _split(data: bytes, path: Path) -> tuple[list[_Chunk], int, int, list[BadLine]]:
-    """Cut the file at '#' lines into chunks sharing one header; count header and all lines."""
-    state = _TsvState()
-    chunks, bad = _split_block(data, state, path, at_start=True)
-    return chunks, state.header_lines, state.line - 1, bad
-
-
 def _split_block(
     data: bytes, state: _TsvState, path: Path, *, at_start: bool
 ) -> tuple[list[_Chunk], list[BadLine]]:
-    """:func:`_split` for one block, carrying the header across blocks."""
+    """Cut a block at '#' lines into chunks sharing one header, carrying the header across
+    blocks; count header and all lines in ``state``."""
     chunks: list[_Chunk] = []
     bad: list[BadLine] = []
     position = 3 if at_start and data.startswith(b"\xef\xbb\xbf#") else 0
