@@ -85,13 +85,26 @@ def report_lines(assessment: Assessment) -> list[str]:
         "files:",
     ]
     for item in report.read.files:
+        quarantined = sum(item.quarantined.values())
         lines.append(
-            f"  {Path(item.path).name}: {item.lines_read} lines, {item.header_lines} "
-            f"header, {item.records} records, quarantined: "
-            f"{_fmt_counts(item.quarantined)}, invalid names {item.invalid_domains}, "
+            f"  {Path(item.path).name}: {item.lines_read} lines read = {item.header_lines} "
+            f"header + {item.records} records + {quarantined} quarantined "
+            f"({_fmt_counts(item.quarantined)}); invalid names {item.invalid_domains}, "
             f"duplicates {item.duplicates}, out of order {item.out_of_order}"
             + (", GZIP STREAM TRUNCATED" if item.compressed_stream_truncated else "")
         )
+        lines.extend(_quarantine_line(assessment, item.path))
+    for path in report.skipped_paths:
+        lines.append(f"  {path}: NOT A FILE, nothing read from it")
+    if report.intel:
+        lines.append("intel:")
+    for intel in report.intel:
+        lines.append(
+            f"  {intel.kind} {Path(intel.path).name}: {intel.lines_read} lines read = "
+            f"{intel.skipped} blank/comment/header + {intel.entries} entries + "
+            f"{intel.invalid} quarantined ({_fmt_counts(intel.quarantined)})"
+        )
+        lines.extend(_quarantine_line(assessment, intel.path))
     lines.append("days (UTC):")
     for day in report.read.days:
         lines.append(
@@ -126,6 +139,12 @@ def report_lines(assessment: Assessment) -> list[str]:
     )
     lines.append(f"quarantined lines: {assessment.quarantine_dir}")
     return lines
+
+
+def _quarantine_line(assessment: Assessment, path: str) -> list[str]:
+    """Where this input's bad lines were written (the file itself, not just the folder)."""
+    file = assessment.quarantine_files.get(path)
+    return [] if file is None else [f"    quarantined lines in {file}"]
 
 
 def check_site(site_dir: Path) -> tuple[list[str], int]:

@@ -118,11 +118,29 @@ class SplitFigures:
 
 
 @dataclass(frozen=True)
+class IntelFigures:
+    """One intel list's accounting: lines_read == skipped + entries + sum(quarantined)."""
+
+    kind: str  # blocklist or allowlist
+    path: str
+    lines_read: int
+    skipped: int  # blank, comment or header lines
+    entries: int  # lines that gave a name
+    quarantined: dict[str, int]
+
+    @property
+    def invalid(self) -> int:
+        return sum(self.quarantined.values())
+
+
+@dataclass(frozen=True)
 class DqaReport:
     read: ReadFigures
     labels: LabelFigures | None = None
     split: SplitFigures | None = None
     notes: tuple[str, ...] = field(default=())
+    intel: tuple[IntelFigures, ...] = field(default=())
+    skipped_paths: tuple[str, ...] = field(default=())  # glob matches that are not files
 
     @property
     def malformed_rate(self) -> float:
@@ -433,7 +451,47 @@ def quality_gate(report: DqaReport, thresholds: DqaConfig = DEFAULT_GATE) -> lis
                 )
     if report.read.data_lines == 0:
         reasons.append("the logs hold no data lines (check [logs] paths)")
+    reasons.extend(unread_input(report))
     return reasons
+
+
+def unread_input(report: DqaReport) -> list[str]:
+    """Input the site was given but did not use: each is a reason not to train (no silent loss)."""
+    reasons = [
+        f"{path}: matches [logs] paths but is not a file, so nothing in it was read (fix: "
+        "make logs.paths match only files, e.g. 'logs/*/dns.log*' for one folder per day)"
+        for path in report.skipped_paths
+    ]
+    for item in report.read.files:
+        reasons.extend(file_problems(item))
+    for intel in report.intel:
+        if intel.entries == 0 and intel.invalid:
+            reasons.append(
+                f"{intel.path}: every one of the {intel.invalid} entries of the {intel.kind} is "
+                "invalid, so it labels nothing (fix: see the quarantine file for why; one "
+                "domain per line" + (", then ',family'" if intel.kind == "blocklist" else "") + ")"
+            )
+    return reasons
+
+
+def file_problems(item: FileFigures | ReadStats) -> list[str]:
+    """Why one log file was not fully used: a cut gzip stream, or no line read as a record."""
+    problems = []
+    if item.compressed_stream_truncated:
+        problems.append(
+            f"{item.path}: the gzip stream is truncated or damaged after {item.lines_read} "
+            "lines, so the rest of the file was not read (fix: copy the file again from "
+            "the sensor, or remove it from the logs)"
+        )
+    data_lines = item.lines_read - item.header_lines
+    if data_lines > 0 and item.records == 0:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in item.quarantined.items())
+        problems.append(
+            f"{item.path}: none of its {data_lines} data lines could be read ({reasons}), so "
+            "its columns are not what the reader expects (fix: check [logs] format and "
+            "columns, or the file's header)"
+        )
+    return problems
 
 
 class QualityGateError(ValueError):

@@ -8,10 +8,12 @@ when a log or intel file changed.
 
 from __future__ import annotations
 
+import csv
 import glob
+import io
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from client.domains import REASON_PREFIX, normalise_domain_array, registered_dom
 from client.dqa import (
     DUPLICATE_KEY,
     DqaReport,
+    IntelFigures,
     QuarantinedLine,
     label_figures,
     quality_gate,
@@ -59,6 +62,8 @@ class Assessment:
     report: DqaReport
     problems: list[str]
     quarantine_dir: Path
+    # input file -> the quarantine file its bad lines were written to (only files with some)
+    quarantine_files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def passes(self) -> bool:
@@ -121,16 +126,18 @@ class EncodedSite:
         )
 
 
+def _matches(site_dir: Path, config: SiteConfig) -> set[Path]:
+    return {Path(p) for pattern in config.logs.paths for p in glob.glob(str(site_dir / pattern))}
+
+
+def skipped_matches(site_dir: Path, config: SiteConfig) -> list[Path]:
+    """What `[logs] paths` matches that is not a file (a folder): reported, never read."""
+    return sorted(path for path in _matches(site_dir, config) if not path.is_file())
+
+
 def log_files(site_dir: Path, config: SiteConfig) -> list[Path]:
     """The files `[logs] paths` matches under the site folder, sorted."""
-    files = sorted(
-        {
-            Path(p)
-            for pattern in config.logs.paths
-            for p in glob.glob(str(site_dir / pattern))
-            if Path(p).is_file()
-        }
-    )
+    files = sorted(path for path in _matches(site_dir, config) if path.is_file())
     if not files:
         raise ConfigError(
             f"{site_dir / SITE_FILE}: field logs.paths: no file matches {config.logs.paths} "
@@ -186,6 +193,45 @@ def _quarantine_invalid_names(records: pa.Table, reasons: pa.Array, quarantine: 
         )
 
 
+def intel_figures(
+    site_dir: Path, config: SiteConfig, quarantine: Quarantine
+) -> tuple[IntelFigures, ...]:
+    """Every intel line accounted for: skipped (blank, comment, header), entry or quarantined.
+
+    Counted over the lines `client.site.load_intel` reads, by its rules: the blocklist skips
+    empty rows and a first row starting 'domain'; the allowlist skips blank and '#' lines.
+    """
+    figures = []
+    for kind, relative in (
+        ("blocklist", config.labels.blocklist),
+        ("allowlist", config.labels.allowlist),
+    ):
+        path = site_dir / relative
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if kind == "blocklist":
+            rows = list(csv.reader(io.StringIO(text)))
+            skipped = sum(
+                1
+                for number, row in enumerate(rows, start=1)
+                if not row or (number == 1 and row[0].strip().lower() == "domain")
+            )
+        else:
+            rows = text.splitlines()
+            skipped = sum(1 for line in rows if not line.split("#", 1)[0].strip())
+        quarantined = quarantine.counts_for(path)
+        figures.append(
+            IntelFigures(
+                kind=kind,
+                path=str(path),
+                lines_read=len(rows),
+                skipped=skipped,
+                entries=len(rows) - skipped - sum(quarantined.values()),
+                quarantined=quarantined,
+            )
+        )
+    return tuple(figures)
+
+
 def _names_to_guard(names: pa.Array, intel: Intel) -> frozenset[str]:
     """Every valid name of the logs and the intel lists, with their registered domains."""
     distinct = set(pc.unique(names.drop_null()).to_pylist())
@@ -213,6 +259,12 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
         names, reasons = normalise_domain_array(records["query"])
         _quarantine_invalid_names(records, reasons, quarantine)
         intel = load_intel(site_dir, config, quarantine=quarantine)
+        intel_read = intel_figures(site_dir, config, quarantine)
+        quarantine_files = {
+            str(path): file
+            for path in [*(item.path for item in stats), *(item.path for item in intel_read)]
+            if (file := quarantine.file_for(path)) is not None
+        }
     records = records.append_column("name", names)
     read = read_figures(
         stats=stats,
@@ -235,12 +287,20 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
         )
     except ConfigError as error:
         notes = (str(error),)
-    report = DqaReport(read=read, labels=labels, split=split, notes=notes)
+    report = DqaReport(
+        read=read,
+        labels=labels,
+        split=split,
+        notes=notes,
+        intel=intel_read,
+        skipped_paths=tuple(str(path) for path in skipped_matches(site_dir, config)),
+    )
     quality = Assessment(
         config=config,
         report=report,
         problems=[*notes, *quality_gate(report, dqa)],
         quarantine_dir=quarantine_dir,
+        quarantine_files=quarantine_files,
     )
     return PreparedSite(
         site_dir=site_dir,

@@ -23,12 +23,17 @@ import pyarrow.compute as pc
 import torch
 
 from client.domains import REASON_PREFIX, normalise_domain_array, registered_domain
+from client.dqa import file_problems
+from client.quarantine import HEADER as QUARANTINE_TEXT_HEADER
 from client.quarantine import Quarantine
-from client.readers import STREAMS, Progress, detect_format
+from client.readers import STREAMS, Progress, ReadStats, detect_format
+from common.config import DqaConfig
 from common.files import write_atomic
 from common.model import CharCNN
 from common.training import predict_scores
 
+QUARANTINE_HEADER = QUARANTINE_TEXT_HEADER.encode()
+DEFAULT_MAX_MALFORMED_RATE = DqaConfig().max_malformed_rate
 CACHE_SIZE = 1 << 19  # names; ~100 MB of Python objects at most
 # main thread: parse (waiting for the readers), dedup, normalise, model_wait (blocked on the
 # model thread), write; model thread: model, alerts. Stages overlap, so they sum past wall time.
@@ -108,6 +113,9 @@ class ScoreSummary:
     threshold: float = math.nan
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall_seconds: float = math.nan
+    # why some input was not scored (one line per file: a cut gzip stream, unreadable columns,
+    # too many bad lines); not empty means the job failed
+    problems: list[str] = field(default_factory=list)
 
 
 class StageClock:
@@ -293,6 +301,7 @@ def score_logs(
     on_file: Callable[[Path], None] | None = None,
     block_bytes: int | None = None,
     model_threads: int = 1,
+    max_malformed_rate: float = DEFAULT_MAX_MALFORMED_RATE,
 ) -> ScoreSummary:
     """Score every record of ``paths`` and write ``out`` (alerts.jsonl); return the summary.
 
@@ -300,6 +309,7 @@ def score_logs(
     names go to ``quarantine_dir`` (one TSV per log file, with line numbers). The model runs
     with ``model_threads`` torch threads (restored afterwards): the parser and the Python
     stages need the other cores, and oversubscribed OpenMP threads were 6x slower, not faster.
+    A file not fully scored (see :func:`unscored`) is named in ``summary.problems``.
     """
     started = time.perf_counter()
     threads = torch.get_num_threads()
@@ -316,6 +326,7 @@ def score_logs(
                 on_progress=on_progress,
                 on_file=on_file,
                 block_bytes=block_bytes,
+                max_malformed_rate=max_malformed_rate,
             )
         finally:
             scorer.close()
@@ -340,6 +351,7 @@ def feed_logs(
     on_progress: Progress | None,
     on_file: Callable[[Path], None] | None,
     block_bytes: int | None,
+    max_malformed_rate: float = DEFAULT_MAX_MALFORMED_RATE,
 ) -> None:
     """Stream every file through its reader into `scorer` (`add` per table, `finish` at the end)."""
     summary = scorer.summary
@@ -371,9 +383,25 @@ def feed_logs(
         summary.lines_read += stats.lines_read
         summary.records += stats.records
         reasons.update(stats.quarantined)
+        summary.problems.extend(unscored(stats, max_malformed_rate=max_malformed_rate))
     scorer.finish()
     clock.lap("model_wait")
     summary.quarantined = dict(reasons)
+
+
+def unscored(stats: ReadStats, *, max_malformed_rate: float) -> list[str]:
+    """Why a file's lines were not all scored: a cut gzip stream, no record at all (unreadable
+    columns), or more bad lines than the quality gate allows (the site's, or the default)."""
+    problems = file_problems(stats)
+    data_lines = stats.lines_read - stats.header_lines
+    bad = sum(stats.quarantined.values())
+    if stats.records and data_lines and bad / data_lines > max_malformed_rate:
+        problems.append(
+            f"{stats.path}: {bad} of its {data_lines} data lines were quarantined, not "
+            f"scored ({bad / data_lines:.1%}, above the {max_malformed_rate:g} the quality gate "
+            "allows; fix: see the quarantine file, check the format and columns)"
+        )
+    return problems
 
 
 # --- the `fedsec score` command -----------------------------------------------------------------
@@ -403,7 +431,27 @@ def resolve_threshold(*, threshold: float | None, site_dir: Path | None) -> tupl
     return DEFAULT_THRESHOLD, "default"
 
 
-def _log_paths(logs: list[Path]) -> list[Path]:
+ALERTS_HEAD = b'{"rank": '  # the first bytes of every alerts.jsonl `fedsec score` writes
+
+
+def is_score_output(path: Path, *, out: Path) -> bool:
+    """Whether ``path`` is something `fedsec score` wrote (this run's or an earlier one's):
+    ``out``, its temporary sibling or quarantine folder, an alerts file, a quarantine file."""
+    path, out = path.resolve(), out.resolve()
+    quarantine = out.parent / f"{out.name}.quarantine"
+    if path == out or quarantine in path.parents or path.name.startswith(f".{out.name}."):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(QUARANTINE_HEADER))
+    except OSError:
+        return False
+    return head.startswith(ALERTS_HEAD) or head == QUARANTINE_HEADER
+
+
+def log_paths(logs: list[Path], *, out: Path) -> tuple[list[Path], list[Path]]:
+    """(files to score, files left out as `fedsec score` output): folders are walked, and
+    score never reads what it wrote, even with ``--out`` inside a ``--logs`` folder."""
     paths: list[Path] = []
     for path in logs:
         if path.is_dir():
@@ -412,15 +460,23 @@ def _log_paths(logs: list[Path]) -> list[Path]:
             paths.append(path)
         else:
             raise FileNotFoundError(f"{path}: no such log file or folder (fix: check --logs)")
+    own = [path for path in paths if is_score_output(path, out=out)]
+    paths = [path for path in paths if path not in own]
     if not paths:
-        raise FileNotFoundError(f"no log files in {[str(p) for p in logs]} (fix: check --logs)")
-    return paths
+        raise FileNotFoundError(
+            f"no log files in {[str(p) for p in logs]}"
+            + (f" besides {len(own)} file(s) fedsec score wrote" if own else "")
+            + " (fix: check --logs)"
+        )
+    return paths, own
 
 
 def score_command(
     *, model: Path, logs: list[Path], out: Path, site_dir: Path | None, threshold: float | None
 ) -> int:
-    """`fedsec score`: alerts.jsonl from logs; prints the summary; 0 on success, 2 on bad input.
+    """`fedsec score`: alerts.jsonl from logs; prints the summary; 0 when every line was read,
+    1 when some input was not (a cut gzip stream, unreadable columns, too many bad lines: the
+    alerts are still written for what was read), 2 on bad input.
 
     With ``site_dir`` the logs are read in the site's configured format (and column mapping);
     without it each file's format is detected. Bad lines go to ``OUT.quarantine/``.
@@ -438,11 +494,12 @@ def score_command(
     console = Console(stderr=True)
     try:
         network, _ = model_from_bytes(Path(model).read_bytes())
-        fmt, mapping = None, None
+        fmt, mapping, max_malformed = None, None, DEFAULT_MAX_MALFORMED_RATE
         if site_dir is not None:
             config = load_site_config(Path(site_dir))
             fmt, mapping = config.logs.format, getattr(config.logs, "columns", None)
-        paths = _log_paths([Path(p) for p in logs])
+            max_malformed = config.dqa.max_malformed_rate
+        paths, own = log_paths([Path(p) for p in logs], out=Path(out))
         tau, source = resolve_threshold(threshold=threshold, site_dir=site_dir)
         quarantine_dir = out.parent / f"{out.name}.quarantine"
         with Progress(
@@ -465,15 +522,27 @@ def score_command(
                 mapping=mapping,
                 on_progress=lambda size: bar.advance(task, size),
                 on_file=lambda path: bar.update(task, description=f"scoring {path.name}"),
+                max_malformed_rate=max_malformed,
             )
     except (ConfigError, LogFormatError, FileNotFoundError, ValueError, OSError) as error:
         for line in str(error).splitlines():
             print(f"fedsec: error: {line}", file=sys.stderr)
         return 2
+    if own:
+        print(f"left out {len(own)} file(s) that fedsec score wrote (alerts, quarantine)")
     for line in summary_lines(
         summary, out=out, threshold_source=source, quarantine_dir=quarantine_dir
     ):
         print(line)
+    if summary.problems:
+        for problem in summary.problems:
+            print(f"fedsec: error: {problem}", file=sys.stderr)
+        print(
+            f"fedsec: error: {len(summary.problems)} problem(s) above: the alerts cover only "
+            "the lines that were read",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
