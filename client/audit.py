@@ -24,6 +24,13 @@ log = logging.getLogger("fedsec.client")
 
 _NAME_RUN = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)+")
 _LABEL = re.compile(r"[a-z0-9-]+")
+MIN_BINARY_NAME_CHARS = 7
+"""The shortest name sought in binary values. A SecAgg+ masked vector is uniform random bytes
+(int64 words with 4 random bytes each), where a 4-character name such as `t.co` turns up by
+chance: about 1.9e-9 per word, so ~1e-4 per 46,753-value update and a site that knows one,
+enough to withhold an honest reply now and then and drop the site from a round. From 7
+characters a chance match is below 1e-14 per byte position, even in fully random bytes. Text
+values (keys, strings) are still searched for every name."""
 MAX_SLUG_LABELS = 12  # a slugged name longer than this still shows as a dotted run elsewhere
 _NUMERIC_KINDS = frozenset("biufc")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]|\.\.")  # numpy dtype kinds an array may carry: numbers only
@@ -76,14 +83,19 @@ def leaked_names(
     texts: Iterable[str] | str | bytes, names: frozenset[str], *, binary: Iterable[bytes] = ()
 ) -> set[str]:
     """The site's names in `texts` (as a dotted run, a suffix of one, or slugged) and in
-    `binary` values (as a dotted run or its suffix: slug forms would match random bytes)."""
+    `binary` values (as a dotted run or its suffix, of at least MIN_BINARY_NAME_CHARS: slug
+    forms and short names would match random bytes)."""
     if isinstance(texts, bytes):
         texts, binary = [], [texts, *binary]
     elif isinstance(texts, str):
         texts = [texts]
     found: set[str] = set()
     for data in binary:
-        found |= _dotted(data.decode("latin-1").lower(), names)
+        found |= {
+            name
+            for name in _dotted(data.decode("latin-1").lower(), names)
+            if len(name) >= MIN_BINARY_NAME_CHARS
+        }
     for text in texts:
         lowered = text.lower()
         found |= _dotted(lowered, names)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.audit import LeakError, leaked_names, make_reply_guard
+from client.audit import LeakError, leaked_names, make_reply_guard, reply_texts
 
 NAMES = frozenset({"evil-dga-qwkz.com", "intranet.acme.example", "acme.example"})
 
@@ -16,6 +17,20 @@ def test_leaked_names_finds_full_and_registered_names_in_bytes():
     payload = b"\x00\x12www.evil-dga-qwkz.com\x08foo\x00mail.acme.example\x01"
     assert leaked_names(payload, NAMES) == {"evil-dga-qwkz.com", "acme.example"}
     assert leaked_names(b"fitres.metrics\x00site-id\x00auc", NAMES) == set()
+
+
+def test_a_short_name_in_a_masked_vector_is_chance_not_a_leak():
+    """A masked SecAgg+ update is random bytes: a 4-character name turns up in ~1e-4 of them."""
+    masked = np.random.default_rng(7).integers(0, 2**32, size=1000, dtype=np.int64)
+    masked[500] = int.from_bytes(b"T.Co", "little")  # as the random low bytes of one word
+    short = frozenset({"t.co", *NAMES})
+    texts, binary = reply_texts(RecordDict({"m": ArrayRecord([masked])}))
+    assert leaked_names(texts, short, binary=binary) == set()
+    # Text is searched for every name; binary for names of MIN_BINARY_NAME_CHARS or more.
+    assert leaked_names(["see t.co"], short) == {"t.co"}
+    long = np.frombuffer(b"\x00acme.example\x00\x00\x00", dtype=np.int64)
+    texts, binary = reply_texts(RecordDict({"m": ArrayRecord([long])}))
+    assert leaked_names(texts, short, binary=binary) == {"acme.example"}
 
 
 @pytest.fixture
