@@ -13,10 +13,15 @@ from client.quarantine import Quarantine
 from common.config import ConfigError, SiteConfig, parse_site_config
 
 SITE_FILE = "site.toml"
+# A site configuration is a few hundred bytes; reading stops past this, whatever the file is.
+MAX_SITE_FILE_BYTES = 2**20
 
 
 def load_site_config(site_dir: Path) -> SiteConfig:
-    """Read and validate `SITE_DIR/site.toml`; every failure names the file and the fix."""
+    """Read and validate `SITE_DIR/site.toml`; every failure names the file and the fix.
+
+    A UTF-8 byte-order mark at the start (some Windows editors write one) is skipped.
+    """
     if not site_dir.is_dir():
         raise ConfigError(
             f"{site_dir}: site folder does not exist (fix: pass the folder that holds {SITE_FILE})"
@@ -25,12 +30,36 @@ def load_site_config(site_dir: Path) -> SiteConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: missing (fix: write the site configuration, see README)")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(_read_site_text(path))
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error} (fix: correct the syntax)") from None
+        reason = " ".join(str(error).split())
+        raise ConfigError(f"{path}: not valid TOML: {reason} (fix: correct the syntax)") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: not valid TOML: arrays or tables nested too deeply (fix: correct the syntax)"
+        ) from None
+    return parse_site_config(data, source=path)
+
+
+def _read_site_text(path: Path) -> str:
+    """The file's text, at most MAX_SITE_FILE_BYTES of it, without a leading byte-order mark."""
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_SITE_FILE_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(
+            f"{path}: cannot be read: {error.strerror or type(error).__name__} "
+            "(fix: make it readable by this user)"
+        ) from None
+    if len(raw) > MAX_SITE_FILE_BYTES:
+        raise ConfigError(
+            f"{path}: more than {MAX_SITE_FILE_BYTES} bytes; a site configuration is a few "
+            "hundred (fix: point at the right folder or shorten the file)"
+        )
+    try:
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text (fix: save it as UTF-8)") from None
-    return parse_site_config(data, source=path)
 
 
 @dataclass(frozen=True)

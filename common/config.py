@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,9 @@ ShareLevel = Literal["none", "aggregate", "rates", "rates+volumes"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has real types, so `count = true` or `count = "5"` is a mistake to report,
+    # not a value to coerce; allow_inf_nan=False: `inf` and `nan` are never a site's figure.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class LogsConfig(_Strict):
@@ -57,18 +60,39 @@ class DeploymentConfig(_Strict):
     benign_events_per_day: float = Field(gt=0)
     base_rate: float | Literal["measured"] = 1e-5
 
-    @field_validator("base_rate")
+    @field_validator("base_rate", mode="plain")
     @classmethod
-    def _rate_in_unit_interval(cls, value: float | str) -> float | str:
-        if isinstance(value, float) and not 0.0 < value < 1.0:
-            raise ValueError("base_rate must be in (0, 1) or the string 'measured'")
-        return value
+    def _rate_in_unit_interval(cls, value: object) -> float | str:
+        # One check instead of pydantic's union, which reports each member's error separately.
+        if isinstance(value, str) and value == "measured":
+            return value
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not 0.0 < value < 1.0:
+            raise ValueError(
+                "base_rate must be a finite number strictly between 0 and 1, or the string "
+                "'measured'"
+            )
+        return float(value)
 
 
 class AnalystsConfig(_Strict):
     count: int = Field(ge=0)
     productive_hours_per_day: float = Field(gt=0, le=24)
     minutes_per_alert: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _budget_is_finite(self) -> AnalystsConfig:
+        # A minutes_per_alert of 1e-310 is positive and finite, yet makes the budget infinite.
+        try:
+            budget = self.count * self.productive_hours_per_day * 60.0 / self.minutes_per_alert
+        except OverflowError:
+            budget = math.inf
+        if not math.isfinite(budget):
+            raise ValueError(
+                "the alert budget count x productive_hours_per_day x 60 / minutes_per_alert is "
+                "not a finite number; minutes_per_alert is too small or count too large"
+            )
+        return self
 
 
 class ShareConfig(_Strict):
@@ -124,19 +148,30 @@ class ConfigError(ValueError):
     """A configuration file is wrong; the message names the file, the field and the fix."""
 
 
+# pydantic error type -> how to write the value in TOML (the field name is filled in).
+_FIXES = {
+    "missing": "add `{field}`",
+    "extra_forbidden": "remove `{field}` (unknown field; check its spelling)",
+    "int_type": "write `{field}` as a whole number without quotes, e.g. 5",
+    "int_from_float": "write `{field}` as a whole number without quotes, e.g. 5",
+    "float_type": "write `{field}` as a number without quotes, e.g. 20 or 1.5e6",
+    "finite_number": "write `{field}` as a finite number (not inf or nan)",
+    "string_type": 'write `{field}` as a quoted string, e.g. "text"',
+    "list_type": 'write `{field}` as a list, e.g. ["text"]',
+    "dict_type": 'write `{field}` as a table, e.g. {{ key = "value" }}',
+    "literal_error": "set `{field}` to one of the values named",
+    "value_error": "correct `{field}` as described",
+}
+
+
 def describe_validation_error(error: ValidationError, *, source: str | Path) -> str:
     """One line per problem: `FILE: field a.b: what is wrong (fix: ...)`."""
     lines = []
     for problem in error.errors():
         field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        kind = problem["type"]
-        if kind == "missing":
-            fix = f"add `{field}`"
-        elif kind == "extra_forbidden":
-            fix = f"remove `{field}` (unknown field; check its spelling)"
-        else:
-            fix = f"set `{field}` to a valid value"
-        lines.append(f"{source}: field {field}: {problem['msg']} (fix: {fix})")
+        fix = _FIXES.get(problem["type"], "set `{field}` to a valid value").format(field=field)
+        message = " ".join(str(problem["msg"]).split()).removeprefix("Value error, ")
+        lines.append(f"{source}: field {field}: {message} (fix: {fix})")
     return "\n".join(lines)
 
 
