@@ -32,8 +32,10 @@ enough to withhold an honest reply now and then and drop the site from a round. 
 characters a chance match is below 1e-14 per byte position, even in fully random bytes. Text
 values (keys, strings) are still searched for every name."""
 MAX_SLUG_LABELS = 12  # a slugged name longer than this still shows as a dotted run elsewhere
-_NUMERIC_KINDS = frozenset("biufc")
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]|\.\.")  # numpy dtype kinds an array may carry: numbers only
+_NUMERIC_KINDS = frozenset("biufc")  # numpy dtype kinds an array may carry: numbers only
+# What survives in an audit file name from the coordinator's values (see audit_stem).
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]|\.\.")
+MAX_AUDIT_STEM = 120
 
 
 class LeakError(RuntimeError):
@@ -141,14 +143,34 @@ def make_reply_guard(
             raise LeakError(f"reply withheld: it contains {len(leaked)} name(s) this site read")
         directory = audit_dir(context)
         if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
             stage = msg.content.config_records.get(RECORD_KEY_CONFIGS, {}).get(Key.STAGE, "")
-            # The coordinator chooses group_id and stage: never let them name a path.
-            name = _SAFE.sub(
-                "_", f"{msg.metadata.message_type}-{msg.metadata.group_id}-{stage or 'reply'}"
-            )[:120]
-            index = len(list(directory.glob(f"{name}*.bin")))
-            (directory / f"{name}-{index}.bin").write_bytes(reply_bytes(reply))
+            stem = audit_stem(msg.metadata.message_type, msg.metadata.group_id, stage)
+            write_audit_copy(directory, stem, reply_bytes(reply))
         return reply
 
     return reply_guard
+
+
+def audit_stem(message_type: object, group_id: object, stage: object) -> str:
+    """A file-name stem from values the coordinator chooses: one safe token, never a path.
+
+    Only letters, digits, `_`, `.` and `-` survive, `..` becomes `_`, and the stem starts with
+    the message type's token and a `-`, so it can be neither `.`, `..` nor absolute.
+    """
+    return _SAFE.sub("_", f"{message_type}-{group_id}-{stage or 'reply'}")[:MAX_AUDIT_STEM]
+
+
+def write_audit_copy(directory: Path, stem: str, data: bytes) -> Path:
+    """Write `data` as DIRECTORY/STEM-N.bin with the first free N; never replaces a file."""
+    if _SAFE.search(stem) or not stem or len(stem) > MAX_AUDIT_STEM:
+        raise ValueError(f"audit file stem {stem[:40]!r} is not a safe token (use audit_stem)")
+    directory.mkdir(parents=True, exist_ok=True)
+    index = len(list(directory.glob(f"{stem}-*.bin")))
+    while True:
+        path = directory / f"{stem}-{index}.bin"
+        try:
+            with path.open("xb") as stream:  # exclusive: an earlier copy is never overwritten
+                stream.write(data)
+            return path
+        except FileExistsError:
+            index += 1
