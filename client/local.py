@@ -99,7 +99,28 @@ def train_round(
         DELTA_CLIP_SCALE: scale,
         WEIGHT_CAPPED: int(not settings.dp_enabled and weight < len(data.train)),
     }
+    attack = settings.poison_attack(site.site_id)
+    if attack is not None:
+        delta, weight = poisoned(delta, weight, attack=attack)
     return TrainReply(delta=delta, weight=weight, metrics=metrics)
+
+
+POISON_SCALE = 100.0
+POISON_COUNT = 10**12
+
+
+def poisoned(delta: list[np.ndarray], weight: int, *, attack: str) -> tuple[list[np.ndarray], int]:
+    """A hostile site's reply, for the poisoning experiment only (run config `poison-sites`):
+    made after the honest clip, as an attacker who skips it would."""
+    if attack == "scale":
+        return [array * np.float32(POISON_SCALE) for array in delta], weight
+    if attack == "sign-flip":
+        return [-array for array in delta], weight
+    if attack == "nan":
+        return [np.full_like(array, np.nan) for array in delta], weight
+    if attack == "huge-count":
+        return delta, POISON_COUNT
+    raise ValueError(f"unknown poison attack {attack!r}")
 
 
 def dp_noised_delta(

@@ -25,6 +25,20 @@ MODULUS_RANGE = 2**32
 MAX_SECAGG_NODES = MODULUS_RANGE // QUANTIZATION_RANGE - 1
 """1023: one more site and a round whose weights are all at `max-weight` wraps the modulus."""
 
+MAX_ROUNDS = 10_000
+MAX_NODES = 100_000
+MAX_LOCAL_STEPS = 100_000
+"""Local steps per round: about 30 s per 1,000 at the default batch on one core."""
+MAX_BATCH_SIZE = 8192
+"""A batch's activations: about 20 MB per 1,000 names for the default model."""
+MAX_LEARNING_RATE = 10.0
+MAX_CLIP_NORM = 1e6
+MAX_WEIGHT = 1e9
+MAX_ROUND_TIMEOUT = 86_400.0
+POISON_ATTACKS = ("scale", "sign-flip", "nan", "huge-count")
+"""What `poison-sites` can make a site do: its delta x100, its delta negated, NaN in its delta,
+or a claimed example count of 10**12."""
+
 
 class RunSettings(BaseModel):
     """Every knob of a training run; pyproject's `[tool.flwr.app.config]` mirrors the defaults."""
@@ -34,25 +48,48 @@ class RunSettings(BaseModel):
     )
 
     mode: Literal["secagg", "fedavg"] = "secagg"
-    num_rounds: int = Field(default=5, ge=1, alias="num-rounds")
+    # Upper bounds on every knob that sizes a site's memory or time (issue 18): a run config
+    # comes from the model team, and a typo of a few digits must fail here, not in a round.
+    num_rounds: int = Field(default=5, ge=1, le=MAX_ROUNDS, alias="num-rounds")
     seed: int = Field(default=0, ge=0)
     data_dir: str = Field(default="", alias="data-dir")
     out_dir: str = Field(default="runs/flwr", alias="out-dir")
-    min_nodes: int = Field(default=2, ge=1, alias="min-nodes")
-    local_steps: int = Field(default=60, ge=1, alias="local-steps")
-    batch_size: int = Field(default=128, ge=1, alias="batch-size")
-    learning_rate: float = Field(default=0.003, gt=0, alias="learning-rate")
-    delta_clip_norm: float = Field(default=10.0, gt=0, alias="delta-clip-norm")
+    min_nodes: int = Field(default=2, ge=1, le=MAX_NODES, alias="min-nodes")
+    local_steps: int = Field(default=60, ge=1, le=MAX_LOCAL_STEPS, alias="local-steps")
+    batch_size: int = Field(default=128, ge=1, le=MAX_BATCH_SIZE, alias="batch-size")
+    learning_rate: float = Field(
+        default=0.003, gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False, alias="learning-rate"
+    )
+    delta_clip_norm: float = Field(
+        default=10.0, gt=0, le=MAX_CLIP_NORM, allow_inf_nan=False, alias="delta-clip-norm"
+    )
     # 0: fedsec's default; 0 < x <= 1: a fraction (of the sampled nodes for num-shares, of
     # the shares for the threshold), resolved by flwr each round; above 1: a whole count.
     num_shares: float = Field(default=0.0, ge=0, allow_inf_nan=False, alias="num-shares")
     reconstruction_threshold: float = Field(
         default=0.0, ge=0, allow_inf_nan=False, alias="reconstruction-threshold"
     )
-    max_weight: float = Field(default=10000.0, gt=0, alias="max-weight")
-    round_timeout: float = Field(default=600.0, gt=0, alias="round-timeout")
+    max_weight: float = Field(
+        default=10000.0, gt=0, le=MAX_WEIGHT, allow_inf_nan=False, alias="max-weight"
+    )
+    round_timeout: float = Field(
+        default=600.0, gt=0, le=MAX_ROUND_TIMEOUT, allow_inf_nan=False, alias="round-timeout"
+    )
     fail_sites: str = Field(default="", alias="fail-sites")
     fail_rounds: str = Field(default="", alias="fail-rounds")
+    # Coordinator-side rule for FedAvg (docs/threat-model.md): "none" is the weighted mean;
+    # "median" and "trimmed-mean" (cutting `trim-fraction` of the sites at each end, per value)
+    # are flwr's own helpers and ignore the weights. SecAgg+ sees only the sum: mean only.
+    robust_rule: Literal["none", "median", "trimmed-mean"] = Field(
+        default="none", alias="robust-rule"
+    )
+    trim_fraction: float = Field(
+        default=0.2, ge=0, lt=0.5, allow_inf_nan=False, alias="trim-fraction"
+    )
+    # Research knob for the poisoning experiment (experiments/poisoning.py): `SITE:ATTACK,...`
+    # makes those sites misbehave in their train replies (ATTACK in POISON_ATTACKS). Read only
+    # by client/local.py; a real site's run config never sets it.
+    poison_sites: str = Field(default="", alias="poison-sites")
     audit_replies: bool = Field(default=False, alias="audit-replies")
     resume: bool = False
     compare_local: bool = Field(default=False, alias="compare-local")
@@ -127,6 +164,26 @@ class RunSettings(BaseModel):
         sites = {name.strip() for name in self.fail_sites.split(",") if name.strip()}
         rounds = {int(r) for r in self.fail_rounds.split(",") if r.strip()}
         return site_id in sites and (not rounds or server_round in rounds)
+
+    @field_validator("poison_sites")
+    @classmethod
+    def _poison_spec(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            site, _, attack = item.partition(":")
+            if not site.strip() or attack.strip() not in POISON_ATTACKS:
+                raise ValueError(
+                    f"{item!r} is not SITE:ATTACK (fix: e.g. site-01:scale; attacks: "
+                    f"{', '.join(POISON_ATTACKS)})"
+                )
+        return value
+
+    def poison_attack(self, site_id: str) -> str | None:
+        """The attack `poison-sites` asks this site to make (the poisoning experiment only)."""
+        for item in filter(None, (part.strip() for part in self.poison_sites.split(","))):
+            site, _, attack = item.partition(":")
+            if site.strip() == site_id:
+                return attack.strip()
+        return None
 
     @field_validator("num_shares", "reconstruction_threshold")
     @classmethod

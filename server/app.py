@@ -75,7 +75,9 @@ def main(grid: Grid, context: Context) -> None:
         fit_workflow = None
         if settings.mode == "secagg":
             fit_workflow = RoundSizedSecAggPlus(
-                settings, noise_multiplier=ledger.noise_multiplier if ledger else 0.0
+                settings,
+                noise_multiplier=ledger.noise_multiplier if ledger else 0.0,
+                on_unmasked=strategy.masked_round,
             )
         # After each round's evaluation: the masked sum of the `aggregate` sites' figures.
         round_end = EvaluationSum(settings, strategy=strategy, recorder=recorder)

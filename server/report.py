@@ -201,6 +201,7 @@ def _summary(
         "evaluate_failures": sum(row["evaluate_failures"] for row in statuses),
         "halted_rounds": [row["round"] for row in statuses if row["status"] == "halted"],
         "no_result_rounds": [row["round"] for row in statuses if row["status"] == "no-results"],
+        "failed_rounds": [row["round"] for row in statuses if row["status"] == "failed"],
         "rounds": statuses,
     }
 

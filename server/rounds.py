@@ -22,7 +22,8 @@ from common.files import write_json
 
 log = logging.getLogger("fedsec.server")
 
-TrainStatus = Literal["aggregated", "no-results", "halted"]
+# "failed": replies came but the coordinator rejected the round's delta; the model is unchanged.
+TrainStatus = Literal["aggregated", "no-results", "halted", "failed"]
 # The evaluation sum of the sites at share level `aggregate` (server/federation.py).
 FederationStatus = Literal["aggregated", "too-few-sites", "needs-secagg", "halted", "refused"]
 # Aggregated over the sites that shared them; everything else stays per site.
@@ -38,6 +39,14 @@ class TrainOutcome:
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)
     failure_reasons: list[str] = field(default_factory=list)
     mean_delta_norm: float | None = None
+    rejected: dict[str, str] = field(default_factory=dict)  # site -> why its delta was left out
+    notes: list[str] = field(default_factory=list)  # e.g. a site id two replies shared
+    problem: str | None = None  # why the round's delta was rejected (status "failed")
+
+    def fail(self, problem: str) -> None:
+        """The coordinator rejects the round's delta: the model stays as it was."""
+        self.status = "failed"
+        self.problem = problem
 
     def to_json(self) -> dict[str, Any]:
         if self.status == "halted":  # SecAgg+ stopped: no site's reply reached the strategy
@@ -52,6 +61,12 @@ class TrainOutcome:
         }
         if self.mean_delta_norm is not None:
             document["mean_delta_norm"] = self.mean_delta_norm
+        if self.rejected:
+            document["rejected"] = dict(self.rejected)
+        if self.notes:
+            document["notes"] = list(self.notes)
+        if self.problem is not None:
+            document["problem"] = self.problem
         return document
 
 
@@ -61,6 +76,7 @@ class EvaluateOutcome:
 
     sites: dict[str, dict[str, Any]]
     failure_reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def aggregate(self) -> dict[str, Any]:
         """Mean, min and max over sites of the headline metrics, and the failures."""
@@ -79,6 +95,8 @@ class EvaluateOutcome:
                 aggregate[f"max_{key}"] = float(np.max(values))
         aggregate["failures"] = len(self.failure_reasons)
         aggregate["failure_reasons"] = self.failure_reasons
+        if self.notes:
+            aggregate["notes"] = list(self.notes)
         return aggregate
 
 
@@ -182,6 +200,16 @@ class RoundRecorder:
             entry["privacy"] = state.privacy
         for reason in state.train.failure_reasons:
             log.warning("round %d: a site failed to train: %s", state.server_round, reason)
+        for note in state.train.notes:
+            log.warning("round %d: %s", state.server_round, note)
+        for site, reason in state.train.rejected.items():
+            log.warning("round %d: %s's delta %s", state.server_round, site, reason)
+        if state.train.status == "failed":
+            log.warning(
+                "round %d failed: %s; the model is unchanged",
+                state.server_round,
+                state.train.problem,
+            )
         if state.train.status == "halted":
             log.warning(
                 "round %d: secure aggregation halted (too few sites left); the model is unchanged",
@@ -193,6 +221,8 @@ class RoundRecorder:
         assert state.evaluation is not None
         for reason in state.evaluation.failure_reasons:
             log.warning("round %d: a site failed to evaluate: %s", state.server_round, reason)
+        for note in state.evaluation.notes:
+            log.warning("round %d (evaluation): %s", state.server_round, note)
         entry = self._entry(state.server_round)
         entry["sites"] = state.evaluation.sites
         entry["aggregate"] = state.evaluation.aggregate()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from flwr.serverapp import Grid
 
 from common.dp import noised_clipping_range, site_noise_stddev
 from common.run_config import MODULUS_RANGE, QUANTIZATION_RANGE, RunSettings
+from server.defences import MaskedRound
 
 log = logging.getLogger("fedsec.server")
 
@@ -57,6 +59,7 @@ class RoundSizedSecAggPlus(SecAggPlusWorkflow):
         max_weight: float | None = None,
         label: str = "SecAgg+",
         noise_multiplier: float = 0.0,
+        on_unmasked: Callable[[MaskedRound], None] | None = None,
     ) -> None:
         """`clipping_range` and `max_weight` default to the training round's (`delta-clip-norm`,
         `max-weight`); the evaluation sum passes its own (values in [-1, 1], weight 1).
@@ -64,8 +67,12 @@ class RoundSizedSecAggPlus(SecAggPlusWorkflow):
         With `noise_multiplier` z > 0 (differential privacy) every site weighs 1 and adds
         N(0, (z·C)²/t) per value: the clipping range widens each round, once t is known, to
         C + 10 per-site standard deviations so that the noise is (but for ~1e-23) never clamped.
+
+        `on_unmasked` learns, before the strategy aggregates, what the unmask stage knows beyond
+        the mean (the sum of the weight ratios): the coordinator's checks need it.
         """
         self.settings = settings
+        self.on_unmasked = on_unmasked
         self.label = label
         self.noise_multiplier = noise_multiplier
         self._resolved: tuple[int, int] | None = None
@@ -87,6 +94,35 @@ class RoundSizedSecAggPlus(SecAggPlusWorkflow):
         setup_context = copy.copy(context)
         setup_context.strategy = _CountingStrategy(context.strategy, self._resize)
         return super().setup_stage(grid, setup_context, state)
+
+    def unmask_stage(self, grid: Grid, context: LegacyContext, state) -> bool:
+        """flwr's unmask stage, with the sum of the weight ratios passed to `on_unmasked`.
+
+        flwr 1.42 splits that sum off the unmasked vector (`factor_extract`) and divides by it
+        without keeping it: the stage's own binding of `factor_extract` is wrapped for the call.
+        """
+        if self.on_unmasked is None:
+            return super().unmask_stage(grid, context, state)
+        module = sys.modules[SecAggPlusWorkflow.__module__]
+        original = module.factor_extract
+
+        def recording(parameters):
+            factor, rest = original(parameters)
+            threshold = self._resolved[1] if self._resolved else int(self.reconstruction_threshold)
+            self.on_unmasked(
+                MaskedRound(
+                    weight_sum=float(factor) / self.quantization_range,
+                    clipping_range=float(self.clipping_range),
+                    threshold=threshold,
+                )
+            )
+            return factor, rest
+
+        module.factor_extract = recording
+        try:
+            return super().unmask_stage(grid, context, state)
+        finally:
+            module.factor_extract = original
 
     def _resize(self, sampled_nodes: int) -> None:
         # Raises ConfigError before any message is sent when n nodes could wrap the modulus.

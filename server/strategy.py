@@ -1,4 +1,5 @@
-"""FedAvg over client deltas; each round's outcome goes to a recorder, keyed by site id."""
+"""FedAvg over client deltas, checked by the coordinator (server/defences.py); each round's outcome
+goes to a recorder, keyed by site id."""
 
 from __future__ import annotations
 
@@ -23,6 +24,15 @@ from flwr.server.strategy import FedAvg
 from common import weights
 from common.protocol import AGGREGATE_ONLY, NUM_EXAMPLES, SERVER_ROUND, SITE_ID
 from common.run_config import RunSettings
+from server.defences import (
+    MaskedRound,
+    Screened,
+    SiteReply,
+    aggregate_problem,
+    combine,
+    screen_replies,
+    unique_site_ids,
+)
 from server.privacy import PrivacyLedger
 from server.rounds import EvaluateOutcome, RoundRecorder, RoundState, TrainOutcome
 
@@ -33,7 +43,8 @@ class DeltaFedAvg(FedAvg):
     """Clients reply `local - global`; the new global model is `global + weighted mean delta`.
 
     Under SecAgg+ the workflow hands `aggregate_fit` the already-unmasked weighted mean as
-    every result's parameters, so the same code serves both modes.
+    every result's parameters (and `masked_round` what else the unmask stage learnt). A round
+    whose delta fails the coordinator's checks leaves the model as it was: status "failed".
     """
 
     def __init__(
@@ -59,6 +70,15 @@ class DeltaFedAvg(FedAvg):
         self.ledger = ledger  # differential privacy on: what each released sum cost
         self.global_arrays = [array.copy() for array in initial_arrays]
         self.round: RoundState | None = None
+        self.masked: MaskedRound | None = None  # this round's, from SecAgg+'s unmask stage
+
+    @property
+    def noise_multiplier(self) -> float:
+        return self.ledger.noise_multiplier if self.ledger is not None else 0.0
+
+    def masked_round(self, masked: MaskedRound) -> None:
+        """SecAgg+'s unmask stage: the sum of the weight ratios, before `aggregate_fit`."""
+        self.masked = masked
 
     def __repr__(self) -> str:
         return f"DeltaFedAvg(mode={self.settings.mode}, nodes={self.settings.min_nodes})"
@@ -72,6 +92,7 @@ class DeltaFedAvg(FedAvg):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         self.round = RoundState(server_round)
+        self.masked = None
         self.global_arrays = parameters_to_ndarrays(parameters)
         instructions = super().configure_fit(server_round, parameters, client_manager)
         self.round.sampled = len(instructions)
@@ -87,24 +108,62 @@ class DeltaFedAvg(FedAvg):
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         state = self._state(server_round)
         state.trained_at = time.perf_counter()
+        keys, notes = unique_site_ids([(p.node_id, _site_of(p, r.metrics)) for p, r in results])
         state.train = TrainOutcome(
             status="aggregated" if results else "no-results",
             mode=self.settings.mode,
-            sites={_site_of(proxy, res.metrics): _train_figures(res) for proxy, res in results},
+            sites={key: _train_figures(res) for key, (_, res) in zip(keys, results, strict=True)},
             failure_reasons=[describe_failure(item) for item in failures],
+            notes=notes,
         )
-        if results:
-            deltas = [parameters_to_ndarrays(res.parameters) for _, res in results]
-            sample_weights = [float(res.num_examples) for _, res in results]
-            mean_delta = weights.weighted_mean(deltas, weights=sample_weights)
+        mean_delta = self._round_delta(state.train, keys, results) if results else None
+        if mean_delta is not None:
             self.global_arrays = weights.add(self.global_arrays, mean_delta)
             state.train.mean_delta_norm = weights.global_norm(mean_delta)
         if self.ledger is not None:
             state.privacy = self._spend(state, survivors=len(results))
         self.recorder.trained(state)
-        if not results:
+        if mean_delta is None:
             return None, {}
         return ndarrays_to_parameters(self.global_arrays), {"sites": len(results)}
+
+    def _round_delta(
+        self, outcome: TrainOutcome, keys: list[str], results: list[tuple[ClientProxy, FitRes]]
+    ) -> list[np.ndarray] | None:
+        """The checked delta that moves the model, or None (outcome marked "failed")."""
+        masked = None
+        if self.settings.mode == "secagg":  # every result carries the same unmasked mean
+            mean_delta = parameters_to_ndarrays(results[0][1].parameters)
+            masked = self.masked
+        else:
+            replies = [
+                SiteReply(key, parameters_to_ndarrays(res.parameters), int(res.num_examples))
+                for key, (_, res) in zip(keys, results, strict=True)
+            ]
+            screened = screen_replies(
+                replies,
+                layout=self.global_arrays,
+                settings=self.settings,
+                noise_multiplier=self.noise_multiplier,
+            )
+            outcome.rejected = screened.rejected
+            _record_weights(outcome, screened)
+            if not screened.accepted:
+                outcome.fail("every site's delta was left out")
+                return None
+            mean_delta = combine(screened, settings=self.settings)
+        problem = aggregate_problem(
+            mean_delta,
+            layout=self.global_arrays,
+            settings=self.settings,
+            survivors=len(results),
+            masked=masked,
+            noise_multiplier=self.noise_multiplier,
+        )
+        if problem is not None:
+            outcome.fail(problem)
+            return None
+        return mean_delta
 
     def _spend(self, state: RoundState, *, survivors: int) -> dict[str, Any]:
         assert self.ledger is not None
@@ -137,18 +196,20 @@ class DeltaFedAvg(FedAvg):
         failures: list[Failure],
     ) -> tuple[float | None, dict[str, Scalar]]:
         state = self._state(server_round)
+        keys, notes = unique_site_ids([(p.node_id, _site_of(p, r.metrics)) for p, r in results])
         # Exactly what each site's share policy let through (its EvaluateRes count is a dummy).
         state.evaluation = EvaluateOutcome(
             sites={
-                _site_of(proxy, res.metrics): _without_site_id(res.metrics)
-                for proxy, res in results
+                key: _without_site_id(res.metrics)
+                for key, (_, res) in zip(keys, results, strict=True)
             },
             failure_reasons=[describe_failure(item) for item in failures],
+            notes=notes,
         )
         # Their figures wait for the evaluation sum that follows (server/federation.py).
         state.aggregate_only = {
-            proxy.node_id: _site_of(proxy, res.metrics)
-            for proxy, res in results
+            proxy.node_id: key
+            for key, (proxy, res) in zip(keys, results, strict=True)
             if res.metrics.get(AGGREGATE_ONLY) == 1
         }
         state.evaluated_at = time.perf_counter()
@@ -168,6 +229,15 @@ def _without_site_id(metrics: dict[str, Scalar]) -> dict[str, Any]:
 
 def _train_figures(res: FitRes) -> dict[str, Any]:
     return _without_site_id(res.metrics) | {NUM_EXAMPLES: int(res.num_examples)}
+
+
+def _record_weights(outcome: TrainOutcome, screened: Screened) -> None:
+    """Each accepted FedAvg site's weight as the coordinator used it (`max-weight` applied)."""
+    for site, _, weight in screened.accepted:
+        outcome.sites[site][COORDINATOR_WEIGHT] = weight
+
+
+COORDINATOR_WEIGHT = "coordinator_weight"
 
 
 def describe_failure(failure: Failure) -> str:
