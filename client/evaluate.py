@@ -664,7 +664,7 @@ def summary_lines(result: Evaluation) -> list[str]:
 
 def load_model(path: Path) -> tuple[CharCNN, dict[str, str]]:
     """The model and what identifies it (path, SHA-256); ConfigError naming the fix otherwise."""
-    from common.model import model_from_bytes
+    from common.model import ModelFileError, model_from_bytes
 
     path = Path(path)
     try:
@@ -675,7 +675,9 @@ def load_model(path: Path) -> tuple[CharCNN, dict[str, str]]:
             f"{path}: cannot read the model: {reason} (fix: pass --model a model.npz from a run)"
         ) from None
     try:
-        model, _ = model_from_bytes(raw)
+        model, _ = model_from_bytes(raw, source=path)
+    except ModelFileError as error:  # already one line naming the file and the fix
+        raise ConfigError(str(error)) from None
     except Exception as error:  # a damaged archive raises zipfile, numpy or json errors
         reason = " ".join(str(error).split()) or type(error).__name__
         raise ConfigError(

@@ -339,7 +339,7 @@ def model_from_bytes(
     except _ARCHIVE_ERRORS as error:
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         raise ModelFileError(
-            f"{source}: not a readable model archive ({reason}) ({_MODEL_FIX})"
+            f"{source}: not a fedsec model archive ({reason}) ({_MODEL_FIX})"
         ) from None
 
 
@@ -377,7 +377,7 @@ def _check_directory(data: bytes, *, source: str) -> None:
     at = len(data) - 22 if data[-22:-18] == record else data.rfind(record, -(2**16 + 22))
     if at < 0 or len(data) - at < 22:
         raise ModelFileError(
-            f"{source}: not a readable model archive (no zip directory; truncated or not a "
+            f"{source}: not a fedsec model archive (no zip directory; truncated or not a "
             f".npz) ({_MODEL_FIX})"
         )
     _, _, _, _, entries, directory_size, _, _ = struct.unpack("<4s4H2LH", data[at : at + 22])

@@ -91,9 +91,9 @@ def _good() -> bytes:
 
 # name -> (archive builder, text the one-line error must contain)
 PROBES = {
-    "truncated-zip": (lambda: _good()[: len(_good()) // 2], "not a readable model archive"),
-    "empty-file": (lambda: b"", "not a readable model archive"),
-    "not-a-zip": (lambda: b"PK\x03\x04" + b"\xff" * 300, "not a readable model archive"),
+    "truncated-zip": (lambda: _good()[: len(_good()) // 2], "not a fedsec model archive"),
+    "empty-file": (lambda: b"", "not a fedsec model archive"),
+    "not-a-zip": (lambda: b"PK\x03\x04" + b"\xff" * 300, "not a fedsec model archive"),
     "bad-json-header": (
         lambda: _with_member(SPEC_MEMBER, _header_bytes("{not json")),
         "header",
