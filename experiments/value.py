@@ -186,9 +186,16 @@ def family_training_names(site: Any) -> dict[str, int]:
 
 
 def train_arms(
-    sites: list[Any], data_dir: Path, work: Path, size: Size, timings: dict[str, float]
+    sites: list[Any],
+    data_dir: Path,
+    work: Path,
+    size: Size,
+    timings: dict[str, float],
+    round_one: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Every arm's model: a per-site list for local-only, one model or arrays for the others."""
+    """Every arm's model: a per-site list for local-only, one model or arrays for the others.
+
+    `round_one` receives, per federated arm, how many sites' updates round 1 aggregated."""
     overrides = {"num-rounds": size.rounds, "local-steps": size.local_steps, "seed": SEED}
     settings = lab.settings_for(**overrides)
     models: dict[str, Any] = {}
@@ -209,6 +216,8 @@ def train_arms(
                 data_dir, work / mode, engine=size.engine, mode=mode, **overrides
             )
         models[mode] = arrays
+        if round_one is not None:
+            round_one[mode] = int(results["rounds"][0]["train"]["results"])
         timings[f"{mode}_s"] = watch["seconds"]
         for key, value in lab.round_seconds(results).items():
             timings[f"{mode}_{key}"] = value
@@ -295,8 +304,9 @@ def run(*, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
             shape.days,
             shape.scale,
         )
-        models = train_arms(sites, data_dir, work, shape, timings)
-        agreement = secagg_agreement(sites, work, models)
+        round_one: dict[str, int] = {}
+        models = train_arms(sites, data_dir, work, shape, timings, round_one)
+        agreement = secagg_agreement(sites, work, models, round_one)
         rows, cells = evaluate_all(sites, models)
     timings["total_s"] = total["seconds"]
     payload = build_payload(size, shape, rows, cells, agreement, timings, peak.peak_mib)
@@ -312,8 +322,13 @@ def _arrays_diff(first: list[np.ndarray], second: list[np.ndarray]) -> dict[str,
     return {"max_abs_diff": float(diffs.max()), "mean_abs_diff": float(diffs.mean())}
 
 
-def secagg_agreement(sites: list[Any], work: Path, models: dict[str, Any]) -> dict[str, float]:
-    """Round 1 (same start, same local training: only aggregation differs) and final models."""
+def secagg_agreement(
+    sites: list[Any], work: Path, models: dict[str, Any], aggregated: dict[str, int]
+) -> dict[str, float]:
+    """Round 1 (same start, same local training: only aggregation differs) and final models.
+
+    The comparison holds only when both arms aggregated every site in round 1 (`aggregated`):
+    a site dropped from one arm differs by its whole update, not by quantisation."""
     from client.local import SPEC
     from server.checkpoints import CheckpointStore
 
@@ -330,6 +345,8 @@ def secagg_agreement(sites: list[Any], work: Path, models: dict[str, Any]) -> di
         "quantization_step": step,
         # Stochastic rounding errs by < 1 step per client; the sum is divided by sum(w)/max_w.
         "round1_error_bound": len(sites) * step * settings.max_weight / weights,
+        "round1_sites_fedavg": aggregated.get("fedavg", 0),
+        "round1_sites_secagg": aggregated.get("secagg", 0),
         "round1_max_abs_diff": round_one["max_abs_diff"],
         "round1_mean_abs_diff": round_one["mean_abs_diff"],
         "final_max_abs_diff": final["max_abs_diff"],

@@ -83,7 +83,10 @@ def test_arms_differ_and_metrics_are_in_range(tiny_run):
 def test_secagg_agrees_with_fedavg_within_quantisation(tiny_run):
     _, payload = tiny_run
     agreement = payload["secagg_vs_fedavg"]
-    # Same start and same local training in round 1: only stochastic quantisation differs.
+    # Same start and same local training in round 1: only stochastic quantisation differs,
+    # provided both arms aggregated every site (a dropped site differs by its whole update).
+    sites = value.SIZES["tiny"].sites
+    assert (agreement["round1_sites_fedavg"], agreement["round1_sites_secagg"]) == (sites, sites)
     assert 0.0 < agreement["round1_max_abs_diff"] <= agreement["round1_error_bound"]
     assert agreement["max_abs_diff_auc"] < 0.01
 
