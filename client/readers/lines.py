@@ -41,11 +41,11 @@ class LineBlocks:
         *,
         block_bytes: int = BLOCK_BYTES,
         on_progress: Progress | None = None,
-        max_line_bytes: int = MAX_LINE_BYTES,
+        max_line_bytes: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.block_bytes = max(1, int(block_bytes))
-        self.max_line_bytes = max(1, int(max_line_bytes))
+        self.max_line_bytes = max(1, int(max_line_bytes or MAX_LINE_BYTES))
         self.on_progress = on_progress
         self.truncated = False
 

@@ -15,8 +15,6 @@ from unittest import mock
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from client.quarantine import Quarantine
 from client.readers import READERS, STREAMS, LineBlocks, LogFormatError, collect, lines
@@ -218,57 +216,6 @@ print(json.dumps({{"runs": len(runs), "read": runs.count("read")}}))
 def test_fuzz_hostile_sizes_in_bounded_memory() -> None:
     result = run_limited(_FUZZ_PROBE.format(heads=HEADS, examples=40))
     assert result["runs"] >= 40 and result["read"] > 0
-
-
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    fmt=st.sampled_from(["zeek-tsv", "zeek-json", "csv"]),
-    body=st.lists(
-        st.one_of(
-            st.sampled_from(list(GOOD.values())),
-            st.integers(0, 120).map(lambda size: b"z" * size + b"\n"),
-            st.binary(max_size=30),
-        ),
-        max_size=12,
-    ),
-    gz=st.booleans(),
-    block_bytes=st.sampled_from([16, 1 << 20]),
-    cap=st.sampled_from([24, 64]),
-)
-def test_fuzz_every_line_is_accounted_with_a_small_line_cap(
-    tmp_path_factory, fmt, body, gz, block_bytes, cap
-) -> None:
-    tmp_path = tmp_path_factory.mktemp("cap")
-    raw = HEADS[fmt] + b"".join(body)
-    path = tmp_path / "log"
-    path.write_bytes(gzip.compress(raw) if gz else raw)
-    quarantine = Quarantine(tmp_path / "q")
-    with mock.patch.object(lines, "MAX_LINE_BYTES", cap), quarantine:
-        try:
-            table, stats = collect(
-                STREAMS[fmt](
-                    path, quarantine=quarantine, columns=("ts", "query"), block_bytes=block_bytes
-                ),
-                ("ts", "query"),
-            )
-        except LogFormatError:
-            return  # the file is not this format (a data line before Zeek's '#fields', ...)
-    assert stats.lines_read == stats.header_lines + stats.records + sum(stats.quarantined.values())
-    assert stats.lines_read == raw.count(b"\n") + (bool(raw) and not raw.endswith(b"\n"))
-    numbers = set(table["line"].to_pylist())
-    file = quarantine.file_for(path)
-    bad = {int(row.split("\t")[0]) for row in file.read_text().splitlines()[1:]} if file else set()
-    assert not numbers & bad and len(numbers | bad) == stats.records + len(bad)
-    long_lines = [
-        number
-        for number, line in enumerate(raw.split(b"\n"), start=1)
-        if len(line) > cap and number <= stats.lines_read
-    ]
-    assert stats.quarantined.get("line-too-long", 0) == len(long_lines)
-    assert set(long_lines) <= bad
-    json.dumps(stats.__dict__)  # plain data, no exception object inside
 
 
 def test_gzip_bomb_helper_inflates_to_one_line(tmp_path: Path) -> None:

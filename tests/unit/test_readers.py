@@ -1,4 +1,5 @@
-"""Log readers behind one registry: Zeek TSV (streamed), Zeek JSON, CSV, Parquet; fuzzing."""
+"""Log readers behind one registry: Zeek TSV (streamed), Zeek JSON, CSV, Parquet; fuzzing
+(with the line cap at its default and at 40 bytes, so overlong lines are accounted too)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,6 +29,7 @@ from client.readers import (
     read_zeek_tsv,
     stream_zeek_tsv,
 )
+from client.readers import lines as line_blocks
 from client.readers.csv_log import stream_csv_log
 from client.readers.zeek_json import stream_zeek_json
 
@@ -438,6 +441,23 @@ def _accounted(table: pa.Table, stats: ReadStats, quarantine: Quarantine, path: 
     assert table["ts"].null_count == 0
 
 
+def _overlong(path: Path, cap: int) -> int:
+    """Lines of the (gunzipped) file longer than ``cap`` bytes, newline excluded."""
+    raw = path.read_bytes()
+    raw = gzip.decompress(raw) if raw.startswith(b"\x1f\x8b") else raw
+    lines = raw.split(b"\n")
+    lines = lines[:-1] if raw.endswith(b"\n") or not raw else lines
+    return sum(len(line) > cap for line in lines)
+
+
+_CAPS = st.sampled_from([None, 40])  # None: the reader's own line cap; 40: many lines over it
+
+
+def _capped(cap: int | None):
+    """The readers' line cap set to ``cap`` (kept when None) for the duration of a with."""
+    return mock.patch.object(line_blocks, "MAX_LINE_BYTES", cap or line_blocks.MAX_LINE_BYTES)
+
+
 FUZZ = settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -449,8 +469,9 @@ FUZZ = settings(
     end=st.sampled_from(["\n", "\r\n", ""]),
     gz=st.booleans(),
     block_bytes=st.sampled_from([40, 1 << 20]),
+    cap=_CAPS,
 )
-def test_fuzz_json(tmp_path_factory, body, end, gz, block_bytes) -> None:
+def test_fuzz_json(tmp_path_factory, body, end, gz, block_bytes, cap) -> None:
     tmp_path = tmp_path_factory.mktemp("json")
     path = _write(tmp_path, body, end=end, gz=gz)
     quarantine = Quarantine(tmp_path / "q")
@@ -459,14 +480,19 @@ def test_fuzz_json(tmp_path_factory, body, end, gz, block_bytes) -> None:
         with pytest.raises(LogFormatError, match="zeek-tsv"):
             collect(stream_zeek_json(path, quarantine=quarantine), ("ts", "query"))
         return
-    table, stats = collect(
-        stream_zeek_json(
-            path, quarantine=quarantine, columns=("ts", "query", "answers"), block_bytes=block_bytes
-        ),
-        ("ts", "query", "answers"),
-    )
+    with _capped(cap):
+        table, stats = collect(
+            stream_zeek_json(
+                path,
+                quarantine=quarantine,
+                columns=("ts", "query", "answers"),
+                block_bytes=block_bytes,
+            ),
+            ("ts", "query", "answers"),
+        )
     quarantine.close()
     _accounted(table, stats, quarantine, path)
+    assert stats.quarantined.get("line-too-long", 0) == _overlong(path, cap or 1 << 20)
     shutil.rmtree(tmp_path)
 
 
@@ -476,19 +502,22 @@ def test_fuzz_json(tmp_path_factory, body, end, gz, block_bytes) -> None:
     end=st.sampled_from(["\n", "\r\n", ""]),
     gz=st.booleans(),
     block_bytes=st.sampled_from([40, 1 << 20]),
+    cap=_CAPS,
 )
-def test_fuzz_csv(tmp_path_factory, body, end, gz, block_bytes) -> None:
+def test_fuzz_csv(tmp_path_factory, body, end, gz, block_bytes, cap) -> None:
     tmp_path = tmp_path_factory.mktemp("csv")
     path = _write(tmp_path, body, end=end, gz=gz, header="ts,query\n")
     quarantine = Quarantine(tmp_path / "q")
-    table, stats = collect(
-        stream_csv_log(
-            path, quarantine=quarantine, columns=("ts", "query"), block_bytes=block_bytes
-        ),
-        ("ts", "query"),
-    )
+    with _capped(cap):
+        table, stats = collect(
+            stream_csv_log(
+                path, quarantine=quarantine, columns=("ts", "query"), block_bytes=block_bytes
+            ),
+            ("ts", "query"),
+        )
     quarantine.close()
     _accounted(table, stats, quarantine, path)
+    assert stats.quarantined.get("line-too-long", 0) == _overlong(path, cap or 1 << 20)
     assert stats.header_lines == 1
     shutil.rmtree(tmp_path)
 
@@ -507,21 +536,29 @@ _TSV_GOOD = st.builds(
     end=st.sampled_from(["\n", "\r\n", ""]),
     gz=st.booleans(),
     block_bytes=st.sampled_from([30, 1 << 20]),
+    cap=_CAPS,
 )
-def test_fuzz_streamed_tsv_equals_whole_file(tmp_path_factory, body, end, gz, block_bytes) -> None:
+def test_fuzz_streamed_tsv_equals_whole_file(
+    tmp_path_factory, body, end, gz, block_bytes, cap
+) -> None:
     tmp_path = tmp_path_factory.mktemp("tsv")
     path = _write(tmp_path, body, end=end, gz=gz, header=_TSV_HEADER)
-    try:
-        whole, whole_stats = read_zeek_tsv(path, quarantine=Quarantine(tmp_path / "a"))
-    except LogFormatError:
-        with pytest.raises(LogFormatError):
-            list(stream_zeek_tsv(path, quarantine=Quarantine(tmp_path / "b")))
-        return
-    table, stats = collect(
-        stream_zeek_tsv(path, quarantine=Quarantine(tmp_path / "b"), block_bytes=block_bytes),
-        whole.column_names[:-1],
-    )
+    with _capped(cap):
+        try:
+            whole, whole_stats = read_zeek_tsv(path, quarantine=Quarantine(tmp_path / "a"))
+        except LogFormatError:
+            with pytest.raises(LogFormatError):
+                list(stream_zeek_tsv(path, quarantine=Quarantine(tmp_path / "b")))
+            return
+        quarantine = Quarantine(tmp_path / "b")
+        table, stats = collect(
+            stream_zeek_tsv(path, quarantine=quarantine, block_bytes=block_bytes),
+            whole.column_names[:-1],
+        )
+    quarantine.close()
     assert table.equals(whole) and stats == whole_stats
+    _accounted(table, stats, quarantine, path)
+    assert stats.quarantined.get("line-too-long", 0) == _overlong(path, cap or 1 << 20)
     shutil.rmtree(tmp_path)
 
 
