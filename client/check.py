@@ -153,6 +153,9 @@ def check_site(site_dir: Path) -> tuple[list[str], int]:
         assessment = prepare_site(site_dir).quality
     except (ConfigError, LogFormatError, ValueError) as error:
         return [f"error: {line}" for line in str(error).splitlines()], 2
+    except OSError as error:  # a file that vanished or cannot be opened: one line, no traceback
+        where = error.filename or "a site file"
+        return [f"error: {where}: cannot be read ({error.strerror or error})"], 2
     lines = report_lines(assessment) + share_lines(assessment.config.share.level)
     if assessment.problems:
         lines.append(f"FAIL: {assessment.config.site_id} will not train:")

@@ -134,6 +134,15 @@ class LineBlocks:
         return raw
 
     def _pieces(self) -> Iterator[bytes]:
+        try:
+            yield from self._read()
+        except OSError as error:  # gone, unreadable or a device error mid-file: one clear line
+            raise LogFormatError(
+                f"{self.path}: cannot be read ({error.strerror or error}); fix: check that the "
+                "file exists, is a regular file and is readable by this user"
+            ) from None
+
+    def _read(self) -> Iterator[bytes]:
         with open(self.path, "rb") as handle:
             head = self._raw(handle, 2)
             if head != b"\x1f\x8b":

@@ -222,3 +222,11 @@ def test_gzip_bomb_helper_inflates_to_one_line(tmp_path: Path) -> None:
     path = gzip_bomb(tmp_path / "b.gz", head=b"h\n", line_mib=2, tail=b"t\n")
     assert zlib.decompress(path.read_bytes(), wbits=31) == b"h\n"  # first member only
     assert gzip.decompress(path.read_bytes()) == b"h\n" + b"a" * (2 << 20) + b"\nt\n"
+
+
+def test_a_file_that_cannot_be_read_is_one_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "dns.log"
+    folder.mkdir()
+    for fmt in ("zeek-tsv", "zeek-json", "csv"):
+        with pytest.raises(LogFormatError, match=r"dns\.log: cannot be read \(Is a directory\)"):
+            READERS[fmt](folder, quarantine=Quarantine(tmp_path / "q"), columns=("ts", "query"))
