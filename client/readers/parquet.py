@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from client.quarantine import Quarantine
+from client.readers import lines
 from client.readers.base import (
     DEFAULT_COLUMNS,
     BadLine,
@@ -33,8 +34,15 @@ from client.readers.base import (
     resolve_fields,
     seconds_from_numbers,
 )
+from client.readers.lines import LINE_TOO_LONG
 
 BATCH_ROWS = 1 << 17
+# Memory bounds against hostile files: a column chunk is read whole, so its uncompressed size is
+# capped (a real log's is tens of MB per million rows); text columns stay dictionary encoded
+# until a row's size is known, a row over the line cap is quarantined, and the rest is decoded
+# in slices of about SLICE_BYTES (one 2 MB dictionary value repeated 200,000 times took 400 GB).
+MAX_CHUNK_BYTES = 128 << 20
+SLICE_BYTES = 32 << 20
 
 
 def read_parquet_log(
@@ -72,15 +80,14 @@ def stream_parquet_log(
     present = [field for field in fields.values() if field in parquet.schema_arrow.names]
     rows_read, records, counts = 0, 0, Counter()
     for group in range(parquet.num_row_groups):
-        for batch in parquet.iter_batches(
-            batch_size=batch_rows, row_groups=[group], columns=present, use_threads=True
-        ):
-            table, bad = _convert(batch, fields, first_row=rows_read + 1)
+        for batch in _batches(parquet, path, group=group, columns=present, batch_rows=batch_rows):
+            for rows, piece, bad in _slices(batch, first_row=rows_read + 1):
+                table, late = _convert(piece, fields, rows=rows)
+                counts += quarantine_lines(quarantine, path, bad + late)
+                records += table.num_rows
+                if table.num_rows:
+                    yield table
             rows_read += batch.num_rows
-            counts += quarantine_lines(quarantine, path, bad)
-            records += table.num_rows
-            if table.num_rows:
-                yield table
         if on_progress is not None:
             on_progress(parquet.metadata.row_group(group).total_byte_size)
     return ReadStats(
@@ -92,10 +99,93 @@ def stream_parquet_log(
     )
 
 
+def _is_text(kind: pa.DataType) -> bool:
+    return any(
+        check(kind)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+        )
+    )
+
+
+def _batches(
+    parquet: pq.ParquetFile, path: Path, *, group: int, columns: list[str], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """One row group's batches, after checking no column chunk is too big to hold."""
+    meta = parquet.metadata.row_group(group)
+    for index in range(meta.num_columns):
+        chunk = meta.column(index)
+        if chunk.path_in_schema in columns and chunk.total_uncompressed_size > MAX_CHUNK_BYTES:
+            raise LogFormatError(
+                f"{path}: row group {group} holds {chunk.total_uncompressed_size >> 20} MiB of "
+                f"column {chunk.path_in_schema!r} uncompressed, over the {MAX_CHUNK_BYTES >> 20} "
+                "MiB a reader holds at once (fix: rewrite the file with smaller row groups, "
+                "e.g. row_group_size=100000)"
+            )
+    try:
+        yield from parquet.iter_batches(
+            batch_size=batch_rows, row_groups=[group], columns=columns, use_threads=True
+        )
+    except (pa.ArrowException, OSError) as error:
+        raise LogFormatError(
+            f"{path}: row group {group} cannot be read ({str(error)[:200]}); fix: export the "
+            "log again"
+        ) from None
+
+
+def _row_bytes(batch: pa.RecordBatch) -> np.ndarray:
+    """Bytes of text per row over the batch's text columns, without decoding dictionaries."""
+    sizes = np.zeros(batch.num_rows, dtype=np.int64)
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type) and _is_text(column.type.value_type):
+            lengths = pc.binary_length(column.dictionary).take(column.indices)
+        elif _is_text(column.type):
+            lengths = pc.binary_length(column)
+        else:
+            continue
+        sizes += lengths.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return sizes
+
+
+def _slices(
+    batch: pa.RecordBatch, *, first_row: int
+) -> Iterator[tuple[np.ndarray, pa.RecordBatch, list[BadLine]]]:
+    """(1-based rows, their batch, rows over the line cap): pieces of at most ~SLICE_BYTES."""
+    sizes = _row_bytes(batch)
+    rows = np.arange(batch.num_rows, dtype=np.int64) + first_row
+    too_long = sizes > lines.MAX_LINE_BYTES
+    bad: list[BadLine] = [
+        (int(row), LINE_TOO_LONG, f"[a row of {int(size)} bytes of text]")
+        for row, size in zip(rows[too_long], sizes[too_long], strict=True)
+    ]
+    if bad:
+        keep = ~too_long
+        batch, rows, sizes = batch.filter(pa.array(keep)), rows[keep], sizes[keep]
+    if int(sizes.sum()) <= SLICE_BYTES:
+        yield rows, batch, bad
+        return
+    ends = np.cumsum(sizes)
+    start = 0
+    while start < batch.num_rows:
+        base = int(ends[start - 1]) if start else 0
+        stop = max(int(np.searchsorted(ends, base + SLICE_BYTES, side="right")), start + 1)
+        yield rows[start:stop], batch.slice(start, stop - start), bad
+        bad, start = [], stop
+
+
 def _open(path: Path, fields: Mapping[str, str]) -> pq.ParquetFile:
     try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as error:
+        schema = pq.ParquetFile(path).schema_arrow
+        text = [
+            field
+            for field in fields.values()
+            if field in schema.names and _is_text(schema.field(field).type)
+        ]
+        parquet = pq.ParquetFile(path, read_dictionary=text)
+    except (pa.ArrowException, OSError) as error:
         raise LogFormatError(
             f"{path}: not a readable Parquet file ({error}); fix: set [logs] "
             "format to the files' format (zeek-tsv, zeek-json, csv)"
@@ -151,7 +241,7 @@ def _query_text(values: pa.Array, reasons: dict[int, str]) -> pa.Array:
 
 
 def _convert(
-    batch: pa.RecordBatch, fields: Mapping[str, str], *, first_row: int
+    batch: pa.RecordBatch, fields: Mapping[str, str], *, rows: np.ndarray
 ) -> tuple[pa.Table, list[BadLine]]:
     reasons: dict[int, str] = {}
     ts = timestamps_to_seconds(batch.column(fields["ts"]))
@@ -167,7 +257,7 @@ def _convert(
         column = batch.column(field)
         column = column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
         out[name] = as_text(column)
-    out["line"] = pa.array(np.arange(batch.num_rows, dtype=np.int64) + first_row)
+    out["line"] = pa.array(rows, pa.int64())
     columns = list(fields)
     table = pa.table(
         {name: out[name] for name in [*columns, "line"]}, schema=output_schema(columns)
@@ -175,7 +265,7 @@ def _convert(
     if not reasons:
         return table, []
     raw = batch.select([field for field in fields.values() if field in batch.schema.names])
-    bad = [(first_row + index, reason, _row_json(raw, index)) for index, reason in reasons.items()]
+    bad = [(int(rows[index]), reason, _row_json(raw, index)) for index, reason in reasons.items()]
     keep = np.ones(batch.num_rows, dtype=bool)
     keep[list(reasons)] = False
     return table.filter(pa.array(keep)), bad

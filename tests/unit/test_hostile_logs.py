@@ -230,3 +230,63 @@ def test_a_file_that_cannot_be_read_is_one_clear_error(tmp_path: Path) -> None:
     for fmt in ("zeek-tsv", "zeek-json", "csv"):
         with pytest.raises(LogFormatError, match=r"dns\.log: cannot be read \(Is a directory\)"):
             READERS[fmt](folder, quarantine=Quarantine(tmp_path / "q"), columns=("ts", "query"))
+
+
+def test_a_parquet_dictionary_bomb_and_a_huge_value_stay_bounded(tmp_path: Path) -> None:
+    rows = 20_000  # one 2 MiB text repeated: 40 GB decoded, 2 KB on disk
+    query = pa.DictionaryArray.from_arrays(
+        pa.array([0] * rows, pa.int32()), pa.array(["a" * (2 << 20)])
+    )
+    bomb = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"ts": [1.7e9] * rows, "query": query}), bomb, compression="zstd")
+    huge = tmp_path / "huge.parquet"
+    pq.write_table(
+        pa.table({"ts": [1.7e9], "query": ["b" * (200 << 20)]}), huge, compression="zstd"
+    )
+    assert bomb.stat().st_size + huge.stat().st_size < 1 << 20
+    result = run_limited(
+        f"""
+        from client.quarantine import Quarantine
+        from client.readers import READERS, LogFormatError
+        with Quarantine({str(tmp_path / "q")!r}) as quarantine:
+            _, stats = READERS["parquet"]({str(bomb)!r}, quarantine=quarantine)
+            try:
+                READERS["parquet"]({str(huge)!r}, quarantine=quarantine)
+                error = ""
+            except LogFormatError as caught:
+                error = str(caught)
+        print(json.dumps({{"stats": stats.__dict__, "error": error}}))
+        """
+    )
+    assert result["stats"]["quarantined"] == {"line-too-long": rows}
+    assert result["stats"]["lines_read"] == rows and result["stats"]["records"] == 0
+    assert (
+        "huge.parquet: row group 0 holds 200 MiB of column 'query' uncompressed" in result["error"]
+    )
+
+
+def test_parquet_rows_decode_in_slices_with_their_row_numbers(tmp_path: Path) -> None:
+    from client.readers import parquet
+
+    names = [f"{'x' * (index % 40)}n{index}.example" for index in range(500)]
+    names[7] = "y" * 300  # over the (lowered) line cap
+    path = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"ts": [1.7e9 + i for i in range(500)], "query": names}), path)
+    with (
+        mock.patch.object(parquet, "SLICE_BYTES", 1000),
+        mock.patch.object(lines, "MAX_LINE_BYTES", 200),
+        Quarantine(tmp_path / "q") as quarantine,
+    ):
+        stream = STREAMS["parquet"](path, quarantine=quarantine, columns=("ts", "query"))
+        tables = []
+        while True:
+            try:
+                tables.append(next(stream))
+            except StopIteration as stop:
+                stats = stop.value
+                break
+    assert len(tables) > 10  # sliced
+    table = pa.concat_tables(tables)
+    assert stats.quarantined == {"line-too-long": 1} and stats.records == 499
+    assert table["line"].to_pylist() == [row for row in range(1, 501) if row != 8]
+    assert table["query"].to_pylist() == names[:7] + names[8:]
