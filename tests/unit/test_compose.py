@@ -30,7 +30,7 @@ DATA_HOLDER_WRITABLE = {"/work"}
 """The one named volume a data holder may write: its work folder."""
 COORDINATOR_WRITABLE = {"/var/lib/fedsec", "/srv/fedsec/runs", "/home/fedsec/.flwr"}
 MAX_MEMORY_BYTES = 8 * 2**30
-MAX_PIDS = 1024
+MAX_PIDS = 4096
 DIGEST = "sha256:" + "0" * 64  # well-formed, not a real image: only the check reads it
 
 
