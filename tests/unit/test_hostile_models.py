@@ -85,6 +85,25 @@ def _with_member(name: str, data: bytes) -> bytes:
     return _zip(members)
 
 
+def _header_bomb(size: int = 128 * 2**20) -> bytes:
+    """A valid archive whose JSON header is padded with `size` spaces: ~0.7 MiB deflated."""
+    members = _members(_good())
+    text = json.dumps({"format_version": 1, "spec": {}}).encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, data in members.items():
+            if name != SPEC_MEMBER:
+                archive.writestr(name, data)
+        with archive.open(SPEC_MEMBER, "w") as stream:
+            header = {"descr": "|u1", "fortran_order": False, "shape": (len(text) + size,)}
+            np.lib.format.write_array_header_1_0(stream, header)
+            stream.write(text)
+            chunk = b" " * 2**20
+            for _ in range(size // len(chunk)):
+                stream.write(chunk)
+    return buffer.getvalue()
+
+
 def _good() -> bytes:
     return model_to_bytes(build_model(seed=0))
 
@@ -115,6 +134,7 @@ PROBES = {
         lambda: _with_member(SPEC_MEMBER, _npy_declaring((2**31,), "|u1")),
         "header",
     ),
+    "decompression-bomb": (_header_bomb, "uncompressed"),
     "array-declares-4-GiB": (
         lambda: _with_member("embedding.weight.npy", _npy_declaring((2**30,), "<f4")),
         "embedding.weight",
@@ -186,7 +206,13 @@ for path in sys.argv[1:]:
 
 
 def test_memory_probes_are_refused_under_a_memory_limit(tmp_path: Path) -> None:
-    names = ["max-chars-10**7", "vocab-size-10**13", "array-declares-4-GiB", "huge-spec-member"]
+    names = [
+        "max-chars-10**7",
+        "vocab-size-10**13",
+        "array-declares-4-GiB",
+        "huge-spec-member",
+        "decompression-bomb",
+    ]
     paths = []
     for name in names:
         paths.append(tmp_path / f"{len(paths)}.npz")
