@@ -35,6 +35,7 @@ from flwr.compat.common import recorddict_compat as compat
 from client.audit import make_reply_guard
 from client.errors import make_error_guard
 from client.site import find_site_dirs
+from client.worker import forward, warm_names
 from common.masks import use_cryptographic_masks
 from common.protocol import SERVER_ROUND, SITE_ID, TASK, TASK_EVALUATION_SUM
 from common.run_config import RunSettings
@@ -77,8 +78,10 @@ def _site(context: Context):
 
 
 def _site_names(context: Context) -> frozenset[str]:
-    """Every name the site read, for the reply guard (no model, no torch needed)."""
-    return _site(context).names
+    """Every name the site read, for the reply guard (no model, no torch needed); from the
+    node's warm worker when one wrote them for the site's current files (client/worker)."""
+    warm = warm_names(context)
+    return warm if warm is not None else _site(context).names
 
 
 def _work_dir(context: Context) -> Path:
@@ -115,6 +118,9 @@ def _fit(msg: Message, context: Context) -> Message:
         return _evaluation_sum(msg, context, fit_ins)
     if task is not None:
         raise ValueError(f"unknown task {task!r} in a train message")
+    warm = forward("train", msg, context)  # the node's warm worker, if one runs (client/worker)
+    if warm is not None:
+        return warm
     _threads()
     from client.local import dp_noised_delta, train_round
 
@@ -214,6 +220,9 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
+    warm = forward("evaluate", msg, context)
+    if warm is not None:
+        return warm
     from client.local import evaluate_round
 
     _threads()

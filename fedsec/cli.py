@@ -14,7 +14,7 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 
-from fedsec import research_commands, site_commands, team_commands
+from fedsec import research_commands, site_commands, team_commands, worker_commands
 
 app = typer.Typer(
     add_completion=False,
@@ -56,6 +56,7 @@ app.add_typer(team_commands.node_app, name="node")
 app.add_typer(team_commands.app_app, name="app")
 app.command()(team_commands.report)
 app.command()(research_commands.experiment)
+app.command()(worker_commands.worker)
 
 
 def main() -> None:
