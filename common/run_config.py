@@ -99,6 +99,9 @@ class RunSettings(BaseModel):
     site_html: Literal["every-round", "last-round", "off"] = Field(
         default="every-round", alias="site-html"
     )
+    # The federation's HTML report (plots) at the end of the run; experiments that read only
+    # results.json and report.json turn it off (it is most of a short in-process run's time).
+    report_html: bool = Field(default=True, alias="report-html")
     # The model team's ed25519 signature of the app's hash (`fedsec app sign`), read by each
     # data holder's fedsec-clientapp before the app runs; the apps themselves ignore it.
     app_signature: str = Field(default="", alias="app-signature")

@@ -16,6 +16,7 @@ from common.run_config import RunSettings
 from server.checkpoints import CheckpointStore
 from server.federation import EvaluationSum
 from server.privacy import PrivacyLedger
+from server.quiet import quiet_site_refusals
 from server.report import write_federation_report
 from server.rounds import RoundRecorder
 from server.secagg import RoundSizedSecAggPlus
@@ -24,6 +25,8 @@ from server.workflow import ResumableWorkflow
 
 # Unmask with the clients' mask generator (ChaCha20 from the whole seed, common/masks.py).
 use_cryptographic_masks()
+# A refusing site is one line (its fixed error code), not flwr's traceback of it, per round.
+quiet_site_refusals()
 
 log = logging.getLogger("fedsec.server")
 
@@ -90,8 +93,8 @@ def main(grid: Grid, context: Context) -> None:
         workflow(grid, legacy_context)
     checkpoints.save_final(strategy.global_arrays, out_dir / "model.npz")
     recorder.flush()
-    _, html_path = write_federation_report(out_dir)
-    log.info("federation report: %s", html_path)
+    json_path, html_path = write_federation_report(out_dir, html=settings.report_html)
+    log.info("federation report: %s", html_path or json_path)
 
 
 def privacy_ledger(settings: RunSettings) -> PrivacyLedger | None:

@@ -459,8 +459,9 @@ def read_results(path: Path) -> dict[str, Any]:
         ) from None
 
 
-def write_federation_report(run_dir: Path) -> tuple[Path, Path]:
-    """Read RUN/results.json; write RUN/report.json and RUN/report.html atomically."""
+def write_federation_report(run_dir: Path, *, html: bool = True) -> tuple[Path, Path | None]:
+    """Read RUN/results.json; write RUN/report.json and (unless `html` is off) RUN/report.html
+    atomically."""
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
     results = read_results(results_path)
@@ -471,5 +472,7 @@ def write_federation_report(run_dir: Path) -> tuple[Path, Path]:
     json_path, html_path = run_dir / "report.json", run_dir / "report.html"
     text = json.dumps(report, indent=2, allow_nan=False)
     write_atomic(json_path, text.encode("utf-8") + b"\n")
+    if not html:
+        return json_path, None
     write_atomic(html_path, render_federation_html(report).encode("utf-8"))
     return json_path, html_path

@@ -3,6 +3,7 @@ goes to a recorder, keyed by site id."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from common import weights
-from common.protocol import AGGREGATE_ONLY, NUM_EXAMPLES, SERVER_ROUND, SITE_ID
+from common.protocol import AGGREGATE_ONLY, NUM_EXAMPLES, SERVER_ROUND, SITE_ERRORS, SITE_ID
 from common.run_config import RunSettings
 from server.defences import (
     MaskedRound,
@@ -240,9 +241,20 @@ def _record_weights(outcome: TrainOutcome, screened: Screened) -> None:
 COORDINATOR_WEIGHT = "coordinator_weight"
 
 
+SITE_ERROR = re.compile(r"fedsec-(E\d+):")
+"""A site's fixed error code (client/errors.py), wherever flwr wrapped it."""
+
+
 def describe_failure(failure: Failure) -> str:
-    """One line per failed reply, at most 300 characters."""
+    """One line per failed reply, at most 300 characters: a site's fixed error code and its
+    sentence when there is one (a refusal such as its quality gate), else the first line."""
     if isinstance(failure, BaseException):
-        return f"{type(failure).__name__}: {failure}"[:300]
-    proxy, res = failure
-    return f"node {proxy.node_id}: {getattr(res, 'status', res)}"[:300]
+        text = f"{type(failure).__name__}: {failure}"
+    else:
+        proxy, res = failure
+        text = f"node {proxy.node_id}: {getattr(res, 'status', res)}"
+    found = SITE_ERROR.search(text)
+    if found and found.group(1) in SITE_ERRORS:
+        return f"fedsec-{found.group(1)}: {SITE_ERRORS[found.group(1)]}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else text)[:300]
