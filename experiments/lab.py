@@ -42,6 +42,7 @@ EXPERIMENTS = {
     "noniid": "experiments.noniid",
     "lowfpr": "experiments.lowfpr",
     "dp-utility": "experiments.dp_utility",
+    "poisoning": "experiments.poisoning",
 }
 """`fedsec experiment NAME` -> the module whose `run(size=..., root=...)` it calls."""
 INDEX_FILE = "README.md"
