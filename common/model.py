@@ -50,7 +50,11 @@ class ModelFileError(ValueError):
 
 
 def _shown(value: object) -> str:
-    text = repr(value)
+    """A value for an error message, at most 40 characters (a header can hold anything)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's 4,300-digit conversion limit
+        return f"a number of {value.bit_length():,} bits" if isinstance(value, int) else "?"
     return text if len(text) <= 40 else f"{text[:37]}..."
 
 
@@ -97,7 +101,7 @@ class ModelSpec:
         dropout = self.dropout
         if isinstance(dropout, bool) or not isinstance(dropout, int | float | np.floating):
             raise ValueError(f"ModelSpec.dropout must be a number, got {_shown(dropout)}")
-        if not 0.0 <= float(dropout) < 1.0:
+        if not 0.0 <= dropout < 1.0:  # compared before float(): 10**400 would overflow
             raise ValueError(f"ModelSpec.dropout must be in [0, 1), got {_shown(dropout)}")
         object.__setattr__(self, "dropout", float(dropout))
         if not isinstance(self.reads, str) or self.reads not in MODEL_READS:
