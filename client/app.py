@@ -77,6 +77,14 @@ def _site(context: Context):
     return load_site(site_dir, work_dir=work_dir)
 
 
+def _site_config(context: Context):
+    """The site's site.toml only, for the stages that need no logs (masked weight, evaluation
+    sum): a message's ClientApp then reads no log when a warm worker serves the node."""
+    from client.site import load_site_config
+
+    return load_site_config(site_location(context)[0])
+
+
 def _site_names(context: Context) -> frozenset[str]:
     """Every name the site read, for the reply guard (no model, no torch needed); from the
     node's warm worker when one wrote them for the site's current files (client/worker)."""
@@ -175,7 +183,7 @@ def _evaluation_sum(msg: Message, context: Context, fit_ins) -> Message:
     """This site's part of the round's evaluation sum: its figures if it is at `aggregate` and
     SecAgg+ masks the reply, zeros otherwise (a `rates` site's figures are sent in clear, and an
     unmasked request gets nothing); weight 1, so every site counts once in the mean."""
-    site = _site(context)
+    config = _site_config(context)
     server_round = int(fit_ins.config.get(SERVER_ROUND, 0))
     masked = RECORD_KEY_CONFIGS in msg.content.config_records
     kept = context.state.metric_records.pop(MASKED_FIGURES_RECORD, None)  # used once
@@ -183,19 +191,19 @@ def _evaluation_sum(msg: Message, context: Context, fit_ins) -> Message:
     valid = np.zeros(len(FEDERATION_KEYS), dtype=np.float64)
     if (
         masked
-        and site.config.share.level == "aggregate"
+        and config.share.level == "aggregate"
         and kept is not None
         and int(kept["round"]) == server_round
     ):
         values = np.asarray(kept["values"], dtype=np.float64)
         valid = np.asarray(kept["valid"], dtype=np.float64)
-    elif site.config.share.level == "aggregate" and not masked:
+    elif config.share.level == "aggregate" and not masked:
         log.warning("an evaluation sum was asked for without SecAgg+: this site sent zeros")
     fit_res = FitRes(
         status=Status(code=Code.OK, message=""),
         parameters=ndarrays_to_parameters([values, valid]),
         num_examples=1,
-        metrics={SITE_ID: site.site_id},
+        metrics={SITE_ID: config.site_id},
     )
     return Message(compat.fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
 
@@ -211,7 +219,7 @@ def train(msg: Message, context: Context) -> Message:
     reply = secaggplus_mod(msg, context, _fit)
     counts = reply.content.metric_records.get(NUM_EXAMPLES_RECORD)
     if counts is not None:  # the masked-vector stage: the weight is inside the vector now
-        level = _site(context).config.share.level
+        level = _site_config(context).share.level
         counts["num_examples"] = shared_weight(
             int(counts["num_examples"]), level=level, masked=True
         )

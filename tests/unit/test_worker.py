@@ -267,3 +267,26 @@ def test_announced_sizes_never_reach_memory(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "served"
     assert result.stderr.count("refused a request") == 2, result.stderr
+
+
+def test_names_file_serves_the_guard_until_the_site_changes(tmp_path, monkeypatch):
+    """The worker's names spare the ClientApp a read of the logs only while they are current."""
+    from types import SimpleNamespace
+
+    from experiments.generator import generate_sites
+
+    generate_sites(out_dir=tmp_path / "sites", n_sites=1, n_days=3, seed=1, scale=0.01)
+    site, work = tmp_path / "sites" / "site-00", tmp_path / "work"
+    read = SimpleNamespace(names=frozenset({"evil.example.com", "example.com"}))
+    monkeypatch.setattr("client.pipeline.load_site", lambda *args, **kwargs: read)
+    context = _context(work)
+    context.node_config["site-dir"] = str(site)
+    assert worker.warm_names(context) is None  # no worker has written any
+    worker.Worker(site_dir=site, work_dir=work).publish_names()
+    names = worker.socket_dir(work) / worker.NAMES_FILE
+    assert stat.S_IMODE(names.stat().st_mode) == 0o600
+    assert worker.warm_names(context) == read.names
+    log_file = sorted((site / "logs").rglob("*.*"))[0]
+    with log_file.open("a", encoding="utf-8") as stream:
+        stream.write("\n")  # the site's logs grew since the worker read them
+    assert worker.warm_names(context) is None
