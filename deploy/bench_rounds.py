@@ -1,9 +1,13 @@
 """Benchmark the Deployment Engine path on this machine: docker-compose.yml run as processes.
 
-Prints start-up times, seconds per round (from results.json) and memory per data holder.
+One federation (SuperLink, proxy, 3 data holders), then one `flwr run` per mode and worker
+setting: `warm` with each data holder's warm worker (client/worker.py, the `*-worker`
+services) running, `cold` with none (every message imports torch and reads the site again,
+as flwr's per-message ClientApp does). Prints start-up times, seconds per round (from
+results.json) and memory per data holder, and writes them all to one results file.
 
-    .venv/bin/python -m deploy.bench_rounds --mode secagg --rounds 3
-    .venv/bin/python -m deploy.bench_rounds --mode fedavg --rounds 3 --app /tmp/patched-app
+    .venv/bin/python -m deploy.bench_rounds                       # fedavg+secagg, warm+cold
+    .venv/bin/python -m deploy.bench_rounds --modes secagg --workers warm --rounds 3
 
 `--app` runs another copy of the app (e.g. one with a change to measure); by default the
 repository's own app is copied. Every process started is killed by PID on exit.
@@ -40,6 +44,7 @@ from deploy.node_keys import write_node_key
 from deploy.procs import (
     Processes,
     free_ports,
+    kill_pids,
     port_open,
     process_tree,
     wait_until,
@@ -80,11 +85,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_mib(pids: list[int]) -> float:
+    return sum(_rss_mib(p) for root in pids for p in process_tree(root))
+
+
 class Sampler(threading.Thread):
     """Every 0.1 s: summed RSS of each data holder's process tree, and each flwr-clientapp's
     RSS and CPU time (a process's last <0.1 s before it exits is missed)."""
 
-    def __init__(self, roots: dict[str, int]) -> None:
+    def __init__(self, roots: dict[str, list[int]]) -> None:
         super().__init__(daemon=True)
         self.roots, self.peak = roots, dict.fromkeys(roots, 0.0)
         self.clientapp_peak = 0.0
@@ -93,8 +102,8 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.1):
-            for name, pid in self.roots.items():
-                tree = process_tree(pid)
+            for name, pids in self.roots.items():
+                tree = [p for root in pids for p in process_tree(root)]
                 self.peak[name] = max(self.peak[name], sum(_rss_mib(p) for p in tree))
                 for p in tree:
                     if "flwr-clientapp" in _name(p):
@@ -113,9 +122,10 @@ def copy_app(target: Path) -> Path:
     return target
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=["secagg", "fedavg"], default="secagg")
+    parser.add_argument("--modes", nargs="+", choices=["fedavg", "secagg"], default=MODES)
+    parser.add_argument("--workers", nargs="+", choices=["warm", "cold"], default=WORKERS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--local-steps", type=int, default=10)
     parser.add_argument("--scale", type=float, default=0.1)
@@ -123,147 +133,154 @@ def main() -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("experiments/results/deploy_rounds"),
-        help="folder for MODE.json (the figures the README's deployment-cost table quotes)",
+        default=RESULTS,
+        help="results file (the figures the README's deployment-rounds table quotes)",
     )
-    args = parser.parse_args()
-    from experiments.generator import generate_sites
+    return parser
 
-    with tempfile.TemporaryDirectory(prefix="fedsec-bench-") as scratch:
-        root = Path(scratch)
-        generate_sites(out_dir=root / "sites", n_sites=3, n_days=3, seed=1, scale=args.scale)
-        services = load_compose(
+
+MODES = ["fedavg", "secagg"]
+WORKERS = ["warm", "cold"]
+RESULTS = Path("experiments/results/deployment-rounds/rounds.json")
+
+
+class Bench:
+    """One federation on loopback, as docker-compose.yml describes it, run as processes."""
+
+    def __init__(self, root: Path, *, scale: float) -> None:
+        from experiments.generator import generate_sites
+
+        self.root = root
+        generate_sites(out_dir=root / "sites", n_sites=3, n_days=3, seed=1, scale=scale)
+        self.services = load_compose(
             env={"FEDSEC_PKI": str(root / "pki"), "FEDSEC_SITES": str(root / "sites")}
         )
-        holders = sorted(n for n, s in services.items() if s.command[0] == "flower-supernode")
+        self.holders = sorted(
+            n for n, s in self.services.items() if s.command[0] == "flower-supernode"
+        )
+        self.workers = {name: f"{name}-worker" for name in self.holders}
         write_pki(root / "pki", hosts=["superlink", "fleet-proxy", "localhost", "127.0.0.1"])
         # Each data holder's own key, where its compose service mounts it (`fedsec node keygen`).
-        node_keys = {name: node_key_file(services[name]) for name in holders}
-        for key in node_keys.values():
+        self.node_keys = {name: node_key_file(self.services[name]) for name in self.holders}
+        for key in self.node_keys.values():
             write_node_key(key.parent, key.stem)
-        need = [(s.name, p) for s in services.values() for p in s.ports]
-        ports = dict(zip(need, free_ports(len(need)), strict=True))
-        local = local_services(services, root=root, ports=ports)
-        base = {**os.environ, **QUIET}
-        processes = Processes(root / "logs")
+        need = [(s.name, p) for s in self.services.values() for p in s.ports]
+        self.ports = dict(zip(need, free_ports(len(need)), strict=True))
+        self.local = local_services(self.services, root=root, ports=self.ports)
+        self.base = {**os.environ, **QUIET}
+        self.processes = Processes(root / "logs")
+        self.home = root / "model-team"
+        self.startup: dict[str, float] = {}
+        self.nodes: dict[str, object] = {}
 
-        def start(name: str):
-            materialise(local[name])
-            return processes.start(
-                name, local[name].argv, env=process_env(local[name], base), cwd=local[name].cwd
-            )
+    def start(self, name: str):
+        local = self.local[name]
+        materialise(local)
+        return self.processes.start(
+            name, local.argv, env=process_env(local, self.base), cwd=local.cwd
+        )
 
-        try:
-            t0 = time.monotonic()
-            start("superlink")
-            wait_until(
-                lambda: (
-                    subprocess.run(local["superlink"].healthcheck, capture_output=True).returncode
-                    == 0
-                ),
-                timeout=90,
-                what="SuperLink",
+    def up(self) -> None:
+        t0 = time.monotonic()
+        self.start("superlink")
+        wait_until(
+            lambda: (
+                subprocess.run(self.local["superlink"].healthcheck, capture_output=True).returncode
+                == 0
+            ),
+            timeout=90,
+            what="SuperLink",
+        )
+        self.startup["superlink_healthy"] = time.monotonic() - t0
+        self.start("fleet-proxy")
+        wait_until(lambda: port_open(self.ports[("fleet-proxy", 8443)]), timeout=30, what="proxy")
+        write_connection(
+            self.home,
+            "bench",
+            connection_entry(
+                address=f"127.0.0.1:{self.ports[('superlink', 8000)]}",
+                root_certificates=self.root / "pki" / "ca.crt",
+            ),
+        )
+        t_register = time.monotonic()
+        for name in self.holders:
+            node_register_command(
+                self.node_keys[name].with_suffix(".pub"), connection="bench", flwr_home=self.home
             )
-            healthy = time.monotonic() - t0
-            start("fleet-proxy")
-            wait_until(lambda: port_open(ports[("fleet-proxy", 8443)]), timeout=30, what="proxy")
-            home = root / "model-team"
-            write_connection(
-                home,
+        self.startup["registrations"] = time.monotonic() - t_register
+        t_nodes = time.monotonic()
+        self.nodes = {name: self.start(name) for name in self.holders}
+        for proc in self.nodes.values():
+            proc.wait_for_log("SuperNode ID", timeout=90)
+        self.startup["supernodes_active"] = time.monotonic() - t_nodes
+
+    def work_dir(self, holder: str) -> Path:
+        return self.root / "volumes" / f"{holder}-work"
+
+    def warm_up(self) -> float:
+        """Start each data holder's worker; the seconds until all are ready."""
+        t0 = time.monotonic()
+        procs = [self.start(worker) for worker in self.workers.values()]
+        for proc in procs:
+            proc.wait_for_log("ready", timeout=120)
+        return time.monotonic() - t0
+
+    def cool_down(self) -> None:
+        """Stop the workers and remove their folders: the ClientApps run cold and quiet."""
+        from client.worker import socket_dir
+
+        started = [p for p in self.processes.started if p.name in self.workers.values()]
+        kill_pids([p.pid for p in started if p.popen.poll() is None])
+        for holder in self.holders:
+            shutil.rmtree(socket_dir(self.work_dir(holder)), ignore_errors=True)
+
+    def roots(self, holder: str) -> list[int]:
+        roots = [self.nodes[holder].pid]
+        roots += [
+            p.pid
+            for p in self.processes.started
+            if p.name == self.workers[holder] and p.popen.poll() is None
+        ]
+        return roots
+
+    def run(self, app: Path, *, mode: str, args: argparse.Namespace, tag: str) -> dict:
+        time.sleep(3)
+        idle = {n: _tree_mib(self.roots(n)) for n in self.holders}
+        monitor = Sampler({n: self.roots(n) for n in self.holders})
+        monitor.start()
+        out = self.root / f"run-{tag}"
+        t_run = time.monotonic()
+        result = subprocess.run(
+            [
+                default_executable("flwr"),
+                "run",
+                str(app),
                 "bench",
-                connection_entry(
-                    address=f"127.0.0.1:{ports[('superlink', 8000)]}",
-                    root_certificates=root / "pki" / "ca.crt",
-                ),
-            )
-            t_register = time.monotonic()
-            for name in holders:
-                node_register_command(
-                    node_keys[name].with_suffix(".pub"), connection="bench", flwr_home=home
-                )
-            registered = time.monotonic() - t_register
-            t_nodes = time.monotonic()
-            nodes = {name: start(name) for name in holders}
-            for proc in nodes.values():
-                proc.wait_for_log("SuperNode ID", timeout=90)
-            active = time.monotonic() - t_nodes
-            time.sleep(3)
-            idle = {
-                n: sum(_rss_mib(p) for p in process_tree(proc.pid)) for n, proc in nodes.items()
-            }
-            monitor = Sampler({n: proc.pid for n, proc in nodes.items()})
-            monitor.start()
-            app = args.app or copy_app(root / "app")
-            # Each data holder approves the app by its hash (`fedsec app approve`).
-            digest = app_hash(app)
-            for name in holders:
-                approve(approval_file(services[name]), hashes=[digest])
-            out = root / "run"
-            t_run = time.monotonic()
-            result = subprocess.run(
-                [
-                    default_executable("flwr"),
-                    "run",
-                    str(app),
-                    "bench",
-                    "--stream",
-                    "--run-config",
-                    f"mode='{args.mode}' num-rounds={args.rounds} min-nodes={len(holders)} "
-                    f"local-steps={args.local_steps} out-dir='{out}'",
-                ],
-                env={**base, "FLWR_HOME": str(home)},
-                capture_output=True,
-                text=True,
-                timeout=1800,
-                check=False,
-            )
-            run_seconds = time.monotonic() - t_run
-            monitor.stop.set()
-            monitor.join()
-            if result.returncode != 0:
-                print(result.stdout[-3000:], result.stderr[-3000:])
-                raise SystemExit(result.returncode)
-            rounds = json.loads((out / "results.json").read_text())["rounds"]
-        finally:
-            processes.stop()
-    print(
-        f"mode={args.mode} rounds={args.rounds} nodes={len(holders)} "
-        f"local-steps={args.local_steps} scale={args.scale} load={os.getloadavg()[0]:.2f}"
-    )
-    print(
-        f"start-up: SuperLink healthy {healthy:.1f}s, 3 registrations {registered:.1f}s, "
-        f"SuperNodes active {active:.1f}s"
-    )
-    print(f"flwr run (submit to end): {run_seconds:.1f}s")
-    for entry in rounds:
-        seconds = {k: round(v, 1) for k, v in entry.get("seconds", {}).items()}
-        print(f"round {entry['round']}: {seconds}")
-    print(
-        "idle MiB per data holder (SuperNode + SuperExec): "
-        + ", ".join(f"{n} {v:.0f}" for n, v in idle.items())
-    )
-    print(
-        "peak MiB per data holder (incl. flwr-clientapp): "
-        + ", ".join(f"{n} {v:.0f}" for n, v in monitor.peak.items())
-        + f"; largest flwr-clientapp {monitor.clientapp_peak:.0f}"
-    )
-    cpu = monitor.clientapp_cpu
-    print(
-        f"flwr-clientapp processes: {len(cpu)}, CPU {sum(cpu.values()):.1f}s in all, "
-        f"{sum(cpu.values()) / max(1, len(cpu)):.2f}s each"
-    )
+                "--stream",
+                "--run-config",
+                f"mode='{mode}' num-rounds={args.rounds} min-nodes={len(self.holders)} "
+                f"local-steps={args.local_steps} out-dir='{out}'",
+            ],
+            env={**self.base, "FLWR_HOME": str(self.home)},
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        run_seconds = time.monotonic() - t_run
+        monitor.stop.set()
+        monitor.join()
+        if result.returncode != 0:
+            print(result.stdout[-3000:], result.stderr[-3000:], self.processes.tails())
+            raise SystemExit(result.returncode)
+        rounds = json.loads((out / "results.json").read_text())["rounds"]
+        return _summary(rounds, run_seconds, idle, monitor)
+
+
+def _summary(rounds: list[dict], run_seconds: float, idle: dict, monitor: Sampler) -> dict:
     later = [entry["seconds"] for entry in rounds[1:] if entry.get("seconds")]
-    document = {
-        "command": f"python -m deploy.bench_rounds --mode {args.mode} --rounds {args.rounds} "
-        f"--local-steps {args.local_steps} --scale {args.scale}",
-        "machine": {"cpus": os.cpu_count(), "load_average_1min_after": os.getloadavg()[0]},
-        "mode": args.mode,
-        "data_holders": len(holders),
-        "startup_s": {
-            "superlink_healthy": healthy,
-            "registrations": registered,
-            "supernodes_active": active,
-        },
+    cpu = monitor.clientapp_cpu
+    return {
         "flwr_run_s": run_seconds,
         "rounds": [{"round": entry["round"], **entry.get("seconds", {})} for entry in rounds],
         "mean_round_s_after_first": {
@@ -278,7 +295,65 @@ def main() -> None:
         "clientapp_processes": len(cpu),
         "clientapp_cpu_s_each": sum(cpu.values()) / max(1, len(cpu)),
     }
-    path = write_json(args.out / f"{args.mode}.json", document)
+
+
+def _print_run(tag: str, run: dict) -> None:
+    print(f"--- {tag}: flwr run (submit to end) {run['flwr_run_s']:.1f}s")
+    for entry in run["rounds"]:
+        print(f"round {entry['round']}: " + str({k: round(v, 1) for k, v in entry.items()}))
+    print(
+        "idle MiB per data holder: "
+        + ", ".join(f"{n} {v:.0f}" for n, v in run["idle_mib_per_data_holder"].items())
+        + "; peak: "
+        + ", ".join(f"{n} {v:.0f}" for n, v in run["peak_mib_per_data_holder"].items())
+    )
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    runs: dict[str, dict] = {}
+    warm_s = None
+    with tempfile.TemporaryDirectory(prefix="fedsec-bench-") as scratch:
+        bench = Bench(Path(scratch), scale=args.scale)
+        try:
+            bench.up()
+            app = args.app or copy_app(bench.root / "app")
+            # Each data holder approves the app by its hash (`fedsec app approve`).
+            digest = app_hash(app)
+            for name in bench.holders:
+                approve(approval_file(bench.services[name]), hashes=[digest])
+            for workers in args.workers:
+                if workers == "warm":
+                    warm_s = bench.warm_up()
+                else:
+                    bench.cool_down()
+                for mode in args.modes:
+                    tag = f"{mode}-{workers}"
+                    runs[tag] = bench.run(app, mode=mode, args=args, tag=tag)
+                    _print_run(tag, runs[tag])
+        finally:
+            bench.processes.stop()
+    document = {
+        "command": "python -m deploy.bench_rounds --modes "
+        + " ".join(args.modes)
+        + " --workers "
+        + " ".join(args.workers)
+        + f" --rounds {args.rounds} --local-steps {args.local_steps} --scale {args.scale}",
+        "machine": {"cpus": os.cpu_count(), "load_average_1min_after": os.getloadavg()[0]},
+        "data_holders": len(bench.holders),
+        "startup_s": {**bench.startup, "workers_ready": warm_s},
+        "table": {
+            tag: {
+                "mean_round_s_after_first": (run["mean_round_s_after_first"] or {}).get("total"),
+                "idle_mib_per_data_holder": max(run["idle_mib_per_data_holder"].values()),
+                "peak_mib_per_data_holder": max(run["peak_mib_per_data_holder"].values()),
+            }
+            for tag, run in runs.items()
+        },
+        "runs": runs,
+    }
+    print(json.dumps(document["table"], indent=1))
+    path = write_json(args.out, document)
     print(f"results: {path}")
 
 

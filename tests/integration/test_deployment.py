@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from deploy.compose import (
     COMPOSE_FILE,
@@ -76,6 +77,11 @@ def _compose_env(root: Path) -> dict[str, str]:
 
 def _data_holders(services: dict[str, Service]) -> list[str]:
     return sorted(name for name, s in services.items() if s.command[0] == "flower-supernode")
+
+
+def _workers(services: dict[str, Service]) -> list[str]:
+    """Each data holder's warm worker (client/worker.py): `fedsec worker` services."""
+    return sorted(name for name, s in services.items() if s.command[:2] == ("fedsec", "worker"))
 
 
 def _require(program: str) -> str:
@@ -143,9 +149,9 @@ def test_compose_builds_existing_dockerfile_stages_without_secrets_in_context():
     ]
 
 
-def _help_flags(program: str) -> set[str]:
+def _help_flags(program: str, *subcommand: str) -> set[str]:
     result = subprocess.run(
-        [default_executable(program), "--help"],
+        [default_executable(program), *subcommand, "--help"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -164,7 +170,8 @@ def test_every_flag_in_the_compose_file_exists_in_the_installed_programs():
         if program == "nginx":
             continue  # checked below: nginx has single-dash options only
         flags = command_flags(service.command)
-        unknown = set(flags) - _help_flags(program)
+        subcommand = service.command[1:2] if program == "fedsec" else ()
+        unknown = set(flags) - _help_flags(program, *subcommand)
         assert not unknown, f"{service.name}: {program} has no {sorted(unknown)}"
         checked += len(flags)
     assert checked > 15
@@ -194,6 +201,26 @@ def test_compose_keeps_tls_node_auth_and_read_only_site_data():
             assert f"/{name}" in mounts[target].source, (name, target)
         keys.add(mounts["/keys/node.key"].source)
     assert len(keys) == len(holders)  # one key per data holder
+
+
+def test_every_data_holder_has_a_warm_worker_on_its_own_site_and_work_folder():
+    """The worker sees what its SuperNode sees (site read-only, the same work volume, where
+    the socket lives) and nothing else: no network, no key, no certificate."""
+    services = load_compose(env={})
+    workers = _workers(services)
+    assert workers == [f"{site}-worker" for site in SITES]
+    for site, name in zip(SITES, workers, strict=True):
+        node = {m.target: m for m in services[site].mounts}
+        mounts = {m.target: m for m in services[name].mounts}
+        assert mounts["/work"] == node["/work"], name
+        assert {t for t, m in mounts.items() if m.kind != "tmpfs" and not m.read_only} == {"/work"}
+        assert set(mounts) - {"/work", "/tmp"} == {"/site/site.toml", "/site/logs", "/site/intel"}
+        assert all(mounts[t] == node[t] for t in ("/site/site.toml", "/site/logs", "/site/intel"))
+        command = services[name].command
+        assert command[command.index("--site-dir") + 1] == "/site"
+        assert command[command.index("--work-dir") + 1] == "/work"
+    spec = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    assert all(spec[name].get("network_mode") == "none" for name in workers)
 
 
 def test_node_keys_come_from_the_data_holders_folders_not_the_coordinators(tmp_path):
@@ -565,9 +592,13 @@ def federation(tmp_path_factory) -> Iterator[Federation]:
                 )
             assert code == 0, printed.getvalue()
             federation.registered_fingerprints[site] = _fingerprint_in(printed.getvalue())
+        # Each data holder's warm worker first: it loads torch and the site while nodes start.
+        workers = [federation.start(local[name]) for name in _workers(services)]
         nodes = [federation.start(local[site]) for site in SITES]
         for node in nodes:
             node.wait_for_log(r"SuperNode ID", timeout=START_SECONDS)
+        for worker in workers:
+            worker.wait_for_log(r"fedsec-worker ready", timeout=START_SECONDS)
         yield federation
     finally:
         processes.stop()
@@ -791,3 +822,44 @@ def test_killed_serverapp_resumes_without_losing_or_repeating_a_round(federation
     assert all(sorted(entry["sites"]) == list(SITES) for entry in results["rounds"])
     assert _sha256(out / "checkpoints" / "round-001.npz") == round_one  # not repeated
     assert (out / "checkpoints" / "round-002.npz").is_file() and (out / "model.npz").is_file()
+
+
+def _worker_children(federation: Federation, name: str) -> list[int]:
+    """The serving process(es) under a `fedsec worker` supervisor."""
+    supervisor = federation.processes.get(name).pid
+    return [
+        pid
+        for pid in process_tree(supervisor)
+        if pid != supervisor and b"--once" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+@pytest.mark.slow
+def test_killed_worker_costs_one_line_per_message_and_no_round(federation, tmp_path):
+    """site-00's worker is killed: its ClientApps say so in one line and work cold, every
+    round still has every site, and the restarted worker takes the next messages."""
+    worker = federation.processes.get("site-00-worker")
+    node = federation.processes.get("site-00")
+    seen_node, seen_worker = len(node.log()), len(worker.log())
+    kill_pids(_worker_children(federation, "site-00-worker"), grace_seconds=0.0)
+    app = _approved_app(federation, tmp_path / "app")
+    out = tmp_path / "run"
+    result = _flwr_run(
+        federation,
+        app,
+        f"mode='fedavg' num-rounds=2 min-nodes={len(SITES)} local-steps=2 site-html='off' "
+        f"out-dir='{out}'",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rounds = json.loads((out / "results.json").read_text())["rounds"]
+    assert [entry["round"] for entry in rounds] == [1, 2]
+    assert all(sorted(entry["sites"]) == list(SITES) for entry in rounds)
+    said = [line for line in node.log()[seen_node:].splitlines() if "warm worker" in line]
+    assert said, node.tail()
+    assert all("did not answer" in line and "cold" in line for line in said), said
+    assert "Traceback" not in node.log()[seen_node:]
+    # Supervised: started again, and it served this run's later messages.
+    since = worker.log()[seen_worker:]
+    assert "exited" in since and "ready" in since, worker.tail()
+    assert "handled" in since.split("ready", 1)[1], worker.tail()
+    assert len(_worker_children(federation, "site-00-worker")) == 1
