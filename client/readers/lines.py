@@ -109,7 +109,7 @@ class LineBlocks:
 
     def _whole_lines(self, data: bytes) -> Iterator[bytes | _Overlong]:
         """``data`` as it is, or cut around its lines longer than ``max_line_bytes``."""
-        if len(data) <= self.max_line_bytes:
+        if len(data) <= self.max_line_bytes or not self._may_hold_overlong(data):
             if data:
                 yield data
             return
@@ -126,6 +126,13 @@ class LineBlocks:
             start = line_end + 1
         if start < len(data):
             yield data[start:]
+
+    def _may_hold_overlong(self, data: bytes) -> bool:
+        """Whether some aligned window of half the cap has no newline: a line over the cap
+        always spans one, and a real log has a newline every few hundred bytes, so this costs
+        a few short finds per block instead of a scan of every line."""
+        half = max(1, self.max_line_bytes // 2)
+        return any(data.find(b"\n", start, start + half) < 0 for start in range(0, len(data), half))
 
     def _raw(self, handle, size: int) -> bytes:
         raw = handle.read(size)
