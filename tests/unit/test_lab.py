@@ -84,6 +84,7 @@ def test_every_registered_experiment_is_a_module_with_run():
         "noniid",
         "lowfpr",
         "dp-utility",
+        "poisoning",
     }
     for name, module_name in EXPERIMENTS.items():
         module = importlib.import_module(module_name)
