@@ -243,6 +243,8 @@ COORDINATOR_WEIGHT = "coordinator_weight"
 
 SITE_ERROR = re.compile(r"fedsec-(E\d+):")
 """A site's fixed error code (client/errors.py), wherever flwr wrapped it."""
+FEDSEC_CODE = re.compile(r"fedsec-[A-Z]\d+: .*?(?='>|\n|$)")
+"""Any other fedsec code and its line (the text after it is the coder's fixed sentence)."""
 
 
 def describe_failure(failure: Failure) -> str:
@@ -256,5 +258,8 @@ def describe_failure(failure: Failure) -> str:
     found = SITE_ERROR.search(text)
     if found and found.group(1) in SITE_ERRORS:
         return f"fedsec-{found.group(1)}: {SITE_ERRORS[found.group(1)]}"
+    marked = FEDSEC_CODE.search(text)  # e.g. a data holder's app guard (deploy/app_guard.py)
+    if marked:
+        return marked.group(0).strip()[:300]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return (lines[0] if lines else text)[:300]

@@ -63,6 +63,8 @@ def test_a_wrapped_site_error_is_described_in_one_line():
     failure = Exception(Error(code=1, reason=reason))
     assert describe_failure(failure) == REFUSAL
     assert "\n" not in describe_failure(Exception("first line\nsecond line"))
+    guard = "fedsec-A1: this data holder has not approved app sha256:ab12"
+    assert describe_failure(Exception(Error(code=1, reason=f"<class 'E'>:<'{guard}'>"))) == guard
 
 
 @pytest.fixture(scope="module")
