@@ -309,6 +309,29 @@ def _print_run(tag: str, run: dict) -> None:
     )
 
 
+def _document(args: argparse.Namespace, bench: Bench, runs: dict, warm_s: float | None) -> dict:
+    return {
+        "command": "python -m deploy.bench_rounds --modes "
+        + " ".join(args.modes)
+        + " --workers "
+        + " ".join(args.workers)
+        + f" --rounds {args.rounds} --local-steps {args.local_steps} --scale {args.scale}",
+        "machine": {"cpus": os.cpu_count(), "load_average_1min_after": os.getloadavg()[0]},
+        "data_holders": len(bench.holders),
+        "startup_s": {**bench.startup, "workers_ready": warm_s},
+        "table": {
+            tag: {
+                "mean_round_s_after_first": (run["mean_round_s_after_first"] or {}).get("total"),
+                "idle_mib_per_data_holder": max(run["idle_mib_per_data_holder"].values()),
+                "peak_mib_per_data_holder": max(run["peak_mib_per_data_holder"].values()),
+                "load_average_1min_after": run["load_average_1min_after"],
+            }
+            for tag, run in runs.items()
+        },
+        "runs": runs,
+    }
+
+
 def main() -> None:
     args = _parser().parse_args()
     runs: dict[str, dict] = {}
@@ -330,31 +353,14 @@ def main() -> None:
                 for mode in args.modes:
                     tag = f"{mode}-{workers}"
                     runs[tag] = bench.run(app, mode=mode, args=args, tag=tag)
+                    runs[tag]["load_average_1min_after"] = os.getloadavg()[0]
                     _print_run(tag, runs[tag])
+                    # After every run: a run cut short still leaves the ones before it.
+                    write_json(args.out, _document(args, bench, runs, warm_s))
         finally:
             bench.processes.stop()
-    document = {
-        "command": "python -m deploy.bench_rounds --modes "
-        + " ".join(args.modes)
-        + " --workers "
-        + " ".join(args.workers)
-        + f" --rounds {args.rounds} --local-steps {args.local_steps} --scale {args.scale}",
-        "machine": {"cpus": os.cpu_count(), "load_average_1min_after": os.getloadavg()[0]},
-        "data_holders": len(bench.holders),
-        "startup_s": {**bench.startup, "workers_ready": warm_s},
-        "table": {
-            tag: {
-                "mean_round_s_after_first": (run["mean_round_s_after_first"] or {}).get("total"),
-                "idle_mib_per_data_holder": max(run["idle_mib_per_data_holder"].values()),
-                "peak_mib_per_data_holder": max(run["peak_mib_per_data_holder"].values()),
-            }
-            for tag, run in runs.items()
-        },
-        "runs": runs,
-    }
-    print(json.dumps(document["table"], indent=1))
-    path = write_json(args.out, document)
-    print(f"results: {path}")
+    print(json.dumps(_document(args, bench, runs, warm_s)["table"], indent=1))
+    print(f"results: {args.out}")
 
 
 if __name__ == "__main__":
