@@ -489,11 +489,11 @@ def score_command(
     from client.readers import LogFormatError
     from client.site import load_site_config
     from common.config import ConfigError
-    from common.model import model_from_bytes
+    from common.model import load_model_file
 
     console = Console(stderr=True)
     try:
-        network, _ = model_from_bytes(Path(model).read_bytes())
+        network, _ = load_model_file(Path(model))
         fmt, mapping, max_malformed = None, None, DEFAULT_MAX_MALFORMED_RATE
         if site_dir is not None:
             config = load_site_config(Path(site_dir))
