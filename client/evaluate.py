@@ -414,6 +414,7 @@ class Evaluation:
     cache_evictions: int
     quarantine_dir: Path
     seconds: float
+    problems: tuple[str, ...] = ()  # files not read whole (cut gzip, no records, too many bad)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -607,6 +608,7 @@ def evaluate_site(
         cache_evictions=scorer.cache.evictions,
         quarantine_dir=quarantine_dir,
         seconds=time.perf_counter() - started,
+        problems=tuple(scorer.summary.problems),
     )
 
 
@@ -688,7 +690,8 @@ def load_model(path: Path) -> tuple[CharCNN, dict[str, str]]:
 
 
 def evaluate_command(*, model: Path, site: Path, days: int | None, out: Path | None) -> int:
-    """`fedsec evaluate`: print the summary; 0 on success, 2 on bad input (one error line)."""
+    """`fedsec evaluate`: print the summary; 0 on success, 1 when a log file was not read whole
+    (each named), 2 on bad input (one error line)."""
     import sys
 
     from rich.console import Console
@@ -724,4 +727,13 @@ def evaluate_command(*, model: Path, site: Path, days: int | None, out: Path | N
         return 2
     for line in summary_lines(result):
         print(line)
+    if result.problems:
+        for problem in result.problems:
+            print(f"fedsec: error: {problem}", file=sys.stderr)
+        print(
+            f"fedsec: error: {len(result.problems)} problem(s) above: the evaluation covers only "
+            "the lines that were read",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -184,3 +184,18 @@ def test_score_quarantines_a_gzip_bomb_line_and_scores_the_rest(
     assert "read 43 lines from 1 file(s): 40 records, 1 quarantined" in captured.out
     quarantine = (tmp_path / "alerts.jsonl.quarantine" / "bomb.log.gz.tsv").read_text()
     assert "\n3\tline-too-long\taaa" in quarantine
+
+
+def test_evaluate_exits_non_zero_on_a_cut_gzip_stream(
+    site: Path, model_path: Path, tmp_path: Path, capsys
+) -> None:
+    from client.evaluate import evaluate_command
+
+    broken = copy_of(site, tmp_path)
+    log = sorted((broken / "logs").glob("dns.*.log.gz"))[-1]  # a test day: it is scored
+    cut_gzip(log)
+    code = evaluate_command(model=model_path, site=broken, days=None, out=tmp_path / "report")
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert f"{log.name}: the gzip stream is truncated" in captured.err
+    assert "the evaluation covers only the lines that were read" in captured.err
