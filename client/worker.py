@@ -400,10 +400,16 @@ def _log_lines() -> None:
     logger.propagate = False
 
 
+def _exit_once(*_: object) -> None:
+    """SIGTERM: exit; a second one (service and supervisor both stopping it) is ignored."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(0)
+
+
 def serve_site(site_dir: Path, work_dir: Path) -> None:
     """The worker process: prepare, bind, serve until SIGTERM."""
     _log_lines()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, _exit_once)
     worker = Worker(site_dir=site_dir, work_dir=work_dir)
     seconds = worker.prepare()
     server = worker.bind()

@@ -824,9 +824,8 @@ def test_killed_serverapp_resumes_without_losing_or_repeating_a_round(federation
     assert (out / "checkpoints" / "round-002.npz").is_file() and (out / "model.npz").is_file()
 
 
-def _worker_children(federation: Federation, name: str) -> list[int]:
+def _worker_children(supervisor: int) -> list[int]:
     """The serving process(es) under a `fedsec worker` supervisor."""
-    supervisor = federation.processes.get(name).pid
     return [
         pid
         for pid in process_tree(supervisor)
@@ -836,30 +835,63 @@ def _worker_children(federation: Federation, name: str) -> list[int]:
 
 @pytest.mark.slow
 def test_killed_worker_costs_one_line_per_message_and_no_round(federation, tmp_path):
-    """site-00's worker is killed: its ClientApps say so in one line and work cold, every
-    round still has every site, and the restarted worker takes the next messages."""
+    """site-00's worker service is down when a run starts: its ClientApps say so in one line
+    each and work cold, and every round still has every site. Started again, the service is
+    ready, and after a crash of its worker process it starts it again by itself."""
     worker = federation.processes.get("site-00-worker")
     node = federation.processes.get("site-00")
-    seen_node, seen_worker = len(node.log()), len(worker.log())
-    kill_pids(_worker_children(federation, "site-00-worker"), grace_seconds=0.0)
+    seen = len(node.log())
+    kill_pids([worker.pid], grace_seconds=0.0)
     app = _approved_app(federation, tmp_path / "app")
     out = tmp_path / "run"
-    result = _flwr_run(
-        federation,
-        app,
-        f"mode='fedavg' num-rounds=2 min-nodes={len(SITES)} local-steps=2 site-html='off' "
-        f"out-dir='{out}'",
+    run = subprocess.Popen(
+        [
+            default_executable("flwr"),
+            "run",
+            str(app),
+            CONNECTION,
+            "--stream",
+            "--run-config",
+            f"mode='fedavg' num-rounds=2 min-nodes={len(SITES)} local-steps=2 "
+            f"site-html='off' out-dir='{out}'",
+        ],
+        env={**federation.env, "FLWR_HOME": str(federation.model_team_home)},
+        cwd=app.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    try:
+        wait_until(
+            lambda: "warm worker" in node.log()[seen:],
+            timeout=RUN_SECONDS,
+            what="site-00's ClientApp noticing its worker is down",
+            on_timeout=node.tail,
+        )
+        mark = len(worker.log())  # the service logs to the same file, appended
+        restarted = federation.start(federation.local["site-00-worker"])
+        output, _ = run.communicate(timeout=RUN_SECONDS)
+    finally:
+        kill_pids([run.pid])
+    assert run.returncode == 0, output[-3000:]
     rounds = json.loads((out / "results.json").read_text())["rounds"]
     assert [entry["round"] for entry in rounds] == [1, 2]
     assert all(sorted(entry["sites"]) == list(SITES) for entry in rounds)
-    said = [line for line in node.log()[seen_node:].splitlines() if "warm worker" in line]
-    assert said, node.tail()
+    said = [line for line in node.log()[seen:].splitlines() if "warm worker" in line]
     assert all("did not answer" in line and "cold" in line for line in said), said
-    assert "Traceback" not in node.log()[seen_node:]
-    # Supervised: started again, and it served this run's later messages.
-    since = worker.log()[seen_worker:]
-    assert "exited" in since and "ready" in since, worker.tail()
-    assert "handled" in since.split("ready", 1)[1], worker.tail()
-    assert len(_worker_children(federation, "site-00-worker")) == 1
+    assert "Traceback" not in node.log()[seen:]
+
+    # The service again: ready, and it restarts its worker process after a crash.
+    def logged(*patterns: str) -> bool:
+        return re.search(".*".join(patterns), restarted.log()[mark:], re.DOTALL) is not None
+
+    wait_until(lambda: logged("ready"), timeout=START_SECONDS, what="worker ready")
+    (child,) = _worker_children(restarted.pid)
+    kill_pids([child], grace_seconds=0.0)
+    wait_until(
+        lambda: logged("ready", "exited with code -9", "ready"),
+        timeout=START_SECONDS,
+        what="worker started again by its service",
+        on_timeout=restarted.tail,
+    )
