@@ -127,8 +127,8 @@ def test_no_worker_set_up_means_no_forwarding_and_no_log_line(work, caplog):
 
 
 def test_a_worker_that_is_not_running_costs_one_line_and_the_message_runs_cold(work, caplog):
-    served = Running(work)
-    served.close()  # the socket file stays, as after a crash
+    # A worker that bound its socket and died: the file stays, nobody listens.
+    worker.Worker(site_dir=work, work_dir=work).bind().close()
     assert worker.forward("evaluate", _message(), _context(work)) is None
     lines = _warnings(caplog)
     assert len(lines) == 1 and "\n" not in lines[0]
