@@ -131,8 +131,9 @@ def test_two_dropouts_of_five_unmask_to_fedavg_over_the_survivors(runs):
 def test_a_server_left_on_flwrs_generator_unmasks_to_garbage(
     runs, five_sites, tmp_path, monkeypatch
 ):
-    """Why both apps must install the generator: a mismatch raises nothing in flwr, it yields
-    a model far outside the bound (the test above is not passing by accident)."""
+    """Why both apps must install the generator: a mismatch raises nothing in flwr, it unmasks
+    to garbage (the test above is not passing by accident). flwr would apply it; fedsec's
+    coordinator finds the unmasked weight sum impossible and refuses the round."""
     import importlib
 
     server = importlib.import_module(SERVER_WORKFLOW)
@@ -141,7 +142,8 @@ def test_a_server_left_on_flwrs_generator_unmasks_to_garbage(
     results = run_in_process(
         data_dir=five_sites, out_dir=out, overrides={**OVERRIDES, "mode": "secagg"}
     )
-    assert results["rounds"][0]["train"]["status"] == "aggregated"  # flwr notices nothing
-    fedavg = _round1(runs["fedavg-none"][0])
-    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(_round1(out), fedavg, strict=True))
-    assert worst > 1.0, worst
+    train = results["rounds"][0]["train"]
+    assert train["status"] == "failed", train  # every site replied: only the sum is garbage
+    assert train["failures"] == 0 and len(train["sites"]) == 5
+    assert "the masked weights sum to" in train["problem"], train["problem"]
+    assert "mean_delta_norm" not in train  # no delta was applied: the model is unchanged
