@@ -69,6 +69,7 @@ from client.scoring import (
     ScoreSummary,
     StageClock,
     feed_logs,
+    report_unread,
 )
 from client.site import SITE_FILE, Intel, load_intel, load_site_config
 from common.config import ConfigError, SiteConfig
@@ -727,13 +728,4 @@ def evaluate_command(*, model: Path, site: Path, days: int | None, out: Path | N
         return 2
     for line in summary_lines(result):
         print(line)
-    if result.problems:
-        for problem in result.problems:
-            print(f"fedsec: error: {problem}", file=sys.stderr)
-        print(
-            f"fedsec: error: {len(result.problems)} problem(s) above: the evaluation covers only "
-            "the lines that were read",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return report_unread(result.problems, covers="the evaluation covers")

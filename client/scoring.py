@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import sys
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -481,7 +482,6 @@ def score_command(
     With ``site_dir`` the logs are read in the site's configured format (and column mapping);
     without it each file's format is detected. Bad lines go to ``OUT.quarantine/``.
     """
-    import sys
 
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
@@ -534,16 +534,21 @@ def score_command(
         summary, out=out, threshold_source=source, quarantine_dir=quarantine_dir
     ):
         print(line)
-    if summary.problems:
-        for problem in summary.problems:
-            print(f"fedsec: error: {problem}", file=sys.stderr)
-        print(
-            f"fedsec: error: {len(summary.problems)} problem(s) above: the alerts cover only "
-            "the lines that were read",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return report_unread(summary.problems, covers="the alerts cover")
+
+
+def report_unread(problems: Sequence[str], *, covers: str) -> int:
+    """Each log file not read whole on stderr, one line each, then what it means: exit code 1
+    (the command's output covers less than it was given), or 0 when every file was read."""
+    for problem in problems:
+        print(f"fedsec: error: {problem}", file=sys.stderr)
+    if not problems:
+        return 0
+    print(
+        f"fedsec: error: {len(problems)} problem(s) above: {covers} only the lines that were read",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def summary_lines(
