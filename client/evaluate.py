@@ -17,13 +17,19 @@ site's test days, through the same streaming scorer as `fedsec score`:
    go through `client.scoring.LogScorer` (block dedup, normalisation, an LRU score cache of
    bounded size, the model on its own thread); per distinct name it keeps the query count
    and the score, compacted as it grows.
-3. **Label and report**: each name is labelled from the site's intel (`Intel.lookup`,
-   conflicts left out, `[labels] unlisted` applied) and `client.fragility.site_fragility_report`
-   writes the full report with ``evaluation.kind = "full, streamed"``.
+3. **Label**: each name is labelled from the site's intel (`Intel.lookup`, conflicts left
+   out, `[labels] unlisted` applied).
+4. **Hosts** (only the test-day files, only when the logs name a client: Zeek's
+   ``id.orig_h`` or a mapped column): per (test day, client host), the highest benign and the
+   highest blocklisted score among the labelled names it queried and its benign queries
+   (`HostPass`), so the host figures can be read at the threshold the report picks.
+5. **Report**: `client.fragility.site_fragility_report` writes the full report with
+   ``evaluation.kind = "full, streamed"``.
 
 Memory: the per-name table (distinct test-day names x name, count, score, then the labelled
-`Examples`) is the only thing that grows; log blocks stream, the score cache holds at most
-``cache_size`` names, the scan holds per-day sets bounded by the intel lists and the sample.
+`Examples`) and the per-host-day table (test days x client hosts x 5 values) are what grow;
+log blocks stream, the score cache holds at most ``cache_size`` names, the scan holds per-day
+sets bounded by the intel lists and the sample.
 
 The test set is every distinct valid name of the test days: unlike the federated split there
 is no registered-domain holdout or leakage filter. The model never trained on the test days
@@ -57,11 +63,17 @@ from client.dataset import (
     no_examples,
 )
 from client.domains import REASON_PREFIX, normalise_domain_array, registered_domain
-from client.fragility import FPR_TARGETS, SiteReport, site_fragility_report
+from client.fragility import (
+    FPR_TARGETS,
+    NO_CLIENT_COLUMN,
+    HostView,
+    SiteReport,
+    site_fragility_report,
+)
 from client.fragility_html import benign_names_needed
 from client.pipeline import log_files
 from client.quarantine import Quarantine
-from client.readers import Progress
+from client.readers import STREAMS, Progress
 from client.scoring import (
     CACHE_SIZE,
     DEFAULT_THRESHOLD,
@@ -73,6 +85,7 @@ from client.scoring import (
 )
 from client.site import SITE_FILE, Intel, load_intel, load_site_config
 from common.config import ConfigError, SiteConfig
+from common.fragility import HostDays
 from common.model import CharCNN
 from common.training import predict_scores
 
@@ -338,6 +351,176 @@ def _empty_names() -> pa.Table:
     )
 
 
+# --- pass 3: the client hosts of the test days -------------------------------------------------
+
+CLIENT_COLUMN = "id.orig_h"  # Zeek's client address; other formats map it in [logs] columns
+SELF_DESCRIBING_FORMATS = ("zeek-tsv", "zeek-json", "parquet")
+
+
+def reads_client_column(config: SiteConfig) -> bool:
+    """Whether the site's logs can name a client: a format that names its own fields (the field
+    may still be absent: then every value is null) or a mapped ``id.orig_h`` column."""
+    mapped = CLIENT_COLUMN in (config.logs.columns or {})
+    return config.logs.format in SELF_DESCRIBING_FORMATS or mapped
+
+
+class HostPass:
+    """Reduces the test-day records to one row per (day, client host): the `HostDays` columns.
+
+    Each table's distinct (day, host, name) triples are buffered and looked up in the labelled
+    test set in batches (one hash of the test set per ``flush_rows`` triples, not per block);
+    the per-host-day rows are merged whenever they outgrow the merged table, so the state is
+    about twice the host-days, whatever the names.
+    """
+
+    def __init__(
+        self, labelled: LabelledNames, *, days: Sequence[int], flush_rows: int = COMPACT_ROWS
+    ) -> None:
+        test = labelled.test
+        self._names = pa.array(test.domains.tolist(), pa.string())
+        malicious = test.labels == 1
+        self._benign_score = pa.array(np.where(malicious, -np.inf, labelled.scores))
+        self._malicious_score = pa.array(np.where(malicious, labelled.scores, -np.inf))
+        self._benign = pa.array(~malicious)
+        self._days = pa.array(sorted(days), pa.int64())
+        self.flush_rows = flush_rows
+        self.records_with_client = 0
+        self.records_without_client = 0
+        self._triples: list[pa.Table] = []
+        self._buffered = 0
+        self._table = _empty_host_days()
+        self._parts: list[pa.Table] = []
+        self._unmerged = 0
+
+    def add(self, table: pa.Table) -> None:
+        day = day_index(table["ts"])
+        keep = pc.and_(
+            pc.fill_null(pc.is_in(day, value_set=self._days), False), pc.is_valid(table["query"])
+        )
+        table = pa.table(
+            {"day": day, "host": table[CLIENT_COLUMN], "query": table["query"]}
+        ).filter(keep)
+        has_host = pc.and_(pc.is_valid(table["host"]), pc.not_equal(table["host"], ""))
+        has_host = pc.fill_null(has_host, False)
+        with_host = int(pc.sum(has_host).as_py() or 0)
+        self.records_with_client += with_host
+        self.records_without_client += table.num_rows - with_host
+        if with_host == 0:
+            return
+        triples = (
+            table.filter(has_host)
+            .group_by(["day", "host", "query"], use_threads=False)
+            .aggregate([("query", "count")])
+        )
+        self._triples.append(triples)
+        self._buffered += triples.num_rows
+        if self._buffered >= self.flush_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._triples:
+            return
+        triples = pa.concat_tables(self._triples)
+        self._triples, self._buffered = [], 0
+        names, _ = normalise_domain_array(triples["query"])
+        index = pc.index_in(names, value_set=self._names)
+        found = pc.is_valid(index)
+        index, triples = index.filter(found), triples.filter(found)
+        if len(index) == 0:
+            return
+        benign = pc.take(self._benign, index)
+        counts = pc.if_else(benign, triples["query_count"], 0)
+        part = pa.table(
+            {
+                "day": triples["day"],
+                "host": triples["host"],
+                "max_benign": pc.take(self._benign_score, index),
+                "max_malicious": pc.take(self._malicious_score, index),
+                "benign_queries": pc.cast(counts, pa.int64()),
+            }
+        )
+        self._parts.append(_per_host_day(part))
+        self._unmerged += self._parts[-1].num_rows
+        if self._unmerged > max(self.flush_rows, self._table.num_rows):
+            self._compact()
+
+    def _compact(self) -> None:
+        self._table = _per_host_day(pa.concat_tables([self._table, *self._parts]))
+        self._parts, self._unmerged = [], 0
+
+    def host_days(self) -> HostDays | None:
+        """The merged host-days; None when no test-day record named a client."""
+        self._flush()
+        self._compact()
+        if self.records_with_client == 0:
+            return None
+        return HostDays(
+            max_benign=self._table["max_benign"].to_numpy().astype(np.float64),
+            max_malicious=self._table["max_malicious"].to_numpy().astype(np.float64),
+            benign_queries=self._table["benign_queries"].to_numpy().astype(np.int64),
+        )
+
+
+def _per_host_day(table: pa.Table) -> pa.Table:
+    return (
+        table.group_by(["day", "host"], use_threads=False)
+        .aggregate([("max_benign", "max"), ("max_malicious", "max"), ("benign_queries", "sum")])
+        .rename_columns(["day", "host", "max_benign", "max_malicious", "benign_queries"])
+    )
+
+
+def _empty_host_days() -> pa.Table:
+    return pa.table(
+        {
+            "day": pa.array([], pa.int64()),
+            "host": pa.array([], pa.string()),
+            "max_benign": pa.array([], pa.float64()),
+            "max_malicious": pa.array([], pa.float64()),
+            "benign_queries": pa.array([], pa.int64()),
+        }
+    )
+
+
+def read_host_days(
+    files: Sequence[Path],
+    labelled: LabelledNames,
+    *,
+    config: SiteConfig,
+    days: Sequence[int],
+    quarantine: Quarantine,
+    on_progress: Progress | None = None,
+    on_file: Callable[[Path], None] | None = None,
+    flush_rows: int = COMPACT_ROWS,
+) -> HostView:
+    """Pass 3 over the test-day files: the host-days, or why there are none.
+
+    Bad lines were filed by the scan, so ``quarantine`` should discard the reader's reports.
+    """
+    if not reads_client_column(config):
+        return HostView(host_days=None, reason=NO_CLIENT_COLUMN, test_days=len(days))
+    hosts = HostPass(labelled, days=days, flush_rows=flush_rows)
+    columns = ("ts", "query", CLIENT_COLUMN)
+    for path in files:
+        if on_file is not None:
+            on_file(path)
+        stream = STREAMS[config.logs.format](
+            path,
+            quarantine=quarantine,
+            columns=columns,
+            mapping=config.logs.columns,
+            on_progress=on_progress,
+        )
+        for table in stream:
+            hosts.add(table)
+    host_days = hosts.host_days()
+    return HostView(
+        host_days=host_days,
+        reason=None if host_days is not None else NO_CLIENT_COLUMN,
+        test_days=len(days),
+        records_without_client=hosts.records_without_client,
+    )
+
+
 # --- labelling and the report ------------------------------------------------------------------
 
 
@@ -416,6 +599,7 @@ class Evaluation:
     quarantine_dir: Path
     seconds: float
     problems: tuple[str, ...] = ()  # files not read whole (cut gzip, no records, too many bad)
+    hosts: HostView | None = None  # the test days' host-days, or why there are none
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -540,6 +724,16 @@ def evaluate_site(
         distinct = table.num_rows
         labelled = label_names(table, intel, unlisted_benign=config.labels.unlisted == "benign")
         del table
+        hosts = read_host_days(
+            scored_files,
+            labelled,
+            config=config,
+            days=test_days,
+            quarantine=_DiscardingQuarantine(quarantine),
+            on_progress=on_progress,
+            on_file=on_file,
+            flush_rows=compact_rows,
+        )
         training = scan.training_facts(test_days)
         reference = sorted(training.sample, key=lambda name: (training.sample[name], name))
         intel_only = intel_only_examples(intel, set(scan.logged_listed))
@@ -586,6 +780,7 @@ def evaluate_site(
             work_dir=out,
             html=html,
             evaluation=evaluation_block,
+            hosts=hosts,
         )
     finally:
         torch.set_num_threads(threads)
@@ -610,6 +805,7 @@ def evaluate_site(
         quarantine_dir=quarantine_dir,
         seconds=time.perf_counter() - started,
         problems=tuple(scorer.summary.problems),
+        hosts=hosts,
     )
 
 
@@ -633,6 +829,31 @@ def _number(value: float | None, digits: int = 4) -> str:
 
 def _rate(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def host_lines(metrics: Mapping[str, float], hosts: HostView | None) -> list[str]:
+    """The host view next to the per-domain FP/day: what an analyst team opens per host."""
+    if hosts is None or hosts.host_days is None:
+        reason = hosts.reason if hosts is not None else NO_CLIENT_COLUMN
+        return [f"per host: n/a ({reason})"]
+    count = len(hosts.host_days)
+    per_day = metrics.get("hosts_per_day", math.nan)
+    needed = 3.0 * per_day
+    resolvable = (
+        "resolvable"
+        if metrics.get("host_fp_per_day_resolvable") == 1
+        else f"not resolvable (needs {_number(needed)} host-days, has {count:,})"
+    )
+    return [
+        f"hosts: {count:,} host-days on {hosts.test_days} test day(s) "
+        f"({count / max(hosts.test_days, 1):,.1f} a day observed), "
+        f"{_number(per_day)} hosts/day at the site's volume",
+        f"per host at threshold {_number(metrics.get('threshold'))}: "
+        f"{_number(metrics.get('host_alerts_per_day'))} alerting hosts/day, "
+        f"FP hosts/day {_number(metrics.get('host_fp_per_day'))} "
+        f"(95% upper bound {_number(metrics.get('host_fp_per_day_upper95'))}), {resolvable}; "
+        f"host FPR {_rate(metrics.get('host_fpr'))} vs per-domain FPR {_rate(metrics.get('fpr'))}",
+    ]
 
 
 def summary_lines(result: Evaluation) -> list[str]:
@@ -659,6 +880,7 @@ def summary_lines(result: Evaluation) -> list[str]:
         f"{_number(metrics.get('fp_per_day'))} "
         f"(95% upper bound {_number(metrics.get('fp_per_day_upper95'))})"
     )
+    lines.extend(host_lines(metrics, result.hosts))
     html = f" and {result.report.html_path}" if result.report.html_path else ""
     lines.append(f"report: {result.report.json_path}{html} (stays on this site)")
     lines.append(f"quarantined lines: {result.quarantine_dir}")

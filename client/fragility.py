@@ -24,7 +24,7 @@ from common import calibration, fragility
 from common.config import SiteConfig
 from common.families import family_keys
 from common.files import write_atomic, write_json
-from common.fragility import BudgetPoint
+from common.fragility import BudgetPoint, HostDays
 from common.metrics import (
     confusion_at_thresholds,
     partial_auc_mcclish,
@@ -43,6 +43,11 @@ TOP_FP_COUNT = 20
 FPR_TARGETS = {"1e-3": 1e-3, "1e-4": 1e-4, "1e-5": 1e-5}
 CURVE_POINTS = 48
 NAN = float("nan")
+NO_CLIENT_COLUMN = "no client column"
+HOSTS_PER_ROUND = (
+    "not computed in a federated round: `fedsec evaluate` reads the client hosts of the "
+    "test days and reports them"
+)
 
 
 @dataclass(frozen=True)
@@ -266,6 +271,59 @@ def shortcut_metrics(test: Examples, *, model_auc: float) -> tuple[dict[str, flo
     feature, baseline = fragility.best_single_feature_auc(domains=test.domains, labels=test.labels)
     ratio = fragility.shortcut_ratio(baseline_auc=baseline, model_auc=model_auc)
     return {"shortcut_ratio": ratio, "baseline_auc": baseline}, feature
+
+
+# --- hosts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostView:
+    """The test days' host-days (`common.fragility.HostDays`), or why there are none.
+
+    ``host_days`` None with ``reason`` NO_CLIENT_COLUMN when the logs name no client, or
+    HOSTS_PER_ROUND when the report's producer did not read the hosts at all.
+    """
+
+    host_days: HostDays | None
+    reason: str | None = None
+    test_days: int = 0
+    records_without_client: int = 0  # test-day records of labelled names with no client
+
+
+def host_block(view: HostView, metrics: Mapping[str, float], *, config: SiteConfig) -> dict:
+    """The report's ``hosts`` section: the host figures beside the per-domain ones, and how
+    the observed host-days scale to the site's volume (stays on the site)."""
+    per_domain = {key: metrics.get(key, NAN) for key in ("fpr", "fp_per_day", "fp_per_day_upper95")}
+    block: dict = {
+        "available": view.host_days is not None,
+        "reason": view.reason,
+        "definition": "a host alerts on a test day when a name it queried scores >= threshold; "
+        "it is a false-positive host when none of its alerting names is blocklisted",
+        "per_domain": per_domain,
+        "per_host": {key: metrics.get(key, NAN) for key in fragility.HOST_METRICS},
+    }
+    if view.host_days is None:
+        return block
+    count, days = len(view.host_days), max(view.test_days, 1)
+    threshold = float(metrics.get("threshold", NAN))
+    alerting, false_positives = (
+        fragility.host_alerts(view.host_days, threshold=threshold)
+        if math.isfinite(threshold)
+        else (0, 0)
+    )
+    observed = count / days
+    hosts = metrics.get("hosts_per_day", NAN)
+    block |= {
+        "test_days": view.test_days,
+        "observed_hosts_per_day": observed,
+        "benign_queries_per_test_day": float(view.host_days.benign_queries.sum()) / days,
+        "benign_events_per_day": config.deployment.benign_events_per_day,
+        "scale_to_site_volume": hosts / observed if observed > 0 else NAN,
+        "alerting_host_days": alerting,
+        "false_positive_host_days": false_positives,
+        "records_without_client": view.records_without_client,
+    }
+    return block
 
 
 # --- families ----------------------------------------------------------------------------------
@@ -537,8 +595,12 @@ def compute_metrics(
     intel_only_scores: np.ndarray,
     previous_probe: ProbeDecisions | None,
     server_round: int,
+    host_days: HostDays | None = None,
 ) -> SiteEvaluation:
-    """Every documented metric at tau, and this round's probe decisions (for next round's churn)."""
+    """Every documented metric at tau, and this round's probe decisions (for next round's churn).
+
+    ``host_days`` None (no client column, or not read) leaves every host figure nan.
+    """
     test, config = data.test, data.config
     labels = test.labels == 1
     base_rate, source = resolve_base_rate(config, test)
@@ -553,6 +615,11 @@ def compute_metrics(
     metrics |= ranking_metrics(test_scores, labels)
     metrics |= operating_metrics(choice)
     metrics |= threshold_metrics(test, test_scores, choice=choice, config=config)
+    metrics |= fragility.host_metrics(
+        host_days,
+        threshold=choice.threshold,
+        benign_events_per_day=config.deployment.benign_events_per_day,
+    )
     metrics |= stability_metrics(test_scores, labels, train_scores)
     shortcut, feature = shortcut_metrics(test, model_auc=metrics["auc"])
     metrics |= shortcut
@@ -590,6 +657,7 @@ def site_fragility_report(
     extra: dict[str, float] | None = None,
     html: bool = True,
     evaluation: Mapping[str, object] | None = None,
+    hosts: HostView | None = None,
 ) -> SiteReport:
     """Compute every fragility metric for this round and write WORK/fragility/round-NNN.{json,html}.
 
@@ -599,9 +667,11 @@ def site_fragility_report(
     matters when one machine simulates hundreds of sites. ``evaluation`` becomes the report's
     ``evaluation`` field: its ``kind`` says what produced the report (default: a federated
     round on the test days held in memory; `fedsec evaluate` passes "full, streamed" and notes).
+    ``hosts`` holds the test days' host-days; None means they were not read (HOSTS_PER_ROUND).
     """
     started = time.perf_counter()
     test, config = data.test, data.config
+    hosts = hosts or HostView(host_days=None, reason=HOSTS_PER_ROUND)
     test_scores = _scores("test_scores", test_scores, len(test))
     train_scores = np.asarray(train_scores, dtype=np.float64).ravel()
     if intel_only is None:
@@ -618,6 +688,7 @@ def site_fragility_report(
         intel_only_scores=intel_only_scores,
         previous_probe=previous,
         server_round=server_round,
+        host_days=hosts.host_days,
     )
     metrics, choice = computed.metrics, computed.choice
     _merge(metrics, dqa, source="data-quality")
@@ -638,6 +709,7 @@ def site_fragility_report(
         "shortcut": {"feature": computed.shortcut_feature, "baseline_auc": metrics["baseline_auc"]},
         "families": computed.families,
         "top_false_positives": top_false_positives(test, test_scores, threshold=choice.threshold),
+        "hosts": host_block(hosts, metrics, config=config),
         "data_quality": dict(dqa or {}),
         "extra": dict(extra or {}),
         "probe": {

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from publicsuffixlist import PublicSuffixList
 
 __all__ = [
+    "HOST_METRICS",
     "BudgetPoint",
+    "HostDays",
     "QueryUniqueFpr",
     "alert_budget_per_day",
     "alerts_per_incident",
@@ -35,6 +37,9 @@ __all__ = [
     "expected_alerts_per_day",
     "fp_per_day",
     "fpr_query_vs_unique",
+    "host_alerts",
+    "host_metrics",
+    "hosts_per_day",
     "per_family_recall",
     "positive_events_per_day",
     "precision_at_base_rate",
@@ -249,6 +254,94 @@ def threshold_at_budget(
         alerts_per_day=float(alerts[index]),
         feasible=index > 0,
     )
+
+
+# --- hosts ------------------------------------------------------------------------------------
+
+HOST_METRICS = (
+    "host_days",
+    "hosts_per_day",
+    "host_alerts_per_day",
+    "host_fpr",
+    "host_fpr_upper95",
+    "host_fp_per_day",
+    "host_fp_per_day_upper95",
+    "host_fp_per_day_resolvable",
+)
+"""The host-level figures of docs/metrics.md ("Hosts"), all nan when the logs name no client."""
+
+
+@dataclass(frozen=True, eq=False)
+class HostDays:
+    """One row per (test day, client host) that queried at least one labelled test name.
+
+    What a host-day needs to be judged at *any* threshold, so the logs are read once before
+    tau is known: the highest score among its benign names and among its blocklisted names
+    (-inf when it queried none), and its queries of benign names (for the volume scaling).
+    """
+
+    max_benign: np.ndarray  # float64
+    max_malicious: np.ndarray  # float64
+    benign_queries: np.ndarray  # int64 or float64
+
+    def __post_init__(self) -> None:
+        sizes = {self.max_benign.shape, self.max_malicious.shape, self.benign_queries.shape}
+        if len(sizes) != 1 or self.max_benign.ndim != 1:
+            raise ValueError(f"host-day columns must be 1-D and of one length; got {sizes}")
+
+    def __len__(self) -> int:
+        return int(self.max_benign.size)
+
+
+def hosts_per_day(host_days: HostDays, *, benign_events_per_day: float) -> float:
+    """Hosts a day at the site's volume: host-days x V / their benign queries (nan without any).
+
+    The site's V benign queries a day are taken to come from hosts that each send as many
+    benign queries a day as the test days' hosts did on average, so the hosts scale with V.
+    """
+    _check_non_negative("benign_events_per_day", benign_events_per_day)
+    queries = float(np.sum(host_days.benign_queries))
+    return len(host_days) * benign_events_per_day / queries if queries > 0 else math.nan
+
+
+def host_alerts(host_days: HostDays, *, threshold: float) -> tuple[int, int]:
+    """(alerting host-days, false-positive host-days) at ``threshold``."""
+    benign_hit = host_days.max_benign >= threshold
+    malicious_hit = host_days.max_malicious >= threshold
+    return int(np.sum(benign_hit | malicious_hit)), int(np.sum(benign_hit & ~malicious_hit))
+
+
+def host_metrics(
+    host_days: HostDays | None, *, threshold: float, benign_events_per_day: float
+) -> dict[str, float]:
+    """The HOST_METRICS at ``threshold``: a host-day alerts when one of its names scores >= it,
+    and is a false positive when it alerts and none of its alerting names is blocklisted.
+
+    ``None`` (no client column) gives nan everywhere: the figures are absent, never guessed.
+    """
+    nan = math.nan
+    if host_days is None:
+        return dict.fromkeys(HOST_METRICS, nan)
+    count = len(host_days)
+    hosts = hosts_per_day(host_days, benign_events_per_day=benign_events_per_day)
+    metrics = dict.fromkeys(HOST_METRICS, nan)
+    metrics["host_days"] = float(count)
+    metrics["hosts_per_day"] = hosts
+    # One false positive host a day is resolvable when the test days hold >= 3/(1/H) host-days.
+    metrics["host_fp_per_day_resolvable"] = float(math.isfinite(hosts) and count >= 3.0 * hosts)
+    if count == 0 or math.isnan(threshold):
+        return metrics
+    alerting, false_positives = host_alerts(host_days, threshold=threshold)
+    rate = false_positives / count
+    upper = clopper_pearson_upper(successes=false_positives, trials=count)
+    metrics |= {
+        "host_alerts_per_day": alerting / count * hosts,
+        "host_fpr": rate,
+        "host_fpr_upper95": upper,
+        "host_fp_per_day": rate * hosts,
+        "host_fp_per_day_upper95": upper * hosts,
+    }
+    return metrics
 
 
 # --- families ----------------------------------------------------------------------------------

@@ -77,6 +77,11 @@ RATE_METRICS: Final = frozenset(
         "leakage_rate",
         "federated_gain_tpr_at_fpr_1e-4",
         "federated_gain_recall_at_budget",
+        # Per host (docs/metrics.md "Hosts"): a share of host-days, and whether the test days
+        # hold enough of them to resolve one false-positive host a day.
+        "host_fpr",
+        "host_fpr_upper95",
+        "host_fp_per_day_resolvable",
     }
 )
 
@@ -94,6 +99,12 @@ VOLUME_METRICS: Final = frozenset(
         "test_queries",
         "unseen_families",
         "federated_gain_fp_per_day",
+        # A count of hosts is a volume, and so is everything scaled by the site's hosts/day.
+        "host_days",
+        "hosts_per_day",
+        "host_alerts_per_day",
+        "host_fp_per_day",
+        "host_fp_per_day_upper95",
     }
 )
 
