@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,8 @@ from client.site import SITE_FILE, Intel
 from common.config import ConfigError, SiteConfig
 
 SECONDS_PER_DAY = 86_400
+ANALYST_FAMILY = "analyst"  # the family of a positive that only an analyst's verdict labels
+VERDICT_LABELS = {"malicious": 1, "benign": 0}
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,14 @@ class SiteData:
     test_days: tuple[str, ...]
     train_families: frozenset[str]
     intel_only: Examples
+    # Rows of `train` labelled by an analyst's verdict (they train every round: common.training)
+    verdict_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def hard_negatives(self) -> np.ndarray:
+        """Training rows an analyst judged benign: the false positives the site saw."""
+        rows = self.verdict_rows
+        return rows[self.train.labels[rows] == 0]
 
 
 def count_by_day(
@@ -97,18 +107,39 @@ def held_out(registered: str, *, site_id: str, fraction: float) -> bool:
 
 
 def label_examples(
-    counts: Counter, intel: Intel, *, unlisted_benign: bool, keep: Callable[[str], bool]
+    counts: Counter,
+    intel: Intel,
+    *,
+    unlisted_benign: bool,
+    keep: Callable[[str], bool],
+    verdicts: Mapping[str, str] | None = None,
+    adds: Callable[[str], bool] = lambda registered: True,
 ) -> Examples:
-    """One example per name whose registered domain `keep` accepts; conflicts are dropped."""
+    """One example per name whose registered domain `keep` accepts; conflicts are dropped.
+
+    A name with an analyst's verdict (`verdicts`: name -> 'malicious' | 'benign') takes it
+    instead of the intel's label: the analyst judged this site's own traffic, the more
+    specific source. A judged name the intel leaves unlabelled (conflict, or unlisted when
+    unlisted names are dropped) becomes an example only where `adds` accepts its registered
+    domain. Contradictions are counted by `client.dqa.verdict_figures`, not here.
+    """
+    verdicts = verdicts or {}
     rows = []
     for name in sorted(counts):
         registered = registered_domain(name)
         if not keep(registered):
             continue
         label, family = intel.lookup(name, registered)
-        if label == "conflict" or (label == "unlisted" and not unlisted_benign):
-            continue
-        rows.append((name, 1 if label == "dga" else 0, family, counts[name], registered))
+        usable = label in ("dga", "benign") or (label == "unlisted" and unlisted_benign)
+        if name in verdicts and (usable or adds(registered)):
+            label = VERDICT_LABELS[verdicts[name]]
+            rows.append((name, label, ANALYST_FAMILY if label else "", counts[name], registered))
+        elif usable:
+            rows.append((name, 1 if label == "dga" else 0, family, counts[name], registered))
+    return _examples(rows)
+
+
+def _examples(rows: list[tuple[str, int, str, int, str]]) -> Examples:
     if not rows:
         return no_examples()
     names, labels, families, query_counts, registered = zip(*rows, strict=True)
@@ -119,6 +150,33 @@ def label_examples(
         query_counts=np.array(query_counts, dtype=np.int64),
         registered=np.array(registered, dtype=object),
     )
+
+
+def concat_examples(first: Examples, second: Examples) -> Examples:
+    """`first`'s rows, then `second`'s (row numbers of `first` are kept)."""
+    if len(second) == 0:
+        return first
+    return Examples(
+        domains=np.concatenate([first.domains, second.domains]),
+        labels=np.concatenate([first.labels, second.labels]).astype(np.int8),
+        families=np.concatenate([first.families, second.families]),
+        query_counts=np.concatenate([first.query_counts, second.query_counts]).astype(np.int64),
+        registered=np.concatenate([first.registered, second.registered]),
+    )
+
+
+def verdict_only_examples(
+    verdicts: Mapping[str, str], logged: set[str], *, keep: Callable[[str], bool]
+) -> Examples:
+    """Judged names the logs never queried (judged from another day's scoring): labelled
+    examples with no queries, kept only where `keep` accepts their registered domain."""
+    rows = []
+    for name in sorted(set(verdicts) - logged):
+        registered = registered_domain(name)
+        if keep(registered):
+            label = VERDICT_LABELS[verdicts[name]]
+            rows.append((name, label, ANALYST_FAMILY if label else "", 0, registered))
+    return _examples(rows)
 
 
 def intel_only_examples(intel: Intel, logged: set[str]) -> Examples:
@@ -139,12 +197,25 @@ def intel_only_examples(intel: Intel, logged: set[str]) -> Examples:
 
 
 def split_site(
-    per_day: dict[str, Counter], intel: Intel, *, config: SiteConfig, site_dir: Path
+    per_day: dict[str, Counter],
+    intel: Intel,
+    *,
+    config: SiteConfig,
+    site_dir: Path,
+    verdicts: Mapping[str, str] | None = None,
 ) -> SiteData:
     """The last `split.test_days` days test, earlier days train; no registered domain on both.
 
     A held-out share of registered domains never trains, so popular names reach the test set;
     test names whose registered domain was trained on are removed (natural leakage).
+
+    Analysts' verdicts (name -> 'malicious' | 'benign') label training examples only, never
+    the test: a verdict overrides the intel on a name queried on a training day, and a judged
+    name the logs never queried trains as an example of its own, unless its registered domain
+    is held out or queried on a test day (as is a training-day name the intel leaves
+    unlabelled). Test labels stay the intel's, so the evaluation does not grade the model
+    against the analysts' answers, and no verdict adds, removes or relabels a test example
+    (a judged test-day name trains only once it is queried on a training day, as any name).
     Raises ConfigError when the logs hold too few days to split.
     """
     days = sorted(per_day)
@@ -154,17 +225,30 @@ def split_site(
             f"{site_dir / SITE_FILE}: field split.test_days: the logs hold {len(days)} day(s) "
             f"but {test_count} are kept for testing (fix: add log days or lower split.test_days)"
         )
+    verdicts = verdicts or {}
     train_days, test_days = days[:-test_count], days[-test_count:]
     train_counts = sum((per_day[d] for d in train_days), Counter())
     test_counts = sum((per_day[d] for d in test_days), Counter())
     unlisted_benign = config.labels.unlisted == "benign"
     fraction = config.split.holdout_fraction
-    train = label_examples(
+
+    def trains(registered: str) -> bool:
+        return not held_out(registered, site_id=config.site_id, fraction=fraction)
+
+    logged = set(train_counts) | set(test_counts)
+    test_registered = {registered_domain(name) for name in test_counts}
+    from_logs = label_examples(
         train_counts,
         intel,
         unlisted_benign=unlisted_benign,
-        keep=lambda r: not held_out(r, site_id=config.site_id, fraction=fraction),
+        keep=trains,
+        verdicts=verdicts,
+        adds=lambda r: r not in test_registered,
     )
+    judged_only = verdict_only_examples(
+        verdicts, logged, keep=lambda r: trains(r) and r not in test_registered
+    )
+    train = concat_examples(from_logs, judged_only)
     train_registered = set(train.registered.tolist())
     test = label_examples(
         test_counts,
@@ -172,6 +256,7 @@ def split_site(
         unlisted_benign=unlisted_benign,
         keep=lambda r: r not in train_registered,
     )
+    verdict_rows = np.flatnonzero(np.array([name in verdicts for name in train.domains], bool))
     return SiteData(
         site_id=config.site_id,
         site_dir=site_dir,
@@ -181,5 +266,6 @@ def split_site(
         train_days=tuple(train_days),
         test_days=tuple(test_days),
         train_families=frozenset(train.families[train.labels == 1].tolist()),
-        intel_only=intel_only_examples(intel, set(train_counts) | set(test_counts)),
+        intel_only=intel_only_examples(intel, logged | set(judged_only.domains.tolist())),
+        verdict_rows=verdict_rows.astype(np.int64),
     )

@@ -16,14 +16,17 @@ labels/split the caller made; nothing here touches files. Definitions (exact, te
 - ``label_conflict_rate`` = distinct names both block- and allowlisted at the same level /
   distinct valid names; coverage = listed names / distinct valid names;
 - ``leakage_rate`` = test examples whose registered domain is also a training example's /
-  test examples (the time split must keep it at 0).
+  test examples (the time split must keep it at 0);
+- verdicts: names counted by their latest verdict; a contradiction is a name judged malicious
+  that the intel allowlists, or judged benign that it blocklists, exactly or by registered
+  domain as :meth:`client.site.Intel.lookup` resolves it. Local figures only (``dqa_*``).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -134,6 +137,27 @@ class IntelFigures:
 
 
 @dataclass(frozen=True)
+class VerdictFigures:
+    """The analysts' verdict file as training read it; counts of names unless said otherwise."""
+
+    path: str
+    lines_read: int
+    quarantined: int  # lines
+    malicious: int
+    benign: int
+    unsure: int
+    contradict_allowlist: int  # judged malicious, allowlisted
+    contradict_blocklist: int  # judged benign, blocklisted
+    not_in_logs: int  # judged malicious or benign, never queried in the logs
+    trained: int  # training examples a verdict labels
+    withheld: int  # judged names kept out of training (test side or held out)
+
+    @property
+    def contradict_intel(self) -> int:
+        return self.contradict_allowlist + self.contradict_blocklist
+
+
+@dataclass(frozen=True)
 class DqaReport:
     read: ReadFigures
     labels: LabelFigures | None = None
@@ -141,6 +165,7 @@ class DqaReport:
     notes: tuple[str, ...] = field(default=())
     intel: tuple[IntelFigures, ...] = field(default=())
     skipped_paths: tuple[str, ...] = field(default=())  # glob matches that are not files
+    verdicts: VerdictFigures | None = None
 
     @property
     def malformed_rate(self) -> float:
@@ -173,10 +198,31 @@ class DqaReport:
             "dqa_out_of_order_rate": self.out_of_order_rate,
             "dqa_missing_days": float(len(self.read.missing_days)),
             "dqa_label_coverage": math.nan if self.labels is None else self.labels.coverage,
+            **self.verdict_metrics(),
+        }
+
+    def verdict_metrics(self) -> dict[str, float]:
+        """The verdict figures as ``dqa_verdicts_*``: never in the share policy's allow-list,
+        so they stay in the site's own report at every share level."""
+        if self.verdicts is None:
+            return {}
+        figures = self.verdicts
+        return {
+            f"dqa_verdicts_{key}": float(getattr(figures, key)) for key in VERDICT_METRIC_FIELDS
         }
 
     def to_dict(self) -> dict:
         return asdict(self) | {"metrics": self.metrics()}
+
+
+VERDICT_METRIC_FIELDS = (
+    "malicious",
+    "benign",
+    "unsure",
+    "contradict_intel",
+    "quarantined",
+    "not_in_logs",
+)
 
 
 def _ratio(part: int, whole: int) -> float:
@@ -195,6 +241,47 @@ def label_figures(
         allowlisted=labels["benign"],
         unlisted=labels["unlisted"],
         conflicts=labels["conflict"],
+    )
+
+
+def verdict_contradictions(
+    labels: Mapping[str, str], lookup: Callable[[str, str], tuple[str, str]]
+) -> dict[str, str]:
+    """name -> the intel label its verdict contradicts ('benign' under a malicious verdict,
+    'dga' under a benign one); the names are the site's own, for its own screen only."""
+    found = {}
+    for name, verdict in labels.items():
+        intel = lookup(name, registered_domain(name))[0]
+        if (verdict, intel) in (("malicious", "benign"), ("benign", "dga")):
+            found[name] = intel
+    return found
+
+
+def verdict_figures(
+    *,
+    path: str,
+    lines_read: int,
+    quarantined: int,
+    counts: Mapping[str, int],
+    contradictions: Mapping[str, str],
+    labelled: Sequence[str],
+    logged: Set[str],
+    trained: int,
+) -> VerdictFigures:
+    """Counts over names by latest verdict (`counts`: verdict -> names, unsure included);
+    `labelled`: the names judged malicious or benign; `logged`: every name of the logs."""
+    return VerdictFigures(
+        path=path,
+        lines_read=lines_read,
+        quarantined=quarantined,
+        malicious=int(counts.get("malicious", 0)),
+        benign=int(counts.get("benign", 0)),
+        unsure=int(counts.get("unsure", 0)),
+        contradict_allowlist=sum(label == "benign" for label in contradictions.values()),
+        contradict_blocklist=sum(label == "dga" for label in contradictions.values()),
+        not_in_logs=sum(name not in logged for name in labelled),
+        trained=trained,
+        withheld=len(labelled) - trained,
     )
 
 

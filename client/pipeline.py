@@ -3,7 +3,12 @@
 `prepare_site` reads each log file of a site exactly once and returns a `PreparedSite`; the
 quality gate, training, evaluation, `fedsec check` and the reply guard all derive from it.
 `load_site` keeps one per site and process (simulation actors serve many rounds), and notices
-when a log or intel file changed.
+when a log, intel or verdict file changed.
+
+The analysts' verdicts (`client.verdicts`, SITE/work/verdicts.jsonl) label training examples
+over the intel (`client.dataset.split_site` says how, and why the test days keep the intel's
+labels); their figures join the data-quality report, and every judged name and host joins the
+names the reply guard withholds.
 """
 
 from __future__ import annotations
@@ -27,17 +32,23 @@ from client.dqa import (
     DqaReport,
     IntelFigures,
     QuarantinedLine,
+    VerdictFigures,
     label_figures,
     quality_gate,
     read_figures,
     split_figures,
+    verdict_contradictions,
+    verdict_figures,
 )
 from client.quarantine import Quarantine
 from client.readers import READERS, ReadStats
 from client.site import SITE_FILE, Intel, load_intel, load_site_config
+from client.verdicts import Verdicts, read_verdicts, verdicts_path
 from common.config import ConfigError, SiteConfig
 
 QUARANTINE_DIR = "quarantine"
+# Judged names `fedsec check` lists when their verdict contradicts the intel (the rest: counted).
+MAX_SHOWN_CONTRADICTIONS = 20
 # Formats whose files name their own fields: the duplicate-key columns may simply be absent.
 SELF_DESCRIBING_FORMATS = ("zeek-tsv", "zeek-json", "parquet")
 
@@ -64,6 +75,9 @@ class Assessment:
     quarantine_dir: Path
     # input file -> the quarantine file its bad lines were written to (only files with some)
     quarantine_files: dict[str, Path] = field(default_factory=dict)
+    # Judged names whose verdict contradicts the intel -> the intel's label, for the site's own
+    # screen (`fedsec check`); the report itself holds only counts.
+    verdict_contradictions: dict[str, str] = field(default_factory=dict)
 
     @property
     def passes(self) -> bool:
@@ -232,11 +246,37 @@ def intel_figures(
     return tuple(figures)
 
 
-def _names_to_guard(names: pa.Array, intel: Intel) -> frozenset[str]:
-    """Every valid name of the logs and the intel lists, with their registered domains."""
+def _names_to_guard(names: pa.Array, intel: Intel, verdicts: Verdicts) -> frozenset[str]:
+    """Every valid name of the logs, the intel lists and the verdict file (any verdict, even
+    one withdrawn later), with their registered domains, and every judged host's address."""
     distinct = set(pc.unique(names.drop_null()).to_pylist())
     distinct |= set(intel.blocklist) | set(intel.allowlist)
-    return frozenset(distinct | {registered_domain(name) for name in distinct})
+    hosts = set()
+    for entry in verdicts.entries:
+        distinct.update(entry.names)
+        if entry.subject == "host":
+            hosts.add(entry.target.lower())
+    return frozenset(distinct | {registered_domain(name) for name in distinct} | hosts)
+
+
+def _verdict_figures(
+    verdicts: Verdicts, *, path: Path, intel: Intel, logged: set[str], data: SiteData | None
+) -> tuple[VerdictFigures, dict[str, str]]:
+    """The verdicts' figures and the contradicting names (for the site's own screen)."""
+    labels = verdicts.labels()
+    contradictions = verdict_contradictions(labels, intel.lookup)
+    figures = verdict_figures(
+        path=str(path),
+        lines_read=verdicts.lines_read,
+        quarantined=verdicts.quarantined,
+        counts=verdicts.counts(),
+        contradictions=contradictions,
+        labelled=list(labels),
+        logged=logged,
+        trained=0 if data is None else len(data.verdict_rows),
+    )
+    shown = dict(sorted(contradictions.items())[:MAX_SHOWN_CONTRADICTIONS])
+    return figures, shown
 
 
 def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSite:
@@ -260,9 +300,12 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
         _quarantine_invalid_names(records, reasons, quarantine)
         intel = load_intel(site_dir, config, quarantine=quarantine)
         intel_read = intel_figures(site_dir, config, quarantine)
+        verdict_file = verdicts_path(site_dir)
+        verdicts = read_verdicts(verdict_file, quarantine=quarantine)
+        inputs = [*(item.path for item in stats), *(item.path for item in intel_read)]
         quarantine_files = {
             str(path): file
-            for path in [*(item.path for item in stats), *(item.path for item in intel_read)]
+            for path in [*inputs, verdict_file]
             if (file := quarantine.file_for(path)) is not None
         }
     records = records.append_column("name", names)
@@ -273,11 +316,16 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
         gap_seconds=dqa.gap_seconds,
         reorder_tolerance_seconds=dqa.reorder_tolerance_seconds,
     )
-    labels = label_figures(pc.unique(names.drop_null()).to_pylist(), intel.lookup)
+    logged = pc.unique(names.drop_null()).to_pylist()
+    labels = label_figures(logged, intel.lookup)
     data, notes, split = None, (), None
     try:
         data = split_site(
-            count_by_day(names, records["ts"]), intel, config=config, site_dir=site_dir
+            count_by_day(names, records["ts"]),
+            intel,
+            config=config,
+            site_dir=site_dir,
+            verdicts=verdicts.labels(),
         )
         split = split_figures(
             train_labels=data.train.labels,
@@ -287,6 +335,9 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
         )
     except ConfigError as error:
         notes = (str(error),)
+    judged, contradictions = _verdict_figures(
+        verdicts, path=verdict_file, intel=intel, logged=set(logged), data=data
+    )
     report = DqaReport(
         read=read,
         labels=labels,
@@ -294,6 +345,7 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
         notes=notes,
         intel=intel_read,
         skipped_paths=tuple(str(path) for path in skipped_matches(site_dir, config)),
+        verdicts=judged,
     )
     quality = Assessment(
         config=config,
@@ -301,6 +353,7 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
         problems=[*notes, *quality_gate(report, dqa)],
         quarantine_dir=quarantine_dir,
         quarantine_files=quarantine_files,
+        verdict_contradictions=contradictions,
     )
     return PreparedSite(
         site_dir=site_dir,
@@ -308,7 +361,7 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
         config=config,
         quality=quality,
         data=data,
-        names=_names_to_guard(names, intel),
+        names=_names_to_guard(names, intel, verdicts),
     )
 
 
@@ -317,7 +370,8 @@ _cache_lock = threading.Lock()
 
 
 def _fingerprint(site_dir: Path) -> tuple:
-    """(path, size, mtime) of the site's config, logs and intel: a change means a new read."""
+    """(path, size, mtime) of the site's config, logs, intel and verdict file (once it
+    exists): a change, a new verdict included, means a new read."""
     try:
         config = load_site_config(site_dir)
         paths = [
@@ -325,6 +379,7 @@ def _fingerprint(site_dir: Path) -> tuple:
             *log_files(site_dir, config),
             site_dir / config.labels.blocklist,
             site_dir / config.labels.allowlist,
+            verdicts_path(site_dir),
         ]
     except ConfigError:
         return ()
