@@ -320,6 +320,7 @@ METRIC_SECTIONS: tuple[tuple[str, Callable[[str], bool]], ...] = (
             }
         ),
     ),
+    ("Per host", lambda key: key.startswith("host") or key == "hosts_per_day"),
     (
         "Calibration and stability",
         lambda key: key in {"ece", "brier", "psi_score", "churn", "new_fp_rate"},
@@ -400,9 +401,21 @@ def unresolvable_note(metrics: Mapping[str, float], key: str) -> str | None:
     return f"not resolvable: {int(names - positives):,} benign names < {needed:,}"
 
 
+def host_unresolvable_note(metrics: Mapping[str, float], key: str) -> str | None:
+    """'not resolvable: 68 host-days < 3 x 1,200 hosts/day' when ``key`` is host FP/day and
+    the test days hold too few host-days to see one false-positive host a day; else None."""
+    if key != "host_fp_per_day" or metrics.get("host_fp_per_day_resolvable") != 0:
+        return None
+    count, hosts = metrics.get("host_days"), metrics.get("hosts_per_day")
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in (count, hosts)):
+        return "not resolvable"
+    return f"not resolvable: {_format(float(count))} host-days < 3 × {_format(hosts)} hosts/day"
+
+
 def metric_value(metrics: Mapping[str, float], key: str) -> object:
     """The value as shown: a low-FPR TPR its test set cannot resolve carries the reason."""
-    value, note = metrics.get(key), unresolvable_note(metrics, key)
+    value = metrics.get(key)
+    note = unresolvable_note(metrics, key) or host_unresolvable_note(metrics, key)
     return value if note is None else f"{_format(value)} ({note})"
 
 
@@ -457,6 +470,47 @@ def _top_false_positives(report: Mapping) -> str:
     )
 
 
+_SIDE_BY_SIDE = (
+    ("alerts/day", "alerts_per_day", "host_alerts_per_day"),
+    ("FP/day", "fp_per_day", "host_fp_per_day"),
+    ("FP/day, 95% upper bound", "fp_per_day_upper95", "host_fp_per_day_upper95"),
+    ("FPR (per benign name / per host-day)", "fpr", "host_fpr"),
+    ("FPR, 95% upper bound", "fpr_upper95", "host_fpr_upper95"),
+)
+
+
+def host_section(report: Mapping) -> str:
+    """Per-domain and per-host figures side by side, how the hosts scale, or why none."""
+    hosts = report.get("hosts")
+    if not hosts:
+        return ""
+    metrics = report["metrics"]
+    if not hosts.get("available"):
+        reason = hosts.get("reason") or "not computed"
+        return f"<h2>Per host</h2><p>Host figures: n/a ({escape(str(reason))}).</p>"
+    rows = [
+        (label, metric_value(metrics, domain), metric_value(metrics, host))
+        for label, domain, host in _SIDE_BY_SIDE
+    ]
+    observed, per_test_day = hosts["observed_hosts_per_day"], hosts["benign_queries_per_test_day"]
+    alerting, false_positives = hosts["alerting_host_days"], hosts["false_positive_host_days"]
+    scale = (
+        f"{_format(float(hosts['test_days']))} test day(s) hold "
+        f"{_format(metrics.get('host_days'))} host-days ({_format(observed)} hosts a day) and "
+        f"{_format(per_test_day)} benign queries a day; at V = "
+        f"{_format(float(hosts['benign_events_per_day']))} benign queries a day, with as many "
+        f"benign queries per host, the site has {_format(metrics.get('hosts_per_day'))} hosts a "
+        f"day (× {_format(hosts['scale_to_site_volume'])}). At τ, {alerting:,} host-days alert "
+        f"and {false_positives:,} are false positives."
+    )
+    without = hosts.get("records_without_client") or 0
+    missing = f" {without:,} test-day records name no client and are left out." if without else ""
+    return (
+        f"<h2>Per host</h2><p>{escape(str(hosts['definition']))}. {escape(scale)}"
+        f"{escape(missing)}</p>" + _table(("figure at τ", "per domain", "per host"), rows)
+    )
+
+
 def render_report_html(report: Mapping, plots: PlotInputs) -> str:
     """The whole page: summary, plots, metric tables (with what is sent), families, top FPs."""
     evaluation = report.get("evaluation") or {}
@@ -499,6 +553,7 @@ names (3,000 for 1e-3, 30,000 for 1e-4, 300,000 for 1e-5): with N benign names i
 ⌊N × FPR⌋ false positives (none when N &lt; 1/FPR), too few to measure that rate. Such values are
 shown with the reason.</p>
 <h2>Operating point</h2>{_operating_summary(report)}
+{host_section(report)}
 <h2>Plots</h2>{figures}
 <h2>Metrics</h2>{metric_tables(report["metrics"], share["sent"])}
 <h2>Families</h2>{families}
@@ -520,6 +575,7 @@ def render_index(rounds: Sequence[Mapping]) -> str:
         "recall_at_budget",
         "fp_per_day",
         "fp_per_day_upper95",
+        "host_fp_per_day_upper95",
         "unseen_family_recall",
         "churn",
     )
