@@ -40,6 +40,7 @@ from client.dqa import (
     verdict_contradictions,
     verdict_figures,
 )
+from client.hosts import HostIncidence, test_host_incidence
 from client.quarantine import Quarantine
 from client.readers import READERS, ReadStats
 from client.site import SITE_FILE, Intel, load_intel, load_site_config
@@ -94,6 +95,8 @@ class PreparedSite:
     quality: Assessment
     data: SiteData | None  # None when the logs cannot be split; the reason is in quality
     names: frozenset[str]  # every name read (logs and intel) and its registered domain
+    # (test day, client host, test name) pairs for the round's host figures (F, issue 16)
+    test_hosts: HostIncidence | None = None
 
     @property
     def site_id(self) -> str:
@@ -362,6 +365,11 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
         quality=quality,
         data=data,
         names=_names_to_guard(names, intel, verdicts),
+        test_hosts=(
+            test_host_incidence(records, names, test=data.test, test_days=data.test_days)
+            if data is not None
+            else None
+        ),
     )
 
 
