@@ -17,6 +17,7 @@ from client.fragility import (
     site_fragility_report,
     threshold_metrics,
 )
+from client.hosts import round_host_view
 from client.pipeline import PreparedSite
 from common import weights
 from common.dp import add_site_noise, secure_generator, site_noise_stddev
@@ -167,6 +168,12 @@ def evaluate_round(
         dqa=site.quality.report.metrics(),
         extra=extra,
         html=settings.site_html_at(server_round),
+        hosts=round_host_view(
+            site.test_hosts,
+            scores=test_scores,
+            labels=data.test.labels,
+            test_days=len(data.test_days),
+        ),
     )
 
 
