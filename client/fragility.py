@@ -44,9 +44,9 @@ FPR_TARGETS = {"1e-3": 1e-3, "1e-4": 1e-4, "1e-5": 1e-5}
 CURVE_POINTS = 48
 NAN = float("nan")
 NO_CLIENT_COLUMN = "no client column"
-HOSTS_PER_ROUND = (
-    "not computed in a federated round: `fedsec evaluate` reads the client hosts of the "
-    "test days and reports them"
+HOSTS_NOT_READ = (
+    "not computed: whatever made this report did not read the client hosts (a federated "
+    "round and `fedsec evaluate` do)"
 )
 
 
@@ -281,7 +281,7 @@ class HostView:
     """The test days' host-days (`common.fragility.HostDays`), or why there are none.
 
     ``host_days`` None with ``reason`` NO_CLIENT_COLUMN when the logs name no client, or
-    HOSTS_PER_ROUND when the report's producer did not read the hosts at all.
+    HOSTS_NOT_READ when the report's producer did not read the hosts at all.
     """
 
     host_days: HostDays | None
@@ -667,11 +667,11 @@ def site_fragility_report(
     matters when one machine simulates hundreds of sites. ``evaluation`` becomes the report's
     ``evaluation`` field: its ``kind`` says what produced the report (default: a federated
     round on the test days held in memory; `fedsec evaluate` passes "full, streamed" and notes).
-    ``hosts`` holds the test days' host-days; None means they were not read (HOSTS_PER_ROUND).
+    ``hosts`` holds the test days' host-days; None means they were not read (HOSTS_NOT_READ).
     """
     started = time.perf_counter()
     test, config = data.test, data.config
-    hosts = hosts or HostView(host_days=None, reason=HOSTS_PER_ROUND)
+    hosts = hosts or HostView(host_days=None, reason=HOSTS_NOT_READ)
     test_scores = _scores("test_scores", test_scores, len(test))
     train_scores = np.asarray(train_scores, dtype=np.float64).ravel()
     if intel_only is None:

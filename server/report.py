@@ -22,6 +22,7 @@ HEADLINE_METRICS = (
     "auc",
     "tpr_at_fpr_1e-4",
     "fp_per_day_upper95",
+    "host_fp_per_day_upper95",
     "precision_at_base_rate",
     "recall_at_budget",
     "analyst_hours_per_day",
@@ -49,6 +50,9 @@ _DIRECTIONS: tuple[tuple[str, str | None], ...] = (
     ("unseen_family_recall", HIGHER),
     ("fpr*", LOWER),
     ("fp_per_day*", LOWER),
+    # Per host (docs/metrics.md "Hosts"): FP hosts are worse; counts of hosts have no side.
+    ("host_fpr*", LOWER),
+    ("host_fp_per_day*", LOWER),
     ("alerts_per_incident", LOWER),
     ("analyst_hours_per_day", LOWER),
     ("ece", LOWER),

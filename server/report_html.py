@@ -232,6 +232,7 @@ def _sites_section(report: Mapping[str, Any]) -> str:
         if not_sharing
         else ""
     )
+    listed += _host_plot(last)
     return (
         f"<h2>Every site, round {last['round']}</h2>\n{note}"
         '<p class="note">— = not shared by the site\'s policy (hover for details); '
@@ -503,9 +504,39 @@ def plot_trends(trends: Mapping[str, Any]) -> str | None:
     return _png(figure)
 
 
-def plot_fp_per_day(last_round: Mapping[str, Any]) -> str | None:
-    """fp_per_day_upper95 per site on a log scale; non-sharing sites are labelled, no bar."""
-    metric = "fp_per_day_upper95"
+HOST_FP_METRIC = "host_fp_per_day_upper95"
+
+
+def _host_plot(last_round: Mapping[str, Any]) -> str:
+    """False-positive hosts a day beside the per-domain plot, when any site sent them."""
+    sites = last_round["sites"]
+    if not any(HOST_FP_METRIC in metrics for metrics in sites.values()):
+        return (
+            '<p class="note">False-positive hosts per day: no site sent them (they need a '
+            "client column in the logs and share level rates+volumes).</p>"
+        )
+    without = [site for site, metrics in sites.items() if HOST_FP_METRIC not in metrics]
+    note = (
+        f'<p class="note">Not sent ({HOST_FP_METRIC}): {escape(", ".join(without))}</p>'
+        if without
+        else ""
+    )
+    plot = plot_fp_per_day(
+        last_round, metric=HOST_FP_METRIC, label="false-positive hosts / day (95% upper)"
+    )
+    return (
+        "<h3>False-positive hosts per day (upper 95%)</h3>\n"
+        f"{_plot_or_note(plot, f'{HOST_FP_METRIC} per site (log scale)')}\n{note}"
+    )
+
+
+def plot_fp_per_day(
+    last_round: Mapping[str, Any],
+    *,
+    metric: str = "fp_per_day_upper95",
+    label: str = "false positives / day (95% upper)",
+) -> str | None:
+    """``metric`` per site on a log scale; non-sharing sites are labelled, no bar."""
     sites = list(last_round["sites"])
     heights = [last_round["sites"][site].get(metric) for site in sites]
     if not any(isinstance(h, int | float) and h > 0 for h in heights):
@@ -537,7 +568,7 @@ def plot_fp_per_day(last_round: Mapping[str, Any]) -> str | None:
             fontsize=8,
         )
     ax.set_xticks(positions, sites, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("false positives / day (95% upper)")
+    ax.set_ylabel(label)
     ax.grid(axis="y", alpha=0.3)
     return _png(figure)
 
