@@ -85,6 +85,7 @@ def train_round(
         labels=data.train.labels,
         config=config,
         generator=rng,
+        required_rows=data.verdict_rows,
     )
     delta = weights.subtract(model_to_ndarrays(model), global_arrays)
     raw_norm = weights.global_norm(delta)
@@ -236,6 +237,7 @@ class LocalOnlyModel:
                 labels=site.require_data().train.labels,
                 config=config,
                 generator=rng,
+                required_rows=site.require_data().verdict_rows,
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_bytes(model_to_bytes(model))
