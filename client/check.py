@@ -70,6 +70,10 @@ def share_lines(level: str) -> list[str]:
         "  never: domain names, registered domains, per-query data, log lines, "
         "intel lists, quarantine files, the top false positives or the full report"
     )
+    lines.append(
+        "  never: the analysts' verdicts, the names and hosts they judged, or their counts "
+        "(dqa_verdicts_* stay in the site's own report at every level)"
+    )
     return lines
 
 
@@ -122,6 +126,7 @@ def report_lines(assessment: Assessment) -> list[str]:
             f"allowlisted {labels.allowlisted}, unlisted {labels.unlisted}, conflicts "
             f"{labels.conflicts} (coverage {labels.coverage:.2%})"
         )
+    lines.extend(verdict_lines(assessment))
     if report.split is not None:
         split = report.split
         lines.append(
@@ -134,10 +139,39 @@ def report_lines(assessment: Assessment) -> list[str]:
         + ", ".join(
             f"{name} {value:.4g}"
             for name, value in report.metrics().items()
-            if not math.isnan(value)
+            if not math.isnan(value) and name not in report.verdict_metrics()
         )
     )
     lines.append(f"quarantined lines: {assessment.quarantine_dir}")
+    return lines
+
+
+def verdict_lines(assessment: Assessment) -> list[str]:
+    """The analysts' verdicts as training reads them; contradictions with the intel are listed
+    by name (this screen is the site's own) so the analysts or the intel's owner resolve them."""
+    figures = assessment.report.verdicts
+    if figures is None:
+        return []
+    if figures.lines_read == 0:
+        return [f"verdicts: none yet ({figures.path} is empty or absent)"]
+    lines = [
+        f"verdicts {Path(figures.path).name}: {figures.lines_read} lines read, "
+        f"{figures.quarantined} quarantined; names by latest verdict: malicious "
+        f"{figures.malicious}, benign {figures.benign}, unsure {figures.unsure}",
+        f"  contradict the intel: {figures.contradict_intel} (malicious but allowlisted "
+        f"{figures.contradict_allowlist}, benign but blocklisted {figures.contradict_blocklist}); "
+        f"not in the logs {figures.not_in_logs}; training examples labelled by a verdict "
+        f"{figures.trained}, judged names kept out of training {figures.withheld} (queried on a "
+        "test day or held out: the test keeps the intel's labels)",
+        *_quarantine_line(assessment, figures.path),
+    ]
+    shown = assessment.verdict_contradictions
+    for name, intel in shown.items():
+        verdict = "malicious" if intel == "benign" else "benign"
+        listed = "allowlisted" if intel == "benign" else "blocklisted"
+        lines.append(f"    {name}: judged {verdict}, {listed} (the verdict labels training)")
+    if figures.contradict_intel > len(shown):
+        lines.append(f"    ... and {figures.contradict_intel - len(shown)} more")
     return lines
 
 
@@ -181,4 +215,10 @@ def check_command(site_dir: Path) -> int:
     return code
 
 
-__all__: Sequence[str] = ["check_command", "check_site", "report_lines", "share_lines"]
+__all__: Sequence[str] = [
+    "check_command",
+    "check_site",
+    "report_lines",
+    "share_lines",
+    "verdict_lines",
+]
