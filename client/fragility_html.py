@@ -338,6 +338,7 @@ METRIC_SECTIONS: tuple[tuple[str, Callable[[str], bool]], ...] = (
             and key.split("_")[0] in {"malformed", "duplicate", "label", "leakage"}
         ),
     ),
+    ("Analysts' verdicts (local only)", lambda key: key.startswith("dqa_verdicts_")),
     ("Test set", lambda key: key.startswith("test_")),
 )
 
