@@ -2,12 +2,13 @@
 
 Memory stays flat as the logs grow: files are read in blocks, each block is reduced to its
 distinct names before anything runs in Python, scores live in a bounded LRU cache, and only
-names at or above the threshold keep state (query count, first and last seen).
+names at or above the threshold keep state (query count, first and last seen, NXDOMAIN count
+and, per client host, a bounded :class:`client.triage.Tally`). The hosts and response codes of
+a block are looked at only for its alerting names, on the model thread, after scoring.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import sys
@@ -28,6 +29,17 @@ from client.dqa import file_problems
 from client.quarantine import HEADER as QUARANTINE_TEXT_HEADER
 from client.quarantine import Quarantine
 from client.readers import STREAMS, Progress, ReadStats, detect_format
+from client.triage import (
+    HOST_ENTRIES,
+    HOSTS_PER_NAME,
+    NXDOMAIN,
+    Tally,
+    explained_path,
+    group_by_host,
+    hosts_path,
+    iso,
+    top_hosts,
+)
 from common.config import DqaConfig
 from common.files import write_atomic
 from common.model import CharCNN
@@ -39,6 +51,11 @@ CACHE_SIZE = 1 << 19  # names; ~100 MB of Python objects at most
 # main thread: parse (waiting for the readers), dedup, normalise, model_wait (blocked on the
 # model thread), write; model thread: model, alerts. Stages overlap, so they sum past wall time.
 STAGES = ("parse", "dedup", "normalise", "model_wait", "model", "alerts", "write")
+# The client host and the response code: Zeek's field names, and the keys a site maps them
+# under in `[logs] columns` for other formats. A file without them scores as before.
+CLIENT_COLUMN, RCODE_COLUMN = "id.orig_h", "rcode_name"
+EVIDENCE_COLUMNS = (CLIENT_COLUMN, RCODE_COLUMN)
+SCORE_COLUMNS = ("ts", "query", *EVIDENCE_COLUMNS)
 
 
 class ScoreCache:
@@ -81,12 +98,18 @@ class ScoreCache:
 
 @dataclass
 class Sighting:
-    """One alerting name: its score, how often it was queried, first and last seen (epoch s)."""
+    """One alerting name: its score, how often it was queried, first and last seen (epoch s);
+    how many of its queries the logs give a response code for (``answered``) and how many were
+    NXDOMAIN; per client host, a tally (at most HOSTS_PER_NAME hosts, ``hosts_capped`` beyond)."""
 
     score: float
     query_count: int
     first_seen: float
     last_seen: float
+    nxdomain: int = 0
+    answered: int = 0
+    hosts: dict[str, Tally] = field(default_factory=dict)
+    hosts_capped: bool = False
 
     @property
     def priority(self) -> float:
@@ -111,6 +134,8 @@ class ScoreSummary:
     domains_scored: int = 0
     cache_evictions: int = 0
     alerts: int = 0
+    host_groups: int = 0
+    hosts_known: bool = False  # some alerting name's queries name a client host
     threshold: float = math.nan
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall_seconds: float = math.nan
@@ -129,6 +154,15 @@ class StageClock:
         now = time.perf_counter()
         self.seconds[stage] += now - self._last
         self._last = now
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """A block's rows with a client host or response code, and its raw spellings -> names."""
+
+    rows: pa.Table  # query (raw), ts, and the evidence columns the block has
+    raw: pa.Array  # distinct raw queries with a valid name
+    names: pa.Array  # their normalised names, aligned with ``raw``
 
 
 class LogScorer:
@@ -159,9 +193,12 @@ class LogScorer:
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedsec-model")
         self._pending: deque[Future] = deque()
         self.blocks_ahead = 2
+        self.host_entries = 0  # (name, host) tallies kept, at most HOST_ENTRIES
 
     def add(self, table: pa.Table, *, source: Path, clock: StageClock) -> None:
-        """Score one table with ``ts``, ``query`` and ``line`` columns from ``source``."""
+        """Score one table with ``ts``, ``query`` and ``line`` columns from ``source``; its
+        ``id.orig_h`` and ``rcode_name`` columns, where present and not all null, are kept
+        for the alerting names."""
         summary = self.summary
         missing = pc.is_null(table["query"])
         without = int(pc.sum(missing).as_py() or 0)
@@ -181,6 +218,7 @@ class LogScorer:
                 table, grouped["query"].filter(invalid), reasons.filter(invalid), source=source
             )
             names, grouped = names.filter(pc.invert(invalid)), grouped.filter(pc.invert(invalid))
+        evidence = self._evidence(table, grouped["query"], names)
         per_name = pa.table(
             {
                 "name": names,
@@ -196,7 +234,7 @@ class LogScorer:
                 .rename_columns(["name", "count", "first", "last"])
             )
         clock.lap("normalise")
-        self._pending.append(self._model_thread.submit(self._score, per_name))
+        self._pending.append(self._model_thread.submit(self._score, per_name, evidence))
         while len(self._pending) > self.blocks_ahead:
             self._pending.popleft().result()
         clock.lap("model_wait")
@@ -209,7 +247,18 @@ class LogScorer:
     def close(self) -> None:
         self._model_thread.shutdown(wait=True, cancel_futures=True)
 
-    def _score(self, per_name: pa.Table) -> None:
+    @staticmethod
+    def _evidence(table: pa.Table, raw: pa.Array, names: pa.Array) -> _Evidence | None:
+        present = [
+            column
+            for column in EVIDENCE_COLUMNS
+            if column in table.column_names and table[column].null_count < table.num_rows
+        ]
+        if not present:
+            return None
+        return _Evidence(table.select(["query", "ts", *present]), raw, names)
+
+    def _score(self, per_name: pa.Table, evidence: _Evidence | None = None) -> None:
         """Cache lookups, the model for the misses, and alert state (on the model thread)."""
         clock = StageClock(self.summary.seconds)
         unique = per_name["name"].to_pylist()
@@ -227,6 +276,8 @@ class LogScorer:
         self.summary.domains_scored += int(todo.size)
         clock.lap("model")
         self.remember(per_name, unique, scores)
+        if evidence is not None:
+            self.remember_evidence(evidence, unique, scores)
         clock.lap("alerts")
 
     def _quarantine_invalid(
@@ -256,18 +307,79 @@ class LogScorer:
                 seen.first_seen = min(seen.first_seen, first)
                 seen.last_seen = max(seen.last_seen, last)
 
+    def remember_evidence(self, evidence: _Evidence, names: list[str], scores: np.ndarray) -> None:
+        """Hosts and NXDOMAIN counts of this block's alerting names (their rows only)."""
+        hits = np.flatnonzero(scores >= self.threshold)
+        if hits.size == 0:
+            return
+        alerting = pa.array([names[index] for index in hits.tolist()], pa.string())
+        wanted = pc.is_in(evidence.names, value_set=alerting)
+        raw, raw_names = evidence.raw.filter(wanted), evidence.names.filter(wanted)
+        rows = evidence.rows.filter(pc.is_in(evidence.rows["query"], value_set=raw))
+        columns = {
+            "name": raw_names.take(pc.index_in(rows["query"], value_set=raw)),
+            "host": rows[CLIENT_COLUMN]
+            if CLIENT_COLUMN in rows.column_names
+            else pa.nulls(rows.num_rows, pa.string()),
+            "ts": rows["ts"],
+        }
+        if RCODE_COLUMN in rows.column_names:
+            code = pc.utf8_upper(rows[RCODE_COLUMN])
+            columns["nx"] = pc.is_in(code, value_set=pa.array(sorted(NXDOMAIN))).cast(pa.int64())
+            columns["answered"] = pc.is_valid(code).cast(pa.int64())
+        else:
+            columns["nx"] = columns["answered"] = pa.array(np.zeros(rows.num_rows, np.int64))
+        pairs = (
+            pa.table(columns)
+            .group_by(["name", "host"], use_threads=False)
+            .aggregate(
+                [("ts", "count"), ("nx", "sum"), ("answered", "sum"), ("ts", "min"), ("ts", "max")]
+            )
+        )
+        for name, host, count, nx, answered, first, last in zip(
+            *(
+                pairs[column].to_pylist()
+                for column in (
+                    "name",
+                    "host",
+                    "ts_count",
+                    "nx_sum",
+                    "answered_sum",
+                    "ts_min",
+                    "ts_max",
+                )
+            ),
+            strict=True,
+        ):
+            seen = self.alerts.get(name)
+            if seen is None:
+                continue
+            seen.nxdomain += nx
+            seen.answered += answered
+            if host is not None:
+                self._tally_host(seen, host).add(count, nx, answered, first, last)
+
+    def _tally_host(self, seen: Sighting, host: str) -> Tally:
+        """The host's tally of this name; a throwaway one once the caps are reached."""
+        tally = seen.hosts.get(host)
+        if tally is not None:
+            return tally
+        if len(seen.hosts) >= HOSTS_PER_NAME or self.host_entries >= HOST_ENTRIES:
+            seen.hosts_capped = True
+            return Tally()
+        self.host_entries += 1
+        tally = seen.hosts[host] = Tally()
+        return tally
+
     def ranked(self) -> list[tuple[str, Sighting]]:
         """Alerts by score x query count, highest first (ties by name)."""
         return sorted(self.alerts.items(), key=lambda item: (-item[1].priority, item[0]))
 
 
-def _iso(seconds: float) -> str:
-    moment = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def alert_records(ranked: list[tuple[str, Sighting]]) -> list[dict]:
-    """The alerts.jsonl records, in rank order."""
+    """The alerts.jsonl records, in rank order: ``host_count`` distinct client hosts (at least
+    that many when ``host_count_capped``), ``hosts`` the top ones, ``nxdomain_share`` null when
+    the logs carry no response code."""
     return [
         {
             "rank": rank,
@@ -276,8 +388,12 @@ def alert_records(ranked: list[tuple[str, Sighting]]) -> list[dict]:
             "score": seen.score,
             "query_count": seen.query_count,
             "priority": seen.priority,
-            "first_seen": _iso(seen.first_seen),
-            "last_seen": _iso(seen.last_seen),
+            "first_seen": iso(seen.first_seen),
+            "last_seen": iso(seen.last_seen),
+            "host_count": len(seen.hosts),
+            "host_count_capped": seen.hosts_capped,
+            "hosts": top_hosts(seen.hosts),
+            "nxdomain_share": seen.nxdomain / seen.answered if seen.answered else None,
         }
         for rank, (name, seen) in enumerate(ranked, start=1)
     ]
@@ -304,7 +420,8 @@ def score_logs(
     model_threads: int = 1,
     max_malformed_rate: float = DEFAULT_MAX_MALFORMED_RATE,
 ) -> ScoreSummary:
-    """Score every record of ``paths`` and write ``out`` (alerts.jsonl); return the summary.
+    """Score every record of ``paths``, write ``out`` (alerts.jsonl) and the host groups beside
+    it (:func:`client.triage.hosts_path`); return the summary.
 
     ``log_format`` None detects each file's format from its first bytes. Bad lines and invalid
     names go to ``quarantine_dir`` (one TSV per log file, with line numbers). The model runs
@@ -328,15 +445,21 @@ def score_logs(
                 on_file=on_file,
                 block_bytes=block_bytes,
                 max_malformed_rate=max_malformed_rate,
+                columns=SCORE_COLUMNS,
             )
         finally:
             scorer.close()
             torch.set_num_threads(threads)
         clock = StageClock(scorer.summary.seconds)
-        records = alert_records(scorer.ranked())
+        ranked = scorer.ranked()
+        records = alert_records(ranked)
+        groups = group_by_host(ranked)
+        write_alerts(hosts_path(out), groups)
         write_alerts(out, records)
         clock.lap("write")
     scorer.summary.alerts = len(records)
+    scorer.summary.host_groups = len(groups)
+    scorer.summary.hosts_known = any(seen.hosts for _, seen in ranked)
     scorer.summary.cache_evictions = scorer.cache.evictions
     scorer.summary.wall_seconds = time.perf_counter() - started
     return scorer.summary
@@ -353,8 +476,12 @@ def feed_logs(
     on_file: Callable[[Path], None] | None,
     block_bytes: int | None,
     max_malformed_rate: float = DEFAULT_MAX_MALFORMED_RATE,
+    columns: Sequence[str] = ("ts", "query"),
 ) -> None:
-    """Stream every file through its reader into `scorer` (`add` per table, `finish` at the end)."""
+    """Stream every file through its reader into `scorer` (`add` per table, `finish` at the end).
+
+    ``columns`` besides ts and query (e.g. :data:`SCORE_COLUMNS`) are null where a file lacks
+    them; `fedsec evaluate` reads ts and query only."""
     summary = scorer.summary
     clock = StageClock(summary.seconds)
     reasons: Counter = Counter()
@@ -366,7 +493,7 @@ def feed_logs(
         stream = STREAMS[fmt](
             path,
             quarantine=quarantine,
-            columns=("ts", "query"),
+            columns=columns,
             mapping=mapping,
             on_progress=on_progress,
             **sizing,
@@ -432,22 +559,29 @@ def resolve_threshold(*, threshold: float | None, site_dir: Path | None) -> tupl
     return DEFAULT_THRESHOLD, "default"
 
 
-ALERTS_HEAD = b'{"rank": '  # the first bytes of every alerts.jsonl `fedsec score` writes
+ALERTS_HEAD = b'{"rank": '  # the first bytes of every alerts and host groups line score writes
+EXPLAINED_SUFFIX, EXPLAINED_KEY = ".explained.json", b'"model_sha256"'
 
 
 def is_score_output(path: Path, *, out: Path) -> bool:
     """Whether ``path`` is something `fedsec score` wrote (this run's or an earlier one's):
-    ``out``, its temporary sibling or quarantine folder, an alerts file, a quarantine file."""
+    ``out``, its host groups and explanations (`client.triage`), their temporary siblings,
+    its quarantine folder; any alerts, host groups, explanations or quarantine file."""
     path, out = path.resolve(), out.resolve()
     quarantine = out.parent / f"{out.name}.quarantine"
-    if path == out or quarantine in path.parents or path.name.startswith(f".{out.name}."):
+    siblings = (out, hosts_path(out), explained_path(out))
+    if path in siblings or quarantine in path.parents:
+        return True
+    if path.parent == out.parent and any(path.name.startswith(f".{p.name}.") for p in siblings):
         return True
     try:
         with open(path, "rb") as handle:
-            head = handle.read(len(QUARANTINE_HEADER))
+            head = handle.read(256)
     except OSError:
         return False
-    return head.startswith(ALERTS_HEAD) or head == QUARANTINE_HEADER
+    if path.name.endswith(EXPLAINED_SUFFIX) and EXPLAINED_KEY in head:
+        return True
+    return head.startswith(ALERTS_HEAD) or head.startswith(QUARANTINE_HEADER)
 
 
 def log_paths(logs: list[Path], *, out: Path) -> tuple[list[Path], list[Path]]:
@@ -529,7 +663,10 @@ def score_command(
             print(f"fedsec: error: {line}", file=sys.stderr)
         return 2
     if own:
-        print(f"left out {len(own)} file(s) that fedsec score wrote (alerts, quarantine)")
+        print(
+            f"left out {len(own)} file(s) that fedsec score wrote "
+            "(alerts, host groups, explanations, quarantine)"
+        )
     for line in summary_lines(
         summary, out=out, threshold_source=source, quarantine_dir=quarantine_dir
     ):
@@ -564,4 +701,10 @@ def summary_lines(
         f"in {total:,.1f} s ({summary.records / total:,.0f} records/s end to end)",
         f"threshold {summary.threshold:g} ({threshold_source}): "
         f"{summary.alerts:,} alerting names written to {out}",
+        f"{summary.host_groups:,} host groups written to {hosts_path(out)}"
+        + (
+            ""
+            if summary.hosts_known or not summary.alerts
+            else " (no client host in the logs: one group per registered domain)"
+        ),
     ]

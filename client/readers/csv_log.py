@@ -3,7 +3,9 @@
 Arrow parses each block; a block where a quote spans lines (so rows and lines no longer
 pair up) is parsed line by line instead, since every row must keep its physical line number.
 ``ts`` is epoch seconds (milliseconds above 1e11) or ISO 8601 (naive = UTC); an empty
-``query`` is unset; other empty fields stay ``""``.
+``query`` is unset; other empty fields stay ``""``. A requested column other than ``ts`` and
+``query`` that the header lacks is null, as in the other formats, unless the mapping names it
+(then the header must have it: a misspelt mapping is an error, not a column of nulls).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pyarrow.csv as pacsv
 from client.quarantine import Quarantine
 from client.readers.base import (
     DEFAULT_COLUMNS,
+    REQUIRED_COLUMNS,
     BadLine,
     LogFormatError,
     Progress,
@@ -57,7 +60,10 @@ def read_csv_log(
     mapping: Mapping[str, str] | None = None,
     delimiter: str = ",",
 ) -> tuple[pa.Table, ReadStats]:
-    """Read one CSV log; ``mapping`` gives the header name of each column (default: its own)."""
+    """Read one CSV log; ``mapping`` gives the header name of each column (default: its own).
+
+    A column the mapping does not name and the header lacks (e.g. ``rcode_name``) is null.
+    """
     columns = check_columns(columns)
     return collect(
         stream_csv_log(
@@ -100,7 +106,7 @@ def stream_csv_log(
             long_lines = overlong_lines(state["line"], overlong)
             state["line"] += len(long_lines)
             if state["header"] is None and block:
-                block = _take_header(block, state, path, fields, delimiter)
+                block = _take_header(block, state, path, fields, delimiter, mapping or {})
             first_line = state["line"]
             lines = block.count(b"\n") + (bool(block) and not block.endswith(b"\n"))
             state["line"] += lines
@@ -135,9 +141,15 @@ def stream_csv_log(
 
 
 def _take_header(
-    block: bytes, state: dict, path: Path, fields: Mapping[str, str], delimiter: str
+    block: bytes,
+    state: dict,
+    path: Path,
+    fields: Mapping[str, str],
+    delimiter: str,
+    mapping: Mapping[str, str],
 ) -> bytes:
-    """Read the header row off the first block; check every mapped field is in it."""
+    """Read the header row off the first block; check ts, query and every mapped field are in
+    it (an optional column, neither required nor mapped, may be absent: it reads as null)."""
     start = 3 if block.startswith(b"\xef\xbb\xbf") else 0
     end = block.find(b"\n", start)
     end = len(block) if end < 0 else end
@@ -149,7 +161,11 @@ def _take_header(
             f"{path}: line 1 looks like {kind}, not a CSV header: {raw[:80]!r} "
             f"(fix: set [logs] format = '{kind}')"
         )
-    missing = [f"{name} (field {field!r})" for name, field in fields.items() if field not in header]
+    missing = [
+        f"{name} (field {field!r})"
+        for name, field in fields.items()
+        if field not in header and (name in REQUIRED_COLUMNS or name in mapping)
+    ]
     if missing:
         raise LogFormatError(
             f"{path}: line 1: the CSV header has no column for {', '.join(missing)}; its columns "
@@ -189,10 +205,13 @@ def _parse_block(
         if rewritten
         else set()
     )
-    parsed = _arrow_rows(buffer, header, fields, delimiter, lines)
+    present = {name: field for name, field in fields.items() if field in header}
+    parsed = _arrow_rows(buffer, header, present, delimiter, lines)
     if parsed is None:
-        parsed = _python_rows(buffer, header, fields, delimiter)
+        parsed = _python_rows(buffer, header, present, delimiter)
     values, rows, invalid = parsed
+    absent = pa.nulls(len(rows), pa.string())  # optional columns the header lacks
+    values = {name: values.get(name, absent) for name in fields}
     line_text = LineText(buffer)
     bad = [
         (

@@ -16,6 +16,7 @@ from client.domains import normalise_domain_array
 from client.quarantine import Quarantine
 from client.readers import READERS
 from client.scoring import resolve_threshold, score_command, score_logs
+from client.triage import hosts_path, read_alerts, read_host_groups
 from common.model import ModelSpec, build_model, model_from_bytes, model_to_bytes
 from common.share import SHARE_KEYS
 from common.training import predict_scores
@@ -125,6 +126,57 @@ def test_score_equals_direct_scoring(site: Path, model_path: Path, tmp_path: Pat
     priorities = [alert["priority"] for alert in alerts]
     assert priorities == sorted(priorities, reverse=True)
     assert [alert["rank"] for alert in alerts] == list(range(1, len(alerts) + 1))
+
+
+def test_a_bot_hosts_names_end_up_in_one_host_group(
+    site: Path, model_path: Path, tmp_path: Path, capsys
+) -> None:
+    """The generator's bots (Zeek id.orig_h, rcode_name): each one's names form one group."""
+    logs = [
+        READERS["zeek-tsv"](
+            path,
+            quarantine=Quarantine(tmp_path / "direct"),
+            columns=("ts", "query", "id.orig_h", "rcode_name"),
+        )[0]
+        for path in logs_of(site)
+    ]
+    table = pa.concat_tables(logs)
+    names, _ = normalise_domain_array(table["query"])
+    table = table.append_column("name", names).filter(pc.is_valid(names))
+    truth = (site.parent / "truth.csv").read_text().splitlines()[1:]
+    dga = set(
+        normalise_domain_array(pa.array([row.split(",")[0] for row in truth if ",dga," in row]))[
+            0
+        ].to_pylist()
+    )
+    rows = table.select(["name", "id.orig_h", "rcode_name"]).to_pylist()
+    per_host: dict[str, set[str]] = {}
+    for row in rows:
+        if row["name"] in dga:
+            per_host.setdefault(row["id.orig_h"], set()).add(row["name"])
+    bot = max(per_host, key=lambda host: (len(per_host[host]), host))
+    bot_rows = [row for row in rows if row["id.orig_h"] == bot]
+    bot_names = {row["name"] for row in bot_rows}
+    answered = [row["rcode_name"] for row in bot_rows if row["rcode_name"] is not None]
+    assert len(per_host[bot]) >= 5 and answered
+
+    out = tmp_path / "alerts.jsonl"
+    code = score_command(
+        model=model_path, logs=[site / "logs"], out=out, site_dir=site, threshold=0.0
+    )
+    assert code == 0
+    groups = read_host_groups(hosts_path(out))
+    assert f"{len(groups):,} host groups written to {hosts_path(out)}" in capsys.readouterr().out
+    assert len({group["host"] for group in groups}) == len(groups) and None not in {
+        g["host"] for g in groups
+    }
+    (group,) = [group for group in groups if group["host"] == bot]
+    assert group["name_count"] == len(bot_names) and set(group["names"]) <= bot_names
+    assert group["query_count"] == len(bot_rows)
+    assert group["nxdomain_share"] == pytest.approx(answered.count("NXDOMAIN") / len(answered))
+    alerts = {alert["domain"]: alert for alert in read_alerts(out)}
+    for name in per_host[bot]:  # every generated name of the bot names it among its hosts
+        assert bot in alerts[name]["hosts"] or alerts[name]["host_count_capped"]
 
 
 def test_small_blocks_and_a_tiny_cache_change_nothing(
