@@ -282,3 +282,11 @@ def _bounded_lines(stream) -> Iterable[bytes | None]:
             yield None
             continue
         yield line.rstrip(b"\r\n")
+
+
+def local_allowlist(site_dir: Path, *, quarantine: Quarantine | None = None) -> frozenset[str]:
+    """Names the site's analysts judged benign by their latest verdict: this site's own
+    allowlist for alerts (`fedsec score` need not raise them again here, whatever the model
+    says), on top of the hard negatives training sees every round. Never leaves the site."""
+    labels = read_verdicts(verdicts_path(site_dir), quarantine=quarantine).labels()
+    return frozenset(name for name, verdict in labels.items() if verdict == "benign")

@@ -20,10 +20,11 @@ from client.audit import LeakError, make_reply_guard
 from client.check import check_site
 from client.dataset import ANALYST_FAMILY
 from client.domains import registered_domain
+from client.fragility_html import metric_tables
 from client.pipeline import _fingerprint, load_site, prepare_site
 from client.quarantine import Quarantine
 from client.site import load_intel, load_site_config
-from client.verdicts import append_verdict, make_verdict, verdicts_path
+from client.verdicts import append_verdict, local_allowlist, make_verdict, verdicts_path
 from common.model import CharCNN, build_model, model_to_ndarrays
 from common.share import SHARE_LEVELS, share_subset
 from common.training import TrainConfig, required_schedule
@@ -137,6 +138,12 @@ def test_verdict_counts_never_leave_the_site(site: Path) -> None:
     assert metrics["dqa_verdicts_benign"] == 1.0
     for level in SHARE_LEVELS:
         assert not [key for key in share_subset(metrics, level=level) if "verdict" in key]
+    # The site's own fragility page shows them, each marked as not sent.
+    page = metric_tables(metrics, share_subset(metrics, level="rates+volumes"))
+    section = page.split("Analysts&#x27; verdicts (local only)", 1)[1].split("<h3>", 1)[0]
+    for key in ("benign", "malicious", "unsure", "contradict_intel", "quarantined", "not_in_logs"):
+        assert f"dqa_verdicts_{key}" in section
+    assert "not sent" in section
 
 
 def _rows_seen_in_training(site: Path, rounds: int) -> list[set[bytes]]:
@@ -267,3 +274,12 @@ def test_the_reply_guard_withholds_a_judged_name_or_host(site: Path, leaked: str
     with pytest.raises(LeakError, match="withheld"):
         guard(_message(), context, leaking)
     assert guard(_message(), context, clean).content["m"]["auc"] == 0.9
+
+
+def test_benign_verdicts_are_the_sites_local_allowlist(site: Path) -> None:
+    assert local_allowlist(site) == frozenset()
+    judge(site, "benign", NEW_BENIGN, NEW_MALICIOUS, subject="host", target=HOST)
+    judge(site, "malicious", NEW_MALICIOUS)  # changed their mind: alerts again
+    assert local_allowlist(site) == {NEW_BENIGN}
+    judge(site, "unsure", NEW_BENIGN)
+    assert local_allowlist(site) == frozenset()
