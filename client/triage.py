@@ -55,8 +55,10 @@ class Tally:
         self.queries += queries
         self.nxdomain += nxdomain
         self.answered += answered
-        self.first = min(self.first, first)
-        self.last = max(self.last, last)
+        if first < self.first:
+            self.first = first
+        if last > self.last:
+            self.last = last
 
     def nxdomain_share(self) -> float | None:
         return self.nxdomain / self.answered if self.answered else None
@@ -112,7 +114,8 @@ class _Group:
 
     def add(self, name: str, seen: Evidence, tally: Tally) -> None:
         self.tally.add(tally.queries, tally.nxdomain, tally.answered, tally.first, tally.last)
-        self.max_score = max(self.max_score, seen.score)
+        if seen.score > self.max_score:
+            self.max_score = seen.score
         self.names.append(name)
 
 
@@ -155,7 +158,10 @@ def group_by_host(alerts: Sequence[tuple[str, Evidence]]) -> list[dict]:
         domains[name] = registered_domain(name)
         if seen.hosts:
             for host, tally in seen.hosts.items():
-                groups.setdefault(("host", host), _Group(host)).add(name, seen, tally)
+                group = groups.get(("host", host))
+                if group is None:
+                    group = groups[("host", host)] = _Group(host)
+                group.add(name, seen, tally)
         else:
             whole = Tally(seen.query_count, seen.nxdomain, seen.answered)
             whole.first, whole.last = seen.first_seen, seen.last_seen
