@@ -32,6 +32,7 @@ from common.config import parse_site_config
 from common.fragility import HOST_METRICS, HostDays, host_metrics
 from common.share import masked_figures, share_subset
 from server.report import build_federation_report, metric_direction
+from server.report_html import render_federation_html
 
 DAY = 20_000  # a UTC day number; its records sit at noon
 NOON = DAY * 86_400.0 + 43_200.0
@@ -217,6 +218,9 @@ def test_federation_report_ranks_what_sites_send_and_marks_unresolvable_host_fp(
     last = report["last_round"]
     assert "host_fp_per_day" in last["not_resolvable"]["a"]
     assert "host_fp_per_day" not in last["not_resolvable"].get("b", [])
+    page = render_federation_html(report)
+    assert "False-positive hosts per day (upper 95%)" in page
+    assert "Not sent (host_fp_per_day_upper95): c" in page
 
 
 # --- reading hosts from records ------------------------------------------------------------------
@@ -422,7 +426,8 @@ def test_the_site_report_shows_host_figures_beside_the_per_domain_ones(
 
 @pytest.mark.slow
 def test_fedsec_evaluate_reports_the_host_view_of_a_generated_site(tmp_path: Path) -> None:
-    from client.pipeline import log_files
+    from client.hosts import round_host_view
+    from client.pipeline import log_files, prepare_site
     from client.quarantine import Quarantine
     from client.readers import READERS
     from client.site import load_site_config
@@ -470,3 +475,10 @@ def test_fedsec_evaluate_reports_the_host_view_of_a_generated_site(tmp_path: Pat
         len(expected) * volume / sum(row[2] for row in expected.values())
     )
     assert report["hosts"]["available"] and report["hosts"]["test_days"] == 1
+    # A federated round reads the same logs once (prepare_site) and keeps the pairs.
+    prepared = prepare_site(site, work_dir=tmp_path / "work")
+    test = prepared.require_data().test
+    round_view = round_host_view(
+        prepared.test_hosts, scores=np.zeros(len(test)), labels=test.labels, test_days=1
+    )
+    assert 0 < len(round_view.host_days) <= len(expected)
