@@ -354,14 +354,6 @@ def _empty_names() -> pa.Table:
 # --- pass 3: the client hosts of the test days -------------------------------------------------
 
 CLIENT_COLUMN = "id.orig_h"  # Zeek's client address; other formats map it in [logs] columns
-SELF_DESCRIBING_FORMATS = ("zeek-tsv", "zeek-json", "parquet")
-
-
-def reads_client_column(config: SiteConfig) -> bool:
-    """Whether the site's logs can name a client: a format that names its own fields (the field
-    may still be absent: then every value is null) or a mapped ``id.orig_h`` column."""
-    mapped = CLIENT_COLUMN in (config.logs.columns or {})
-    return config.logs.format in SELF_DESCRIBING_FORMATS or mapped
 
 
 class HostPass:
@@ -494,10 +486,10 @@ def read_host_days(
 ) -> HostView:
     """Pass 3 over the test-day files: the host-days, or why there are none.
 
-    Bad lines were filed by the scan, so ``quarantine`` should discard the reader's reports.
+    Every format reads a missing client column as nulls, so "no client column" is decided by
+    the records: none of the test days' names one. Bad lines were filed by the scan, so
+    ``quarantine`` should discard the reader's reports.
     """
-    if not reads_client_column(config):
-        return HostView(host_days=None, reason=NO_CLIENT_COLUMN, test_days=len(days))
     hosts = HostPass(labelled, days=days, flush_rows=flush_rows)
     columns = ("ts", "query", CLIENT_COLUMN)
     for path in files:

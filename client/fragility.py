@@ -287,7 +287,7 @@ class HostView:
     host_days: HostDays | None
     reason: str | None = None
     test_days: int = 0
-    records_without_client: int = 0  # test-day records of labelled names with no client
+    records_without_client: int = 0  # test-day records that name no client: left out
 
 
 def host_block(view: HostView, metrics: Mapping[str, float], *, config: SiteConfig) -> dict:

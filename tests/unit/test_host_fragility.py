@@ -311,7 +311,9 @@ def test_records_whose_client_field_is_empty_throughout_give_no_host_figures() -
     assert hosts.host_days() is None
 
 
-def test_a_csv_site_without_a_mapped_client_column_says_so(tmp_path: Path) -> None:
+def test_a_csv_log_without_a_client_column_says_so(tmp_path: Path) -> None:
+    from client.quarantine import Quarantine
+
     csv = parse_site_config(
         {
             "site_id": "acme",
@@ -321,10 +323,20 @@ def test_a_csv_site_without_a_mapped_client_column_says_so(tmp_path: Path) -> No
         },
         source="site.toml",
     )
-    view = read_host_days(
-        [tmp_path / "never-read.csv"], NAMES, config=csv, days=[DAY], quarantine=None
-    )
+    log = tmp_path / "dns.csv"
+    log.write_text(f"ts,query\n{NOON},shop.example.com\n{NOON + 1},qxzvbk.biz\n")
+    with Quarantine(tmp_path / "quarantine") as quarantine:
+        view = read_host_days([log], NAMES, config=csv, days=[DAY], quarantine=quarantine)
     assert view.host_days is None and view.reason == NO_CLIENT_COLUMN
+    assert view.records_without_client == 2 and view.test_days == 1  # counted, not judged
+    # The same file with a client column mapped under another name has host-days.
+    log.write_text(f"ts,query,client\n{NOON},shop.example.com,10.0.0.1\n")
+    mapped = csv.model_copy(
+        update={"logs": csv.logs.model_copy(update={"columns": {CLIENT_COLUMN: "client"}})}
+    )
+    with Quarantine(tmp_path / "quarantine") as quarantine:
+        view = read_host_days([log], NAMES, config=mapped, days=[DAY], quarantine=quarantine)
+    assert as_rows(view.host_days) == [(0.9, NEG, 1)]
 
 
 def test_a_rounds_pairs_give_the_same_host_days_as_the_stream() -> None:
