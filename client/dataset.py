@@ -236,7 +236,8 @@ def split_site(
         return not held_out(registered, site_id=config.site_id, fraction=fraction)
 
     logged = set(train_counts) | set(test_counts)
-    test_registered = {registered_domain(name) for name in test_counts}
+    # Only verdicts need it (a judged name never trains on a tested registered domain).
+    test_registered = {registered_domain(name) for name in test_counts} if verdicts else set()
     from_logs = label_examples(
         train_counts,
         intel,
