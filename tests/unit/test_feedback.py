@@ -25,6 +25,7 @@ from client.pipeline import _fingerprint, load_site, prepare_site
 from client.quarantine import Quarantine
 from client.site import load_intel, load_site_config
 from client.verdicts import append_verdict, local_allowlist, make_verdict, verdicts_path
+from client.worker import site_fingerprint
 from common.model import CharCNN, build_model, model_to_ndarrays
 from common.share import SHARE_LEVELS, share_subset
 from common.training import TrainConfig, required_schedule
@@ -206,9 +207,10 @@ def test_more_required_rows_than_fit_take_a_fresh_subset_each_call() -> None:
 def test_a_new_verdict_changes_the_fingerprint_and_reprepares_the_site(site: Path) -> None:
     first = load_site(site)
     assert load_site(site) is first
-    before = _fingerprint(site)
+    before, published = _fingerprint(site), site_fingerprint(site)
     judge(site, "benign", NEW_BENIGN)
     assert _fingerprint(site) != before
+    assert site_fingerprint(site) != published  # a warm worker's guard names are stale now
     second = load_site(site)
     assert second is not first
     assert label_of(second.require_data().train, NEW_BENIGN) == (0, "")
