@@ -43,6 +43,7 @@ EXPERIMENTS = {
     "lowfpr": "experiments.lowfpr",
     "dp-utility": "experiments.dp_utility",
     "poisoning": "experiments.poisoning",
+    "analyst-loop": "experiments.analyst_loop",
 }
 """`fedsec experiment NAME` -> the module whose `run(size=..., root=...)` it calls."""
 INDEX_FILE = "README.md"

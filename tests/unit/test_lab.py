@@ -85,6 +85,7 @@ def test_every_registered_experiment_is_a_module_with_run():
         "lowfpr",
         "dp-utility",
         "poisoning",
+        "analyst-loop",
     }
     for name, module_name in EXPERIMENTS.items():
         module = importlib.import_module(module_name)
