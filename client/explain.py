@@ -55,6 +55,7 @@ NAMES_PER_BATCH = 128
 REPRESENTATION_BATCH = 1024
 FAMILY_SAMPLE = 200  # blocklist names per family compared against, at most
 MAX_REFERENCE = 20_000  # blocklist names compared against in all: memory stays bounded
+NAMES_PER_COMPARISON = 256
 NEIGHBOURS = 5  # a family's similarity: the mean of its NEIGHBOURS closest names
 TOP_FAMILIES = 3
 TOP_SUBSTRINGS = 3
@@ -67,6 +68,9 @@ EVIDENCE_FIELDS = (
     "last_seen",
 )
 UNKNOWN_FAMILY = "unknown"
+# Alerts explained per file at most: ~2 KB of explanation each, and integrated gradients cost
+# ~10 ms of CPU per name on 2 cores; the page shows the top of the ranking anyway.
+MAX_LIMIT = 10_000
 EXPLAIN_QUARANTINE = Path("work") / "quarantine" / "explain"
 
 
@@ -272,7 +276,18 @@ def _family_index(model: CharCNN, intel: Intel) -> _FamilyIndex | None:
 
 
 def _nearest_families(index: _FamilyIndex, vectors: np.ndarray) -> list[list[dict]]:
-    """Per name: up to TOP_FAMILIES families by mean similarity of their closest samples."""
+    """Per name: up to TOP_FAMILIES families by mean similarity of their closest samples.
+
+    NAMES_PER_COMPARISON names at a time: the similarity block stays under ~40 MB whatever the
+    number of names and of blocklist families.
+    """
+    nearest: list[list[dict]] = []
+    for start in range(0, len(vectors), NAMES_PER_COMPARISON):
+        nearest += _nearest_in_block(index, vectors[start : start + NAMES_PER_COMPARISON])
+    return nearest
+
+
+def _nearest_in_block(index: _FamilyIndex, vectors: np.ndarray) -> list[list[dict]]:
     similarity = _unit(vectors - index.centre) @ index.vectors.T  # [names, samples]
     scores = np.zeros((len(vectors), len(index.families)))
     closest = np.zeros((len(vectors), len(index.families)), dtype=np.int64)
@@ -281,20 +296,19 @@ def _nearest_families(index: _FamilyIndex, vectors: np.ndarray) -> list[list[dic
         k = min(NEIGHBOURS, end - start)
         scores[:, column] = np.sort(block, axis=1)[:, -k:].mean(axis=1)
         closest[:, column] = start + block.argmax(axis=1)
-    nearest = []
-    for row in range(len(vectors)):
-        ranked = sorted(range(len(index.families)), key=lambda c: (-scores[row, c], c))
-        nearest.append(
-            [
-                {
-                    "family": index.families[column],
-                    "similarity": float(scores[row, column]),
-                    "example": index.names[closest[row, column]],
-                }
-                for column in ranked[:TOP_FAMILIES]
-            ]
-        )
-    return nearest
+    # Highest similarity first, ties by family name (families are sorted): a stable order.
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_FAMILIES]
+    return [
+        [
+            {
+                "family": index.families[column],
+                "similarity": float(scores[row, column]),
+                "example": index.names[closest[row, column]],
+            }
+            for column in ranked[row]
+        ]
+        for row in range(len(vectors))
+    ]
 
 
 def explain_names(
@@ -437,8 +451,11 @@ def explain_alerts(
     ones it was made from (their hashes are stored in it). Bad intel lines go to
     SITE/work/quarantine/explain/, as the pipeline's go to its quarantine.
     """
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"limit must be a whole number >= 0, got {limit!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
+        raise ValueError(
+            f"limit must be a whole number from 0 to {MAX_LIMIT}, got {limit!r} (fix: explain "
+            "the top of the ranking; the rest can be explained after verdicts on the first)"
+        )
     model_path, site_dir, alerts_path = Path(model_path), Path(site_dir), Path(alerts_path)
     model, _ = load_model_file(model_path)
     config = load_site_config(site_dir)

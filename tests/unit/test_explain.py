@@ -124,7 +124,8 @@ def _pools(families: tuple[str, ...], size: int) -> dict[str, list[str]]:
     }
 
 
-def test_a_generated_name_is_nearest_to_its_own_family() -> None:
+def test_a_generated_name_is_nearest_to_its_own_family(monkeypatch) -> None:
+    monkeypatch.setattr(explain, "NAMES_PER_COMPARISON", 7)  # 20 names: three blocks
     pools = _pools(("hexhash", "seedmutate", "wordconcat"), 120)
     intel = Intel(
         blocklist={name: family for family, names in pools.items() for name in names[:100]},
@@ -293,5 +294,6 @@ def test_explain_alerts_reuses_until_model_alerts_intel_or_limit_change(
 
 def test_explain_alerts_refuses_a_bad_limit(scored) -> None:
     model_path, site, alerts = scored
-    with pytest.raises(ValueError, match="limit"):
-        explain_alerts(model_path, site, alerts, limit=-1)
+    for limit in (-1, explain.MAX_LIMIT + 1, True):
+        with pytest.raises(ValueError, match="limit"):
+            explain_alerts(model_path, site, alerts, limit=limit)
