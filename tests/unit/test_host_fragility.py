@@ -439,11 +439,13 @@ def test_the_site_report_shows_host_figures_beside_the_per_domain_ones(
 @pytest.mark.slow
 def test_fedsec_evaluate_reports_the_host_view_of_a_generated_site(tmp_path: Path) -> None:
     from client.hosts import round_host_view
+    from client.local import SPEC, evaluate_round
     from client.pipeline import log_files, prepare_site
     from client.quarantine import Quarantine
     from client.readers import READERS
     from client.site import load_site_config
-    from common.model import ModelSpec, build_model
+    from common.model import ModelSpec, build_model, model_to_ndarrays
+    from common.run_config import RunSettings
     from experiments.generator import generate_sites
 
     site = generate_sites(out_dir=tmp_path / "sites", n_sites=1, n_days=2, seed=5, scale=0.03)[0]
@@ -494,3 +496,12 @@ def test_fedsec_evaluate_reports_the_host_view_of_a_generated_site(tmp_path: Pat
         prepared.test_hosts, scores=np.zeros(len(test)), labels=test.labels, test_days=1
     )
     assert 0 < len(round_view.host_days) <= len(expected)
+    written = evaluate_round(
+        prepared,
+        global_arrays=model_to_ndarrays(build_model(SPEC, seed=0)),
+        settings=RunSettings(),
+        server_round=1,
+    )
+    round_report = json.loads(written.json_path.read_text())
+    assert round_report["hosts"]["available"]
+    assert round_report["metrics"]["host_days"] == prepared.test_hosts.host_days
