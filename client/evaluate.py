@@ -145,6 +145,17 @@ class _DiscardingQuarantine(Quarantine):
             self.inner.add(source=source, line_number=line_number, reason=reason, raw=raw)
 
 
+class _Filed(Quarantine):
+    """The host pass's quarantine: every line it could report, the scan filed already (and
+    the scan's quarantine is closed by then: reopening its file would replace it)."""
+
+    def __init__(self) -> None:
+        super().__init__(Path(QUARANTINE_DIR))
+
+    def add(self, *, source: Path | str, line_number: int, reason: str, raw: str) -> None:
+        """Nothing to write twice."""
+
+
 class DayScan:
     """Pass 1 over every log file; `client.scoring.feed_logs` drives it like a scorer.
 
@@ -488,7 +499,7 @@ def read_host_days(
 
     Every format reads a missing client column as nulls, so "no client column" is decided by
     the records: none of the test days' names one. Bad lines were filed by the scan, so
-    ``quarantine`` should discard the reader's reports.
+    ``quarantine`` should discard the reader's reports (`evaluate_site` passes one that does).
     """
     hosts = HostPass(labelled, days=days, flush_rows=flush_rows)
     columns = ("ts", "query", CLIENT_COLUMN)
@@ -721,7 +732,7 @@ def evaluate_site(
             labelled,
             config=config,
             days=test_days,
-            quarantine=_DiscardingQuarantine(quarantine),
+            quarantine=_Filed(),
             on_progress=on_progress,
             on_file=on_file,
             flush_rows=compact_rows,
