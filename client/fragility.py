@@ -293,7 +293,8 @@ class HostView:
 def host_block(view: HostView, metrics: Mapping[str, float], *, config: SiteConfig) -> dict:
     """The report's ``hosts`` section: the host figures beside the per-domain ones, and how
     the observed host-days scale to the site's volume (stays on the site)."""
-    per_domain = {key: metrics.get(key, NAN) for key in ("fpr", "fp_per_day", "fp_per_day_upper95")}
+    beside = ("alerts_per_day", "fpr", "fpr_upper95", "fp_per_day", "fp_per_day_upper95")
+    per_domain = {key: metrics.get(key, NAN) for key in beside}
     block: dict = {
         "available": view.host_days is not None,
         "reason": view.reason,
