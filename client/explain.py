@@ -126,7 +126,6 @@ class _Attribution:
 
     weights: np.ndarray  # [n, max_chars]
     logits: np.ndarray  # [n], float64
-    baseline_logit: float
     deltas: np.ndarray  # [n]
     steps: np.ndarray  # [n], integration steps used
 
@@ -160,7 +159,6 @@ def _attribute(model: CharCNN, ids: np.ndarray) -> _Attribution:
     with torch.no_grad():
         for rows, batch in _batches(ids, size=REPRESENTATION_BATCH, keep=keep):
             logits[rows] = net(batch).double().numpy()
-        baseline = net(torch.full((1, keep), PAD_ID, dtype=torch.int64))
     everyone = np.arange(len(ids))
     weights, deltas = _integrated_gradients(net, ids, everyone, steps=ATTRIBUTION_STEPS, keep=keep)
     steps = np.full(len(ids), ATTRIBUTION_STEPS)
@@ -170,7 +168,7 @@ def _attribute(model: CharCNN, ids: np.ndarray) -> _Attribution:
             net, ids, rough, steps=REFINED_STEPS, keep=keep
         )
         steps[rough] = REFINED_STEPS
-    return _Attribution(weights, logits, float(baseline.double()), deltas, steps)
+    return _Attribution(weights, logits, deltas, steps)
 
 
 def _character_weights(name: str, view: str, row: np.ndarray) -> list[list]:
