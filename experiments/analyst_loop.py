@@ -27,6 +27,7 @@ import contextlib
 import logging
 import math
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,7 +45,13 @@ COMMAND = "fedsec experiment analyst-loop [--full]"
 log = logging.getLogger("fedsec.experiments")
 
 ARMS = ("without", "with")
-ARM_LABELS = {"without": "without the loop", "with": "with the loop"}
+NOISE_ARM = "reseeded"
+"""Without the loop, federation seed SEED + 1 (same sites): how far two runs differ by chance."""
+ARM_LABELS = {
+    "without": "without the loop",
+    "with": "with the loop",
+    NOISE_ARM: "without, other seed",
+}
 SEED = 0
 ANALYST = "simulated-analyst"
 TRIAGE_THRESHOLD = 0.5
@@ -78,10 +85,17 @@ class Size:
     rounds: int
     local_steps: int
     mode: str = "secagg"
+    noise_arm: bool = True  # also run NOISE_ARM, the seed-to-seed yardstick
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return (*ARMS, NOISE_ARM) if self.noise_arm else ARMS
 
 
 SIZES = {
-    "tiny": Size(sites=2, days=2, scale=0.1, rounds=2, local_steps=8, mode="fedavg"),
+    "tiny": Size(
+        sites=2, days=2, scale=0.1, rounds=2, local_steps=8, mode="fedavg", noise_arm=False
+    ),
     "default": Size(sites=4, days=4, scale=0.5, rounds=5, local_steps=40),
     "full": Size(sites=8, days=6, scale=1.0, rounds=10, local_steps=60),
 }
@@ -385,7 +399,12 @@ class AnalystClientApp:
 
 
 def run_arm(
-    data_dir: Path, out_dir: Path, shape: Size, *, analysts: dict[Path, SiteAnalyst] | None
+    data_dir: Path,
+    out_dir: Path,
+    shape: Size,
+    *,
+    analysts: dict[Path, SiteAnalyst] | None,
+    seed: int = SEED,
 ):
     """One federation over `data_dir`; with `analysts`, each reviews after every round but the
     last. Returns the feedback checks per (site, round)."""
@@ -404,7 +423,7 @@ def run_arm(
     overrides = {
         "num-rounds": shape.rounds,
         "local-steps": shape.local_steps,
-        "seed": SEED,
+        "seed": seed,
         "mode": shape.mode,
         "site-html": "off",
         "report-html": False,
@@ -506,11 +525,19 @@ def equal_tpr_figures(
 # --- the run -----------------------------------------------------------------------------------
 
 
-def run(*, size: str, root: Path = lab.RESULTS_ROOT, keep: Path | None = None) -> dict:
+def run(
+    *,
+    size: str,
+    root: Path = lab.RESULTS_ROOT,
+    keep: Path | None = None,
+    real_dev: Path | None = None,
+) -> dict:
     """Generate the sites once, run both arms on copies, write the results.
 
     The sites, verdict files and runs live in a temporary folder, or in `keep` (new or empty)
-    when given, for a look at what each arm's sites hold afterwards (`keep/ARM/sites`)."""
+    when given, for a look at what each arm's sites hold afterwards (`keep/ARM/sites`). With
+    `real_dev` (a folder of real benign names and DGA family lists, as experiments.lowfpr
+    reads) the sites are built from those names and the results go to `NAME-real-dev`."""
     from experiments.value import one_torch_thread
 
     if size not in SIZES:
@@ -522,15 +549,10 @@ def run(*, size: str, root: Path = lab.RESULTS_ROOT, keep: Path | None = None) -
         one_torch_thread(),
         _work_folder(keep) as temp,
     ):
-        from experiments.generator import generate_sites
-
         generated = Path(temp) / "generated"
-        generate_sites(
-            out_dir=generated, n_sites=shape.sites, n_days=shape.days, seed=SEED, scale=shape.scale
-        )
-        truth = read_truth(generated / "truth.csv")
+        truth = write_sites(generated, shape, real_dev)
         rows, reviews, checks, timings = [], [], [], {}
-        for arm in ARMS:
+        for arm in shape.arms:
             data_dir = Path(temp) / arm / "sites"
             shutil.copytree(generated, data_dir)
             analysts = None
@@ -541,7 +563,13 @@ def run(*, size: str, root: Path = lab.RESULTS_ROOT, keep: Path | None = None) -
                 }
             run_dir = Path(temp) / arm / "run"
             with lab.stopwatch() as watch:
-                arm_checks = run_arm(data_dir, run_dir, shape, analysts=analysts)
+                arm_checks = run_arm(
+                    data_dir,
+                    run_dir,
+                    shape,
+                    analysts=analysts,
+                    seed=SEED + 1 if arm == NOISE_ARM else SEED,
+                )
             timings[f"{arm}_s"] = watch["seconds"]
             log.info("arm %s: %d rounds in %.0f s", arm, shape.rounds, watch["seconds"])
             arm_reviews = [r for a in (analysts or {}).values() for r in a.reviews]
@@ -555,8 +583,45 @@ def run(*, size: str, root: Path = lab.RESULTS_ROOT, keep: Path | None = None) -
             )
     timings["total_s"] = total["seconds"]
     payload = build_payload(size, shape, rows, reviews, checks, timings, peak.peak_mib)
-    write_outputs(Results(NAME, TITLE, root), payload)
+    payload["data"] = "generated" if real_dev is None else "real-dev"
+    name, title = (NAME, TITLE) if real_dev is None else (f"{NAME}-real-dev", REAL_TITLE)
+    write_outputs(Results(name, title, root), payload)
     return payload
+
+
+REAL_TITLE = TITLE + " (real development names)"
+REAL_TEST_BENIGN = 60_000  # lowfpr's pooled test names: withheld from every site here too
+REAL_SITE_TEST_FRACTION = 0.05  # a site's names on its test day (lowfpr's default)
+
+
+def write_sites(out: Path, shape: Size, real_dev: Path | None) -> dict[str, str]:
+    """The sites both arms copy, and their truth (normalised name -> family, '' = benign).
+
+    Generated by default; from real names with `real_dev`, through experiments.lowfpr's split
+    and site writer (3 training days and a test day, every site DGA name on its blocklist)."""
+    if real_dev is None:
+        from experiments.generator import generate_sites
+
+        generate_sites(
+            out_dir=out, n_sites=shape.sites, n_days=shape.days, seed=SEED, scale=shape.scale
+        )
+        return read_truth(out / "truth.csv")
+    from experiments import lowfpr
+
+    corpus = lowfpr.load_corpus(lowfpr.real_dev_folder(real_dev))
+    split = lowfpr.split_corpus(
+        corpus,
+        n_sites=shape.sites,
+        test_benign=REAL_TEST_BENIGN,
+        site_test_fraction=REAL_SITE_TEST_FRACTION,
+        seed=SEED,
+    )
+    out.mkdir(parents=True)
+    lowfpr.write_sites(split, out, seed=SEED)
+    return {
+        str(name): str(family) if label == 1 else ""
+        for name, label, family in zip(corpus.names, corpus.labels, corpus.families, strict=True)
+    }
 
 
 @contextlib.contextmanager
@@ -618,6 +683,10 @@ def last_round_rows(rows: list[dict], rounds: int) -> list[dict]:
             entry[f"without_{key}"] = without[key]
             entry[f"with_{key}"] = with_[key]
             entry[f"diff_{key}"] = with_[key] - without[key]
+        noise = by.get((NOISE_ARM, site))
+        if noise is not None:
+            for key in COMPARED:
+                entry[f"noise_{key}"] = noise[key] - without[key]
         entry["verdicts"] = with_["verdicts_malicious"] + with_["verdicts_benign"]
         entry["verdicts_malicious"] = with_["verdicts_malicious"]
         entry["verdicts_benign"] = with_["verdicts_benign"]
@@ -685,12 +754,16 @@ EQUAL_TPR_DIFF = tuple(
 ) + (("tpr_at_fpr_1e-3", "TPR@FPR=1e-3", "{:.3f}"),)
 
 
-def _diff_columns(keys: Sequence[tuple[str, str, str]], *, verdicts: bool) -> list[Column]:
+def _diff_columns(
+    keys: Sequence[tuple[str, str, str]], *, verdicts: bool, noise: bool
+) -> list[Column]:
     columns = [Column("site", "site")]
     for key, header, fmt in keys:
         columns.append(Column(f"without_{key}", f"{header} without", fmt))
         columns.append(Column(f"with_{key}", "with", fmt))
         columns.append(Column(f"diff_{key}", "with - without", "{:+,.3g}"))
+        if noise:
+            columns.append(Column(f"noise_{key}", "other seed - without", "{:+,.3g}"))
     if verdicts:
         columns.append(Column("verdicts_malicious", "verdicts: malicious", "{:d}"))
         columns.append(Column("verdicts_benign", "benign", "{:d}"))
@@ -707,28 +780,40 @@ def write_outputs(results: Results, payload: dict) -> None:
     results.write_csv(payload["reviews"], "reviews.csv")
     results.write_csv(payload["feedback_checks"], "feedback_checks.csv")
     last = shape["rounds"]
+    noise = shape.get("noise_arm", False)
+    yardstick = (
+        [
+            "'other seed - without': the run without the loop repeated with another federation "
+            "seed; a with-minus-without difference no larger than it is within chance."
+        ]
+        if noise
+        else []
+    )
     results.add_table(
         f"With minus without the loop, per site, at round {last} (the sites' fragility figures)",
         payload["last_round"],
-        _diff_columns(FRAGILITY_DIFF, verdicts=True),
+        _diff_columns(FRAGILITY_DIFF, verdicts=True, noise=noise),
         notes=[
             "Each site's own fragility report of the last round, at its operating threshold "
             "(the alert budget). A negative FP/day or analyst-hours difference and a positive "
-            "recall difference favour the loop. Verdicts: names judged before the last round."
+            "recall difference favour the loop. Verdicts: names judged before the last round.",
+            *yardstick,
         ],
     )
     results.add_table(
         f"Supplementary: FP/day at equal recall, round {last}",
         payload["last_round"],
-        _diff_columns(EQUAL_TPR_DIFF, verdicts=False),
+        _diff_columns(EQUAL_TPR_DIFF, verdicts=False, noise=noise),
         notes=[
+            *yardstick,
             "FPR at the highest threshold that still flags this share of the test DGA names, "
             "x the site's volume (experiments.value's definition), from the round's global "
             "model on the same test names as the fragility report; 'truth' labels the test "
-            "names by the generator instead of the site's intel (which misses some DGA names)."
+            "names by the generator instead of the site's intel (which misses some DGA names).",
         ],
     )
-    ordered = sorted(rows, key=lambda r: (r["site"], r["round"], ARMS.index(r["arm"])))
+    order = list(ARM_LABELS)
+    ordered = sorted(rows, key=lambda r: (r["site"], r["round"], order.index(r["arm"])))
     results.add_table("Per site, round and arm", ordered, ROUND_COLUMNS)
     results.plot("fp_per_day.png", lambda figure: _draw(figure, rows), size=(13.0, 4.2))
     results.write_table_md(
@@ -748,16 +833,19 @@ def _draw(figure: Any, rows: list[dict]) -> None:
     for index, (key, title) in enumerate(panels, start=1):
         axes = figure.add_subplot(1, len(panels), index)
         for site in sites:
-            for arm, style in (("without", "--"), ("with", "-")):
+            for arm, style in (("without", "--"), ("with", "-"), (NOISE_ARM, ":")):
                 chosen = sorted(
                     (r for r in rows if r["site"] == site and r["arm"] == arm),
                     key=lambda r: r["round"],
                 )
+                if not chosen:
+                    continue
                 axes.plot(
                     [r["round"] for r in chosen],
                     [r[key] for r in chosen],
                     style,
-                    marker="o",
+                    marker="" if arm == NOISE_ARM else "o",
+                    linewidth=0.8 if arm == NOISE_ARM else 1.5,
                     color=colours[site],
                     label=f"{site} {ARM_LABELS[arm]}",
                 )
@@ -769,28 +857,120 @@ def _draw(figure: Any, rows: list[dict]) -> None:
 
 
 def intro(payload: dict) -> str:
-    shape = payload["shape"]
-    last = payload["last_round"]
-    diffs = [row["diff_fp_per_day"] for row in last]
-    judged = sum(r["reviewed"] for r in payload["reviews"])
-    return (
-        f"{shape['sites']} generated sites ({shape['days']} log days, scale {shape['scale']:g}, "
-        f"seed {SEED}), {shape['rounds']} rounds x {shape['local_steps']} local steps under "
+    """What ran, how the figures are defined, and what the last round shows (from the data)."""
+    shape, reviews = payload["shape"], payload["reviews"]
+    if payload.get("data") == "real-dev":
+        data = (
+            f"{shape['sites']} sites built from real development names (experiments.lowfpr's "
+            "split and site writer: 3 training days and a test day, every DGA name of a site "
+            "on its blocklist, so a malicious verdict relabels nothing and only benign "
+            "verdicts, trained every round as hard negatives, can change training)"
+        )
+        oracle = "the names' own labels"
+    else:
+        data = (
+            f"{shape['sites']} generated sites ({shape['days']} log days, scale "
+            f"{shape['scale']:g}, seed {SEED}; the intel misses some DGA names, which a "
+            "malicious verdict turns into positives)"
+        )
+        oracle = "the generator's truth (truth.csv)"
+    units = sorted({r["units"] for r in reviews}) or ["alerts"]
+    design = (
+        f"{data}; {shape['rounds']} rounds x {shape['local_steps']} local steps under "
         f"{shape['mode']}, fedsec's ServerApp and ClientApp in one process; both arms start "
-        "from copies of the same sites and seeds. In the loop arm, after each round but the "
-        "last, each site's simulated analyst scored the site's latest training day (never "
-        "the test day) with the round's global model through `fedsec score`'s code, cut at "
-        f"score {TRIAGE_THRESHOLD:g}, judged the highest-priority alerts not yet judged "
-        "until the site's alert budget for one day was spent, answered from the generator's "
-        "truth, and appended the verdicts to the site's verdict file, which the next round's "
-        f"training read. {judged} alerts were judged in all. FP/day, its 95% upper bound, "
-        "recall inside the budget and analyst hours per day are each site's own fragility "
-        "figures for the round (docs/metrics.md): analyst h/day = alerts/day at the operating "
-        "threshold x minutes per alert / 60, not capped (the budget threshold keeps it within "
-        "the budget when feasible); 'review h' is the simulated analyst's time, capped by the "
-        "budget. Mean FP/day difference at the last round (with minus without): "
-        f"{_mean(diffs):+,.0f}."
+        "from copies of the same sites with the same seeds. In the loop arm, after each round "
+        "but the last (a verdict after the last round would train nothing), each site's "
+        "simulated analyst scored the site's latest training day (never the test day, on which "
+        "the figures are measured) with the round's global model through `fedsec score`'s "
+        f"code (client.scoring.score_logs, cut at score {TRIAGE_THRESHOLD:g}), took the "
+        f"highest-priority {' / '.join(units)} no earlier verdict covered until the site's "
+        "alert budget for one day was spent (one budget unit per host group or alert), "
+        f"answered from {oracle} and appended the verdicts to the site's verdict file, which "
+        f"the next round's training read (checked after every review: {FEEDBACK_NOTE}). "
+        f"{sum(r['reviewed'] for r in reviews)} {' / '.join(units)} were judged in all, "
+        f"covering {sum(r['malicious'] for r in reviews)} names judged malicious and "
+        f"{sum(r['benign'] for r in reviews)} benign. The logs do not grow between rounds, so "
+        "each round's analyst works further down the same training day's list."
     )
+    definitions = (
+        "FP/day, its 95% upper bound, recall inside the alert budget and analyst hours per "
+        "day are each site's own fragility figures for the round (WORK/fragility/"
+        "round-NNN.json, docs/metrics.md), on test names labelled by the site's intel: analyst "
+        "h/day = alerts/day at the operating threshold x minutes per alert / 60, not capped "
+        "(the budget threshold keeps it inside the budget when one fits); 'review h' is the "
+        "simulated analyst's time (judged x minutes per alert / 60), capped by the budget."
+    )
+    return "\n\n".join([design, definitions, findings(payload)])
+
+
+FEEDBACK_NOTE = (
+    "every judged name in the next training set carries its verdict's label, including those "
+    "that contradict the intel, and the data-quality report counts them"
+)
+
+
+def findings(payload: dict) -> str:
+    """The last round in numbers: what the loop changed at each site, and what limits it."""
+    last = payload["last_round"]
+    zero = sum(1 for r in last if r["without_fp_per_day"] == 0 and r["with_fp_per_day"] == 0)
+    same = all(r["same_test_set"] for r in last)
+
+    def spread(key: str, fmt: str) -> str:
+        values = [r[f"diff_{key}"] for r in last]
+        finite = [v for v in values if math.isfinite(v)]
+        if not finite:
+            return "n/a"
+        return (
+            f"mean {fmt.format(_mean(finite))} (sites from {fmt.format(min(finite))} "
+            f"to {fmt.format(max(finite))})"
+        )
+
+    lower = sum(1 for r in last if r["diff_fp_per_day_at_tpr_0.9"] < 0)
+    lower_truth = sum(1 for r in last if r["diff_truth_fp_per_day_at_tpr_0.9"] < 0)
+    text = (
+        f"At round {payload['shape']['rounds']}, with minus without the loop"
+        f"{' (the same test names in both arms)' if same else ' (TEST SETS DIFFER: see rows)'}: "
+        f"FP/day at the budget threshold {spread('fp_per_day', '{:+,.0f}')}, 0 in both arms "
+        f"at {zero} of {len(last)} sites (one flagged benign test name of N is worth V / N "
+        "FP/day, more than a budget affords, so the budget threshold flags none whatever the "
+        "model, and the upper bound, about 3 V / N, depends on N only); recall inside the budget "
+        f"{spread('recall_at_budget', '{:+.3f}')}; analyst h/day "
+        f"{spread('analyst_hours_per_day', '{:+.1f}')}. At equal recall (TPR = 0.9), where "
+        "benign names must actually move down the ranking: FP/day by intel labels "
+        f"{spread('fp_per_day_at_tpr_0.9', '{:+,.0f}')}, lower at {lower} of {len(last)} "
+        f"sites; against the truth {spread('truth_fp_per_day_at_tpr_0.9', '{:+,.0f}')}, "
+        f"lower at {lower_truth} of {len(last)} sites. Higher in the ranking (TPR = 0.5): "
+        f"against the truth {spread('truth_fp_per_day_at_tpr_0.5', '{:+,.0f}')}; TPR at FPR "
+        f"1e-3 {spread('tpr_at_fpr_1e-3', '{:+.3f}')}."
+    )
+    if not all("noise_fp_per_day" in r for r in last):
+        return text
+    checks = (
+        ("truth_fp_per_day_at_tpr_0.5", "FP/day at TPR = 0.5 (truth)", -1),
+        ("truth_fp_per_day_at_tpr_0.9", "FP/day at TPR = 0.9 (truth)", -1),
+        ("tpr_at_fpr_1e-3", "TPR at FPR 1e-3", 1),
+        ("recall_at_budget", "recall inside the budget", 1),
+    )
+    parts = [
+        f"{label}: better at {beyond_chance(last, key, sign)} and worse at "
+        f"{beyond_chance(last, key, -sign)} of {len(last)} sites"
+        for key, label, sign in checks
+    ]
+    return (
+        f"{text} Against the seed-to-seed yardstick (the run without the loop repeated with "
+        "another federation seed), a site counts only where the loop's difference is larger "
+        f"than that run's: {'; '.join(parts)}."
+    )
+
+
+def beyond_chance(last: list[dict], key: str, sign: int) -> int:
+    """Sites where with-minus-without has this sign and exceeds the seed-to-seed difference."""
+    count = 0
+    for row in last:
+        diff, noise = row[f"diff_{key}"], row[f"noise_{key}"]
+        if math.isfinite(diff) and math.isfinite(noise) and sign * diff > abs(noise):
+            count += 1
+    return count
 
 
 def _mean(values: list[float]) -> float:
@@ -798,8 +978,30 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def main() -> None:
-    lab.cli_main("experiments.analyst_loop", run, __doc__ or TITLE)
+def main(argv: list[str] | None = None) -> None:
+    """`python -m experiments.analyst_loop [--full | --tiny] [--out ROOT] [--real-dev DIR]`."""
+    import argparse
+
+    from common.config import ConfigError
+
+    parser = argparse.ArgumentParser(prog="python -m experiments.analyst_loop", description=TITLE)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--full", action="store_const", const="full", dest="size")
+    group.add_argument("--tiny", action="store_const", const="tiny", dest="size")
+    parser.add_argument("--out", type=Path, default=lab.RESULTS_ROOT, help="results root")
+    parser.add_argument(
+        "--real-dev",
+        type=Path,
+        default=None,
+        help="folder of real names (benign.csv.gz, dga.csv.gz) instead of generated sites",
+    )
+    args = parser.parse_args(argv)
+    lab.setup_logging()
+    try:
+        run(size=args.size or "default", root=args.out, real_dev=args.real_dev)
+    except ConfigError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
