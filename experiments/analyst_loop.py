@@ -1,9 +1,12 @@
 """The analyst's loop, measured: the same federation with and without analysts' verdicts fed back.
 
     fedsec experiment analyst-loop [--full | --tiny] [--out ROOT]
+    python -m experiments.analyst_loop [--full | --tiny] [--out ROOT] [--real-dev DIR]
 
 Two arms train on copies of the same generated sites with the same seeds and rounds, over
-fedsec's real ServerApp and ClientApp (`experiments.inprocess.LocalGrid`, one process, no Ray).
+fedsec's real ServerApp and ClientApp (`experiments.inprocess.LocalGrid`, one process, no Ray);
+a third (default and full sizes) repeats the arm without the loop under another federation
+seed, so each with-minus-without difference stands beside the difference chance alone makes.
 In the loop arm, after every round but the last, each site's simulated analyst:
 
 1. scores the site's most recent *training* day (never the test day, on which the round's
@@ -19,6 +22,8 @@ The next round's training reads that file (`client.pipeline`); the harness check
 review that the prepared training labels carry the verdicts and stops with an error when they
 do not, rather than silently measuring two identical arms. Every figure per round is read from
 the site's own fragility report (`WORK/fragility/round-NNN.json`), as the site computed it.
+With `--real-dev DIR` (benign.csv.gz and dga.csv.gz, as experiments.lowfpr reads) the sites
+are built from real names and the names' own labels answer; results go to `NAME-real-dev`.
 """
 
 from __future__ import annotations
@@ -815,7 +820,7 @@ def write_outputs(results: Results, payload: dict) -> None:
     order = list(ARM_LABELS)
     ordered = sorted(rows, key=lambda r: (r["site"], r["round"], order.index(r["arm"])))
     results.add_table("Per site, round and arm", ordered, ROUND_COLUMNS)
-    results.plot("fp_per_day.png", lambda figure: _draw(figure, rows), size=(13.0, 4.2))
+    results.plot("fp_per_day.png", lambda figure: _draw(figure, rows), size=(16.0, 4.4))
     results.write_table_md(
         size=payload["size"], command=COMMAND, intro=intro(payload), plots=["fp_per_day.png"]
     )
@@ -825,7 +830,8 @@ def _draw(figure: Any, rows: list[dict]) -> None:
     panels = (
         ("fp_per_day", "FP/day at the budget threshold"),
         ("fp_per_day_upper95", "FP/day, 95% upper bound"),
-        ("fp_per_day_at_tpr_0.9", "FP/day at TPR=0.9 (intel labels)"),
+        ("truth_fp_per_day_at_tpr_0.5", "FP/day at TPR=0.5 (truth)"),
+        ("truth_fp_per_day_at_tpr_0.9", "FP/day at TPR=0.9 (truth)"),
         ("recall_at_budget", "recall inside the alert budget"),
     )
     sites = list(dict.fromkeys(r["site"] for r in rows))
@@ -851,7 +857,10 @@ def _draw(figure: Any, rows: list[dict]) -> None:
                 )
         axes.set_title(title, fontsize=9)
         axes.set_xlabel("round")
-        if key != "recall_at_budget":
+        if all(r[key] == 0 for r in rows):
+            axes.set_ylim(-0.5, 1.0)
+            axes.text(0.5, 0.6, "0 in every arm and round", transform=axes.transAxes, ha="center")
+        elif key != "recall_at_budget":
             axes.set_yscale("symlog", linthresh=1.0)
     figure.axes[0].legend(fontsize=6)
 
