@@ -50,9 +50,10 @@ __all__ = ["campaigns", "explain_alerts", "explain_names"]
 ATTRIBUTION_STEPS = 16
 REFINED_STEPS = 64
 DELTA_TOLERANCE = 0.05
-# Names per Captum call (x steps rows, similar lengths, shared padding cut): on 2 cores, calls
-# of ~500 rows ran 2.5x slower per row than calls of ~1,500-2,000; ~200 MB at the peak.
-NAMES_PER_BATCH = 128
+# Floats of forward activations one Captum call may hold (names x steps rows; the backward
+# holds about as much again): 128 MiB. For the default model that is ~1,800 rows of 64
+# characters; on 2 cores, calls of ~500 rows ran 2.5x slower per row than calls of ~1,500.
+ACTIVATION_BUDGET = 2**25
 REPRESENTATION_BATCH = 1024
 FAMILY_SAMPLE = 200  # blocklist names per family compared against, at most
 MAX_REFERENCE = 20_000  # blocklist names compared against in all: memory stays bounded
@@ -131,6 +132,13 @@ class _Attribution:
     steps: np.ndarray  # [n], integration steps used
 
 
+def _names_per_call(model: CharCNN, steps: int) -> int:
+    """Names per Captum call such that its activations stay within ACTIVATION_BUDGET."""
+    spec = model.spec
+    per_row = spec.max_chars * (spec.embedding_dim + spec.filters_per_width * len(spec.widths))
+    return max(1, ACTIVATION_BUDGET // (per_row * steps))
+
+
 def _integrated_gradients(
     net: _Uncropped, ids: np.ndarray, rows: np.ndarray, *, steps: int, keep: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +146,7 @@ def _integrated_gradients(
     weights = np.zeros((len(rows), ids.shape[1]), dtype=np.float64)
     deltas = np.zeros(len(rows), dtype=np.float64)
     explainer = LayerIntegratedGradients(net, net.model.embedding)
-    for local, batch in _batches(ids[rows], size=NAMES_PER_BATCH, keep=keep):
+    for local, batch in _batches(ids[rows], size=_names_per_call(net.model, steps), keep=keep):
         attributions, delta = explainer.attribute(
             batch,
             baselines=torch.full_like(batch, PAD_ID),

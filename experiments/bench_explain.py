@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def measure(model, pools: dict[str, list[str]], *, count: int) -> dict:
         "cpu_seconds": round(cpu, 2),
         "load_average_1min_before": round(load, 2),
         "cpus": os.cpu_count(),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "mean_abs_delta": float(deltas.mean()),
         "max_abs_delta": float(deltas.max()),
         "refined_share": float(np.mean([item["steps"] > ATTRIBUTION_STEPS for item in found])),
