@@ -9,12 +9,14 @@ a block are looked at only for its alerting names, on the model thread, after sc
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import math
 import sys
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from client.readers import STREAMS, Progress, ReadStats, detect_format
 from client.triage import (
     HOST_ENTRIES,
     HOSTS_PER_NAME,
+    MAX_HOST_CHARS,
     NXDOMAIN,
     Tally,
     explained_path,
@@ -318,9 +321,7 @@ class LogScorer:
         rows = evidence.rows.filter(pc.is_in(evidence.rows["query"], value_set=raw))
         columns = {
             "name": raw_names.take(pc.index_in(rows["query"], value_set=raw)),
-            "host": rows[CLIENT_COLUMN]
-            if CLIENT_COLUMN in rows.column_names
-            else pa.nulls(rows.num_rows, pa.string()),
+            "host": client_hosts(rows),
             "ts": rows["ts"],
         }
         if RCODE_COLUMN in rows.column_names:
@@ -376,6 +377,17 @@ class LogScorer:
         return sorted(self.alerts.items(), key=lambda item: (-item[1].priority, item[0]))
 
 
+def client_hosts(rows: pa.Table) -> pa.ChunkedArray | pa.Array:
+    """The client column of alerting rows; empty or longer than MAX_HOST_CHARS is no host (an
+    address is at most 45 characters; a hostile field must not make an unreadable groups file)."""
+    if CLIENT_COLUMN not in rows.column_names:
+        return pa.nulls(rows.num_rows, pa.string())
+    hosts = rows[CLIENT_COLUMN]
+    length = pc.utf8_length(hosts)
+    usable = pc.and_(pc.greater(length, 0), pc.less_equal(length, MAX_HOST_CHARS))
+    return pc.if_else(usable, hosts, pa.scalar(None, pa.string()))
+
+
 def alert_records(ranked: list[tuple[str, Sighting]]) -> list[dict]:
     """The alerts.jsonl records, in rank order: ``host_count`` distinct client hosts (at least
     that many when ``host_count_capped``), ``hosts`` the top ones, ``nxdomain_share`` null when
@@ -397,6 +409,19 @@ def alert_records(ranked: list[tuple[str, Sighting]]) -> list[dict]:
         }
         for rank, (name, seen) in enumerate(ranked, start=1)
     ]
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: building the records allocates many acyclic
+    objects, and the collector's passes over them took more than half the time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def write_alerts(path: Path, records: list[dict]) -> None:
@@ -452,8 +477,9 @@ def score_logs(
             torch.set_num_threads(threads)
         clock = StageClock(scorer.summary.seconds)
         ranked = scorer.ranked()
-        records = alert_records(ranked)
-        groups = group_by_host(ranked)
+        with collector_paused():
+            records = alert_records(ranked)
+            groups = group_by_host(ranked)
         write_alerts(hosts_path(out), groups)
         write_alerts(out, records)
         clock.lap("write")

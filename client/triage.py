@@ -29,6 +29,7 @@ from client.domains import registered_domain
 
 HOSTS_PER_NAME = 10_000  # distinct hosts kept exactly per alerting name; beyond: capped flag
 HOST_ENTRIES = 1_000_000  # (name, host) tallies kept in all (~150 B each): memory stays bounded
+MAX_HOST_CHARS = 255  # a client field longer than this (or empty) is no host
 LISTED_HOSTS = 10  # hosts named in an alert line, most queries first
 GROUP_NAMES = 200  # names listed in a host group line, highest priority first
 DAY_SECONDS = 86_400.0
@@ -105,17 +106,25 @@ def top_hosts(hosts: Mapping[str, Tally], count: int = LISTED_HOSTS) -> list[str
 # --- grouping and ranking ---------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Group:
     host: str | None
     tally: Tally = field(default_factory=Tally)
     max_score: float = 0.0
     names: list[str] = field(default_factory=list)  # added in alert rank order
 
-    def add(self, name: str, seen: Evidence, tally: Tally) -> None:
-        self.tally.add(tally.queries, tally.nxdomain, tally.answered, tally.first, tally.last)
-        if seen.score > self.max_score:
-            self.max_score = seen.score
+    def add(self, name: str, score: float, tally: Tally) -> None:
+        # inlined Tally.add: this runs once per (name, host) pair
+        total = self.tally
+        total.queries += tally.queries
+        total.nxdomain += tally.nxdomain
+        total.answered += tally.answered
+        if tally.first < total.first:
+            total.first = tally.first
+        if tally.last > total.last:
+            total.last = tally.last
+        if score > self.max_score:
+            self.max_score = score
         self.names.append(name)
 
 
@@ -152,23 +161,28 @@ def group_by_host(alerts: Sequence[tuple[str, Evidence]]) -> list[dict]:
     names a host goes to the group of its registered domain (``host`` null). Ties rank by
     name count, query count, then host (or registered domain), so the order is reproducible.
     """
-    groups: dict[tuple[str, str], _Group] = {}
+    by_host: dict[str, _Group] = {}
+    by_domain: dict[str, _Group] = {}  # names without any host
     domains: dict[str, str] = {}  # name -> registered domain, looked up once per name
     for name, seen in sorted(alerts, key=lambda item: (-item[1].priority, item[0])):
-        domains[name] = registered_domain(name)
+        domain = domains[name] = registered_domain(name)
+        score = seen.score
         if seen.hosts:
             for host, tally in seen.hosts.items():
-                group = groups.get(("host", host))
+                group = by_host.get(host)
                 if group is None:
-                    group = groups[("host", host)] = _Group(host)
-                group.add(name, seen, tally)
+                    group = by_host[host] = _Group(host)
+                group.add(name, score, tally)
         else:
             whole = Tally(seen.query_count, seen.nxdomain, seen.answered)
             whole.first, whole.last = seen.first_seen, seen.last_seen
-            key = ("domain", domains[name])
-            groups.setdefault(key, _Group(None)).add(name, seen, whole)
-    newest = max((group.tally.last for group in groups.values()), default=0.0)
-    records = [_record(key, group, domains, newest=newest) for key, group in groups.items()]
+            if domain not in by_domain:
+                by_domain[domain] = _Group(None)
+            by_domain[domain].add(name, score, whole)
+    keyed = [(f"host:{key}", group) for key, group in by_host.items()]
+    keyed += [(f"domain:{key}", group) for key, group in by_domain.items()]
+    newest = max((group.tally.last for _, group in keyed), default=0.0)
+    records = [_record(key, group, domains, newest=newest) for key, group in keyed]
     records.sort(key=lambda r: (-r["priority"], -r["name_count"], -r["query_count"], r["_key"]))
     for rank, record in enumerate(records, start=1):
         del record["_key"]
@@ -176,9 +190,7 @@ def group_by_host(alerts: Sequence[tuple[str, Evidence]]) -> list[dict]:
     return records
 
 
-def _record(
-    key: tuple[str, str], group: _Group, domains: Mapping[str, str], *, newest: float
-) -> dict:
+def _record(key: str, group: _Group, domains: Mapping[str, str], *, newest: float) -> dict:
     ordered = group.names  # highest priority first, as the alerts were added
     listed = ordered[:GROUP_NAMES]
     per_domain: dict[str, list[str]] = {}
@@ -209,7 +221,7 @@ def _record(
         "first_seen": iso(group.tally.first),
         "last_seen": iso(group.tally.last),
         "priority": priority,
-        "_key": f"{key[0]}:{key[1]}",
+        "_key": key,
     }
 
 
@@ -247,7 +259,7 @@ class DomainEntry(_Line):
 
 class HostGroupLine(_Line):
     rank: int = Field(ge=1)
-    host: str | None = Field(min_length=1, max_length=255)
+    host: str | None = Field(min_length=1, max_length=MAX_HOST_CHARS)
     name_count: int = Field(ge=1)
     names: list[str] = Field(min_length=1, max_length=GROUP_NAMES)
     registered_domains: list[DomainEntry] = Field(min_length=1, max_length=GROUP_NAMES)

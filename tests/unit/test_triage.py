@@ -145,10 +145,12 @@ def test_score_keeps_hosts_and_nxdomain_per_alerting_name(model, tmp_path: Path)
     rows = [(DAY0 + i, "10.0.0.66", f"qx{i}kzv.example", "NXDOMAIN") for i in range(30)]
     rows += [(DAY0 + 100 + i, f"10.0.1.{i % 3}", "WWW.Shop.example.", "NOERROR") for i in range(9)]
     rows += [(DAY0 + 200, "10.0.1.0", "www.shop.example", "-")]  # no rcode: not in the share
+    rows += [(DAY0 + 201, "(empty)", "www.shop.example", "NOERROR")]  # no host
+    rows += [(DAY0 + 202, "x" * 300, "www.shop.example", "NOERROR")]  # not an address
     log = zeek_log(tmp_path / "dns.log", rows)
     alerts, groups = score(model, [log], tmp_path / "out" / "alerts.jsonl", block_bytes=300)
     shop = next(alert for alert in alerts if alert["domain"] == "www.shop.example")
-    assert shop["query_count"] == 10 and shop["host_count"] == 3 and not shop["host_count_capped"]
+    assert shop["query_count"] == 12 and shop["host_count"] == 3 and not shop["host_count_capped"]
     assert shop["hosts"] == ["10.0.1.0", "10.0.1.1", "10.0.1.2"]  # 4, 3, 3 queries
     assert shop["nxdomain_share"] == 0.0
     bot = next(group for group in groups if group["host"] == "10.0.0.66")
