@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import shutil
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -464,11 +465,13 @@ def explain_alerts(
             "the top of the ranking; the rest can be explained after verdicts on the first)"
         )
     model_path, site_dir, alerts_path = Path(model_path), Path(site_dir), Path(alerts_path)
-    model, _ = load_model_file(model_path)
+    model, _ = load_model_file(model_path)  # first: its errors name the file and the fix
     config = load_site_config(site_dir)
-    with Quarantine(site_dir / EXPLAIN_QUARANTINE) as quarantine:
+    quarantine_dir = site_dir / EXPLAIN_QUARANTINE
+    shutil.rmtree(quarantine_dir, ignore_errors=True)  # what it holds is this reading's
+    with Quarantine(quarantine_dir) as quarantine:
         intel = load_intel(site_dir, config, quarantine=quarantine)
-    alerts = read_alerts(alerts_path, limit=limit) if limit else []
+    alerts = read_alerts(alerts_path, limit=limit)
     out = explained_path(alerts_path)
     key = {
         "model_sha256": _sha256(model_path),

@@ -14,7 +14,7 @@ from client import explain
 from client.explain import campaigns, explain_alerts, explain_names
 from client.site import Intel
 from common.features import ALPHABET, PAD_ID
-from common.model import CharCNN, ModelSpec, build_model, model_to_bytes
+from common.model import CharCNN, ModelFileError, ModelSpec, build_model, model_to_bytes
 from experiments.generator import dga
 
 SMALL = ModelSpec(embedding_dim=8, filters_per_width=8, widths=(2, 3), hidden=8)
@@ -263,6 +263,10 @@ def test_explain_alerts_writes_explanations_with_the_logs_evidence(scored, monke
     assert found["nearest_families"][0]["family"] in {"hexhash", "seedmutate"}
     quarantined = site / "work" / "quarantine" / "explain" / "blocklist.csv.tsv"
     assert "bad..name" in quarantined.read_text(encoding="utf-8")
+    blocklist = site / "intel" / "blocklist.csv"
+    blocklist.write_text(blocklist.read_text().replace("bad..name,x\n", ""), encoding="utf-8")
+    explain_alerts(model_path, site, alerts, limit=1)
+    assert not quarantined.exists()  # a fixed list leaves no stale quarantine behind
 
 
 def test_explain_alerts_reuses_until_model_alerts_intel_or_limit_change(
@@ -295,8 +299,12 @@ def test_explain_alerts_reuses_until_model_alerts_intel_or_limit_change(
     assert len(calls) == 6 and json.loads(out.read_text())["limit"] == 1
 
 
-def test_explain_alerts_refuses_a_bad_limit(scored) -> None:
+def test_explain_alerts_refuses_bad_arguments_naming_them(scored, tmp_path: Path) -> None:
     model_path, site, alerts = scored
+    with pytest.raises(ModelFileError, match="missing.npz"):
+        explain_alerts(tmp_path / "missing.npz", site, alerts)
+    with pytest.raises(FileNotFoundError, match="gone.jsonl"):
+        explain_alerts(model_path, site, tmp_path / "gone.jsonl", limit=0)
     for limit in (-1, explain.MAX_LIMIT + 1, True):
         with pytest.raises(ValueError, match="limit"):
             explain_alerts(model_path, site, alerts, limit=limit)
