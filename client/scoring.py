@@ -52,8 +52,9 @@ QUARANTINE_HEADER = QUARANTINE_TEXT_HEADER.encode()
 DEFAULT_MAX_MALFORMED_RATE = DqaConfig().max_malformed_rate
 CACHE_SIZE = 1 << 19  # names; ~100 MB of Python objects at most
 # main thread: parse (waiting for the readers), dedup, normalise, model_wait (blocked on the
-# model thread), write; model thread: model, alerts. Stages overlap, so they sum past wall time.
-STAGES = ("parse", "dedup", "normalise", "model_wait", "model", "alerts", "write")
+# model thread), hosts (a scored block's hosts and response codes of its alerting names),
+# write; model thread: model, alerts. Stages overlap, so they sum past wall time.
+STAGES = ("parse", "dedup", "normalise", "model_wait", "model", "alerts", "hosts", "write")
 # The client host and the response code: Zeek's field names, and the keys a site maps them
 # under in `[logs] columns` for other formats. A file without them scores as before.
 CLIENT_COLUMN, RCODE_COLUMN = "id.orig_h", "rcode_name"
@@ -194,7 +195,9 @@ class LogScorer:
         # The model runs on its own thread, so a block's names are scored while the next
         # block is deduplicated and normalised; cache and alerts are touched only there.
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedsec-model")
-        self._pending: deque[Future] = deque()
+        # (the block's future, its evidence): the model thread is the bottleneck, so the
+        # evidence of a scored block is looked at on the main thread, which would only wait
+        self._pending: deque[tuple[Future, _Evidence | None]] = deque()
         self.blocks_ahead = 2
         self.host_entries = 0  # (name, host) tallies kept, at most HOST_ENTRIES
 
@@ -237,15 +240,24 @@ class LogScorer:
                 .rename_columns(["name", "count", "first", "last"])
             )
         clock.lap("normalise")
-        self._pending.append(self._model_thread.submit(self._score, per_name, evidence))
+        self._pending.append((self._model_thread.submit(self._score, per_name), evidence))
         while len(self._pending) > self.blocks_ahead:
-            self._pending.popleft().result()
-        clock.lap("model_wait")
+            self._collect(clock)
 
     def finish(self) -> None:
         """Wait for every block handed to the model thread."""
+        clock = StageClock(self.summary.seconds)
         while self._pending:
-            self._pending.popleft().result()
+            self._collect(clock)
+
+    def _collect(self, clock: StageClock) -> None:
+        """Wait for the oldest block's scores, then keep its alerting names' evidence."""
+        future, evidence = self._pending.popleft()
+        names, scores = future.result()
+        clock.lap("model_wait")
+        if evidence is not None:
+            self.remember_evidence(evidence, names, scores)
+            clock.lap("hosts")
 
     def close(self) -> None:
         self._model_thread.shutdown(wait=True, cancel_futures=True)
@@ -261,8 +273,9 @@ class LogScorer:
             return None
         return _Evidence(table.select(["query", "ts", *present]), raw, names)
 
-    def _score(self, per_name: pa.Table, evidence: _Evidence | None = None) -> None:
-        """Cache lookups, the model for the misses, and alert state (on the model thread)."""
+    def _score(self, per_name: pa.Table) -> tuple[list[str], np.ndarray]:
+        """Cache lookups, the model for the misses, and alert state (on the model thread);
+        returns the block's names and scores."""
         clock = StageClock(self.summary.seconds)
         unique = per_name["name"].to_pylist()
         scores = self.cache.lookup(unique)
@@ -279,9 +292,8 @@ class LogScorer:
         self.summary.domains_scored += int(todo.size)
         clock.lap("model")
         self.remember(per_name, unique, scores)
-        if evidence is not None:
-            self.remember_evidence(evidence, unique, scores)
         clock.lap("alerts")
+        return unique, scores
 
     def _quarantine_invalid(
         self, table: pa.Table, raw: pa.Array, reasons: pa.Array, *, source: Path
@@ -311,7 +323,9 @@ class LogScorer:
                 seen.last_seen = max(seen.last_seen, last)
 
     def remember_evidence(self, evidence: _Evidence, names: list[str], scores: np.ndarray) -> None:
-        """Hosts and NXDOMAIN counts of this block's alerting names (their rows only)."""
+        """Hosts and NXDOMAIN counts of this block's alerting names (their rows only), on the
+        main thread after `remember` ran for the block: only this method touches ``nxdomain``,
+        ``answered``, ``hosts`` and ``hosts_capped``, and `remember` never removes a name."""
         hits = np.flatnonzero(scores >= self.threshold)
         if hits.size == 0:
             return
