@@ -4,7 +4,8 @@ Memory stays flat as the logs grow: files are read in blocks, each block is redu
 distinct names before anything runs in Python, scores live in a bounded LRU cache, and only
 names at or above the threshold keep state (query count, first and last seen, NXDOMAIN count
 and, per client host, a bounded :class:`client.triage.Tally`). The hosts and response codes of
-a block are looked at only for its alerting names, on the model thread, after scoring.
+a block are looked at only for its alerting names, once the block is scored, on the main thread
+(which would otherwise only wait for the model).
 """
 
 from __future__ import annotations
@@ -193,7 +194,8 @@ class LogScorer:
         self.alerts: dict[str, Sighting] = {}
         self.summary = ScoreSummary(threshold=threshold)
         # The model runs on its own thread, so a block's names are scored while the next
-        # block is deduplicated and normalised; cache and alerts are touched only there.
+        # block is deduplicated and normalised; the cache and the alert state are touched only
+        # there, except the evidence fields `remember_evidence` keeps on the main thread.
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedsec-model")
         # (the block's future, its evidence): the model thread is the bottleneck, so the
         # evidence of a scored block is looked at on the main thread, which would only wait
