@@ -234,6 +234,10 @@ def _number(value: object, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else "–"
 
 
+def _count(value: object, noun: str) -> str:
+    return f"{_number(value)} {noun}{'' if value == 1 else 's'}"
+
+
 def _share(value: object) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return f"{100 * value:.0f}%"
@@ -330,6 +334,8 @@ def render_name(data: TriageData, name: str, latest: Mapping) -> str:
             detail = f"<details><summary>why</summary>{render_explanation(explanation)}</details>"
         except (TypeError, ValueError, AttributeError):
             shown, detail = h(name), '<span class="note">explanation unreadable</span>'
+    elif data.explanations.state == "ready":
+        shown, detail = h(name), '<span class="note"> (not among the alerts explained)</span>'
     else:
         shown, detail = h(name), ""
     return (
@@ -340,33 +346,41 @@ def render_name(data: TriageData, name: str, latest: Mapping) -> str:
     )
 
 
+def _time(value: object) -> str:
+    """An alert time to the second (the files keep microseconds)."""
+    text = str(value or "–")
+    return text[:19].replace("T", " ") + (" UTC" if text.endswith("Z") else "")
+
+
 def render_group(data: TriageData, group: Mapping, latest: Mapping) -> str:
     target = group_target(group)
     host = group.get("host")
+    rank = _number(group.get("rank"))
     title = f"host {h(host)}" if host else f"registered domain {h(target)}"
     facts = (
         f"{_number(group.get('name_count'))} names · max score {_number(group.get('max_score'))}"
         f" · {_number(group.get('query_count'))} queries · NXDOMAIN "
-        f"{_share(group.get('nxdomain_share'))} · first seen {h(group.get('first_seen', '–'))}"
+        f"{_share(group.get('nxdomain_share'))} · first seen {h(_time(group.get('first_seen')))}"
         f" · priority {_number(group.get('priority'))}"
     )
-    sections = []
-    for entry in group.get("registered_domains") or [{"registered_domain": "", "names": []}]:
-        names = [str(name) for name in entry.get("names") or []]
-        rows = "".join(render_name(data, name, latest) for name in names)
-        sections.append(
-            f"<h4>{h(entry.get('registered_domain', ''))} ({len(names)})</h4>"
-            '<table class="names"><tr><th>name</th><th>score</th><th>queries</th>'
-            f"<th>hosts</th><th>NXDOMAIN</th><th>verdict</th></tr>{rows}</table>"
-        )
     shown = group_names(group)
+    covered = set(shown)  # the table lists exactly the names a host verdict covers
+    rows = []
+    for entry in group.get("registered_domains") or []:
+        names = [str(name) for name in entry.get("names") or [] if str(name) in covered]
+        rows.append(
+            f'<tr class="registered"><th colspan="6">{h(entry.get("registered_domain", ""))} '
+            f"({_count(entry.get('name_count', len(names)), 'name')})</th></tr>"
+        )
+        rows += [render_name(data, name, latest) for name in names]
     return (
-        f'<section class="group" data-rank="{h(group.get("rank", ""))}">'
-        f'<h3><span class="rank">#{h(group.get("rank", ""))}</span> {title}</h3>'
+        f'<section class="group" id="g-{h(rank)}" data-rank="{h(rank)}">'
+        f'<h3><span class="rank">#{h(rank)}</span> {title}</h3>'
         f'<p class="facts">{facts}</p>'
         f"{judge_controls('host', target, latest.get(('host', target)))}"
         f"<details><summary>{len(shown)} names shown (a host verdict covers these)</summary>"
-        f"{''.join(sections)}</details></section>"
+        '<table class="names"><tr><th>name</th><th>score</th><th>queries</th><th>hosts</th>'
+        f"<th>NXDOMAIN</th><th>verdict</th></tr>{''.join(rows)}</table></details></section>"
     )
 
 
@@ -379,14 +393,24 @@ def render_campaigns(state: Explanations) -> str:
         return '<p class="note">No campaigns: no host group resembles a known family.</p>'
     rows = "".join(
         f"<tr><td>{h(item.get('family', ''))}</td><td>{h(_plain(item.get('hosts') or []))}</td>"
-        f"<td>{_number(item.get('names'))}</td><td>{_number(item.get('similarity'), 2)}</td></tr>"
+        f"<td>{_rank_links(item.get('ranks'))}</td><td>{_number(item.get('names'))}</td>"
+        f"<td>{_number(item.get('similarity'), 2)}</td></tr>"
         for item in state.campaigns
         if isinstance(item, Mapping)
     )
     return (
-        '<table class="campaigns"><tr><th>family</th><th>hosts</th><th>names</th>'
-        f"<th>similarity</th></tr>{rows}</table>"
+        '<table class="campaigns"><tr><th>nearest family</th><th>hosts</th><th>groups</th>'
+        f"<th>names</th><th>similarity</th></tr>{rows}</table>"
     )
+
+
+def _rank_links(ranks: object) -> str:
+    """Links to the campaign's host groups on this page (only whole-number ranks)."""
+    if not isinstance(ranks, list):
+        return "–"
+    whole = [rank for rank in ranks if isinstance(rank, int) and not isinstance(rank, bool)]
+    links = [f'<a href="#g-{rank}">#{rank}</a>' for rank in whole[:20]]
+    return " ".join(links) + (" …" if len(whole) > 20 else "")
 
 
 def render_explanation_state(state: Explanations) -> str:
@@ -486,8 +510,10 @@ h1 { margin: 0 0 .3em; } h3 { margin: .2em 0; } h4 { margin: .6em 0 .2em; }
 table { border-collapse: collapse; } td, th { padding: .15em .5em; text-align: left; }
 table.names td, table.names th { border-bottom: 1px solid #eee; vertical-align: top; }
 .explanation th { font-weight: normal; color: #666; }
+tr.registered th { padding-top: .6em; color: #444; }
 .domain { font-family: ui-monospace, monospace; }
-.judge { margin: .3em 0; } .judge input.why { width: 14em; }
+.judge { margin: .3em 0; white-space: nowrap; } .judge input.why { width: 14em; }
+.names .judge input.why { width: 8em; }
 button.malicious { color: #8b0000; } button.benign { color: #14532d; }
 .status { margin-left: .5em; color: #666; }
 .status.stored { font-weight: 600; } .status.malicious { color: #8b0000; }
@@ -550,6 +576,8 @@ class TriageHandler(http.server.BaseHTTPRequestHandler):
                 self._send(200, STYLE.encode("utf-8"), "text/css; charset=utf-8")
             elif path == "/plot.png" and self.server.data.plot_png:
                 self._send(200, self.server.data.plot_png, "image/png")
+            elif path == "/favicon.ico":
+                self._send(204, b"", "image/x-icon")
             else:
                 raise Refused(404, "not found")
         except Refused as refusal:

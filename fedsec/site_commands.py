@@ -77,7 +77,7 @@ def triage(
     ),
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free one)")] = 8750,
     limit: Annotated[
-        int, typer.Option(min=1, max=100_000, help="host groups shown and alerts explained")
+        int, typer.Option(min=1, max=10_000, help="host groups shown and alerts explained")
     ] = 500,
     allow_remote: Annotated[
         bool,
