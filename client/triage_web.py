@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Names drawn on one page (~0.7 KB of HTML each): the page stays a few tens of MB at most
+# whatever --limit and the group sizes; the groups past it are counted, not drawn.
+MAX_PAGE_NAMES = 20_000
 MAX_BODY = 32 * 1024  # a verdict is subject, target, verdict and <= 2,000 characters of why
 REQUEST_TIMEOUT = 15.0  # seconds a connection may idle: a stalled client cannot pin a thread
 TOKEN_HEADER = "X-Fedsec-Token"
@@ -123,7 +126,7 @@ def load_data(*, site: Path, model: Path, alerts: Path, analyst: str, limit: int
                 "--logs ...` first, or give --alerts)"
             )
     records = read_alerts(alerts)
-    groups = read_host_groups(groups_file, limit=limit)
+    groups = within_page(read_host_groups(groups_file, limit=limit))
     budget = alert_budget(site)
     return TriageData(
         site=site,
@@ -135,6 +138,17 @@ def load_data(*, site: Path, model: Path, alerts: Path, analyst: str, limit: int
         budget_per_day=budget,
         plot_png=alerts_plot(records, budget),
     )
+
+
+def within_page(groups: list[dict], *, max_names: int = MAX_PAGE_NAMES) -> list[dict]:
+    """The leading groups whose names fit the page (the first always does: <= 200 names)."""
+    kept, names = [], 0
+    for group in groups:
+        names += len(group_names(group))
+        if kept and names > max_names:
+            break
+        kept.append(group)
+    return kept
 
 
 def alert_budget(site: Path) -> float | None:
@@ -450,7 +464,8 @@ def render_page(data: TriageData, *, token: str, latest: Mapping, unreadable: in
         '<link rel="stylesheet" href="/static/triage.css"></head><body>'
         "<h1>fedsec triage</h1>"
         f'<p class="meta">site {h(data.site)} · alerts {h(data.alerts_path)} · '
-        f"{len(data.alerts):,} alerting domains, top {len(data.groups):,} host groups shown "
+        f"{len(data.alerts):,} alerting domains; the top {len(data.groups):,} host groups "
+        f"({len(data.shown_names):,} names) shown "
         f"· alert budget {budget} · analyst "
         f"<b>{h(data.analyst)}</b> · verdicts go to {h(data.verdicts_file)} (local only)</p>"
         f"{bad}{plot}{render_explanation_state(data.explanations)}"

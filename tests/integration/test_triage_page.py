@@ -341,3 +341,33 @@ def test_sigterm_stops_the_server_cleanly(server) -> None:
     assert out.read_text().rstrip().endswith("triage page stopped")
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url, timeout=5)
+
+
+@pytest.mark.parametrize("state", ["pending", "failed"])
+def test_the_page_works_without_explanations_and_says_so(tmp_path: Path, state: str) -> None:
+    from client.triage_web import Explanations, TriageData, render_page
+
+    group = {"rank": 1, "host": "10.0.0.1", "names": ["qxkz.example"], "registered_domains": []}
+    data = TriageData(
+        site=tmp_path,
+        alerts_path=tmp_path / "alerts.jsonl",
+        verdicts_file=tmp_path / "verdicts.jsonl",
+        analyst="alice",
+        alerts={},
+        groups=[group],
+        budget_per_day=None,
+        plot_png=None,
+        explanations=Explanations(state=state, detail="RuntimeError: explainer broke"),
+    )
+    page = render_page(data, token="t", latest={})
+    assert "the page works without them" in page
+    assert ("explainer broke" in page) == (state == "failed")
+    assert 'data-target="10.0.0.1"' in page
+
+
+def test_the_page_draws_whole_groups_up_to_its_name_cap() -> None:
+    from client.triage_web import within_page
+
+    groups = [{"names": [f"n{index}-{name}.example" for name in range(150)]} for index in range(5)]
+    assert len(within_page(groups, max_names=400)) == 2
+    assert len(within_page(groups[:1], max_names=10)) == 1  # the top group is always shown
