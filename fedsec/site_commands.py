@@ -40,7 +40,13 @@ def score(
             raise typer.Exit(code=2)
         out = site / DEFAULT_ALERTS
         if site.is_dir():  # a missing site folder is score_command's one-line error, not ours
-            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                typer.echo(
+                    f"fedsec: error: {out.parent}: {error.strerror} (fix: give --out)", err=True
+                )
+                raise typer.Exit(code=2) from None
     raise typer.Exit(
         code=score_command(model=model, logs=logs, out=out, site_dir=site, threshold=threshold)
     )
