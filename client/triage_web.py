@@ -24,6 +24,7 @@ import io
 import ipaddress
 import json
 import math
+import os
 import secrets
 import signal
 import socket
@@ -778,8 +779,15 @@ def triage_command(
     except (TriageError, ValueError, OSError) as error:
         _say(f"fedsec: error: {str(error).splitlines()[0] if str(error) else error!r}", err=True)
         return 2
-    explain_in_background(data, model=model, limit=limit)
-    return serve(server)
+    explaining = explain_in_background(data, model=model, limit=limit)
+    code = serve(server)
+    if explaining.is_alive():
+        # Interpreter teardown under a running torch thread aborts ("terminate called ..."):
+        # leave at once; the explanation file is written atomically, so nothing is half-done.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def serve(server: TriageServer) -> int:
