@@ -52,9 +52,10 @@ ATTRIBUTION_STEPS = 16
 REFINED_STEPS = 64
 DELTA_TOLERANCE = 0.05
 # Floats of forward activations one Captum call may hold (names x steps rows; the backward
-# holds about as much again): 128 MiB. For the default model that is ~1,800 rows of 64
-# characters; on 2 cores, calls of ~500 rows ran 2.5x slower per row than calls of ~1,500.
-ACTIVATION_BUDGET = 2**25
+# holds about as much again): 64 MiB, ~900 rows of 64 characters for the default model.
+# Explaining 500 names then adds ~190 MiB to the process at its peak (2**25: ~350 MiB) and
+# took no more CPU on 2 cores.
+ACTIVATION_BUDGET = 2**24
 REPRESENTATION_BATCH = 1024
 FAMILY_SAMPLE = 200  # blocklist names per family compared against, at most
 MAX_REFERENCE = 20_000  # blocklist names compared against in all: memory stays bounded

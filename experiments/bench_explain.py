@@ -7,8 +7,10 @@ Without --model, a default CharCNN is trained for --steps steps on generated nam
 DGA family of the generator against benign long-tail and popular names). The names explained
 are held-out names of every family, as a site's top alerts would be; the intel is a blocklist
 of 300 names per family. Reports wall and CPU seconds (the machine's load average beside
-them: on a shared machine, CPU seconds are the steadier figure), Captum's convergence delta
-(mean, max, share refined) and how often the nearest family is the name's own.
+them: on a shared machine, CPU seconds are the steadier figure), the process's peak RSS
+before and after (with --model, the difference is what explaining costs), Captum's
+convergence delta (mean, max, share refined) and how often the nearest family is the name's
+own.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def measure(model, pools: dict[str, list[str]], *, count: int) -> dict:
     ][:count]
     names = [name for name, _ in chosen]
     load = os.getloadavg()[0]
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     wall, cpu = time.perf_counter(), time.process_time()
     found = explain_names(model, names, intel=Intel(blocklist=blocklist, allowlist=frozenset()))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -90,6 +93,7 @@ def measure(model, pools: dict[str, list[str]], *, count: int) -> dict:
         "cpu_seconds": round(cpu, 2),
         "load_average_1min_before": round(load, 2),
         "cpus": os.cpu_count(),
+        "peak_rss_mib_before": round(rss_before),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "mean_abs_delta": float(deltas.mean()),
         "max_abs_delta": float(deltas.max()),
