@@ -257,6 +257,10 @@ def test_wrong_host_cannot_read_the_page(server) -> None:
     assert status == 421 and b"fedsec-token" not in page
     status, _ = request(url, headers={"Host": f"localhost:{port}"})
     assert status == 200
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        policy = answer.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
 
 
 def test_names_hosts_and_explanations_with_markup_render_as_text(tmp_path: Path) -> None:
