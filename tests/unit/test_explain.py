@@ -308,3 +308,14 @@ def test_explain_alerts_refuses_bad_arguments_naming_them(scored, tmp_path: Path
     for limit in (-1, explain.MAX_LIMIT + 1, True):
         with pytest.raises(ValueError, match="limit"):
             explain_alerts(model_path, site, alerts, limit=limit)
+
+
+def test_the_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    from experiments import bench_explain
+
+    out = tmp_path / "bench_explain.json"
+    assert bench_explain.main(["--names", "20", "--steps", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["names"] == 20 and result["families"] == len(dga.FAMILIES)
+    assert result["cpu_seconds"] > 0 and 0.0 <= result["nearest_family_is_own"] <= 1.0
+    assert result["max_abs_delta"] >= result["mean_abs_delta"] >= 0.0
