@@ -859,7 +859,7 @@ def _draw(figure: Any, rows: list[dict]) -> None:
         axes.set_xlabel("round")
         if all(r[key] == 0 for r in rows):
             axes.set_ylim(-0.5, 1.0)
-            axes.text(0.5, 0.6, "0 in every arm and round", transform=axes.transAxes, ha="center")
+            axes.text(0.5, 0.15, "0 in every arm and round", transform=axes.transAxes, ha="center")
         elif key != "recall_at_budget":
             axes.set_yscale("symlog", linthresh=1.0)
     figure.axes[0].legend(fontsize=6)
@@ -909,7 +909,7 @@ def intro(payload: dict) -> str:
         "(the budget threshold keeps it inside the budget when one fits); 'review h' is the "
         "simulated analyst's time (judged x minutes per alert / 60), capped by the budget."
     )
-    return "\n\n".join([design, definitions, findings(payload)])
+    return "\n\n".join([design, definitions, findings(payload), limits(payload)])
 
 
 FEEDBACK_NOTE = (
@@ -969,6 +969,46 @@ def findings(payload: dict) -> str:
         f"{text} Against the seed-to-seed yardstick (the run without the loop repeated with "
         "another federation seed), a site counts only where the loop's difference is larger "
         f"than that run's: {'; '.join(parts)}."
+    )
+
+
+def limits(payload: dict) -> str:
+    """What keeps the loop from showing more here, with this run's own counts."""
+    reviews, checks = payload["reviews"], payload["feedback_checks"]
+    judged = sum(r["malicious"] + r["benign"] for r in reviews)
+    first = sum(r["malicious"] + r["benign"] for r in reviews if r["round"] == 1)
+    latest: dict[str, dict] = {}
+    for check in checks:
+        latest[check["site"]] = check  # rounds ascend: the last check per site
+    relabelled = sum(c["relabelled_in_train"] for c in latest.values())
+    trained = sum(c["in_train"] for c in latest.values())
+    withheld = sum(max(c.get("dqa_withheld", 0), 0) for c in latest.values())
+    share = first / judged if judged else math.nan
+    last = payload["last_round"]
+    if all(r["without_fp_per_day"] == 0 and r["with_fp_per_day"] == 0 for r in last):
+        budget_point = (
+            "The budget operating point cannot show fewer false positives at these test "
+            "sizes: FP/day there is 0 in both arms and its bound is set by N alone; the loop "
+            "can only move recall inside the budget and the equal-recall figures."
+        )
+    else:
+        budget_point = (
+            "At the budget operating point one flagged benign test name is worth V / N "
+            "FP/day, so FP/day there moves in steps of V / N."
+        )
+    return (
+        f"What limits it here. (1) {budget_point} (2) "
+        f"The analyst's list runs dry: {share:.0%} of the {judged} judged names were judged "
+        "after round 1, since the logs do not grow and few names of the same training day "
+        "score 0.5 or more later. (3) Most verdicts confirm what training already believed: "
+        f"of {trained} judged names in the last training sets, {relabelled} changed label "
+        "(DGA names the intel missed; unlisted names are already benign negatives), so the rest "
+        "act only as examples trained every round; "
+        f"{withheld} judged names never trained (held-out registered domains, or on the test "
+        "side). (4) No test "
+        "name shares a registered domain with training, so a verdict reaches the test day only "
+        "through similar names, never the same ones. (5) One seed per arm, and one repeated "
+        "run as the yardstick of chance."
     )
 
 
