@@ -186,14 +186,16 @@ def training_day_files(site: Any) -> tuple[str, list[Path]]:
     return day, files
 
 
-def ranked_units(alerts_path: Path, alerts: list[dict]) -> tuple[str, list[tuple[str, list[str]]]]:
+def ranked_units(
+    alerts_path: Path, alerts: list[dict], *, by_host: bool = True
+) -> tuple[str, list[tuple[str, list[str]]]]:
     """("hosts" | "alerts", [(target, names)]) in rank order: the scorer's host groups when it
-    wrote them (client.triage, issue 16), else one unit per alerting name."""
+    wrote them (client.triage, issue 16) and `by_host`, else one unit per alerting name."""
     try:
         from client.triage import hosts_path, read_host_groups
     except ImportError:
         hosts_path = None
-    if hosts_path is not None and hosts_path(alerts_path).is_file():
+    if by_host and hosts_path is not None and hosts_path(alerts_path).is_file():
         groups = read_host_groups(hosts_path(alerts_path))
         if groups and groups[0].get("host") is not None:
             return "hosts", [(str(group["host"]), list(group["names"])) for group in groups]
@@ -216,6 +218,7 @@ class SiteAnalyst:
     site_dir: Path
     truth: dict[str, str]
     work: Path
+    by_host: bool = True  # judge host groups (False: one alert at a time)
     reviews: list[Review] = field(default_factory=list)
 
     def review(self, model: Any, server_round: int) -> Review:
@@ -249,7 +252,7 @@ class SiteAnalyst:
         )
         path = verdicts_path(self.site_dir)
         judged = set(read_verdicts(path).latest_by_name())
-        units, ranked = ranked_units(out, alerts)
+        units, ranked = ranked_units(out, alerts, by_host=self.by_host)
         result = Review(
             site=site.site_id,
             round=server_round,
@@ -563,7 +566,11 @@ def run(
             analysts = None
             if arm == "with":
                 analysts = {
-                    site_dir.resolve(): SiteAnalyst(site_dir, truth, Path(temp) / arm / "analyst")
+                    # lowfpr's real-name sites draw each query's client at random: their hosts
+                    # are no infection, so the analyst judges alerts there, not host groups.
+                    site_dir.resolve(): SiteAnalyst(
+                        site_dir, truth, Path(temp) / arm / "analyst", by_host=real_dev is None
+                    )
                     for site_dir in sorted(p for p in data_dir.iterdir() if p.is_dir())
                 }
             run_dir = Path(temp) / arm / "run"
@@ -996,19 +1003,50 @@ def limits(payload: dict) -> str:
             "At the budget operating point one flagged benign test name is worth V / N "
             "FP/day, so FP/day there moves in steps of V / N."
         )
+    later = [r for r in reviews if r["round"] > 1]
+    malicious = sum(r["malicious"] for r in reviews)
+    if any(r["available"] < r["budget"] for r in later):
+        coverage = (
+            f"The analyst's list runs dry: {share:.0%} of the {judged} judged names were "
+            "judged in the first review (after round 1); the logs do not grow, and later "
+            f"models score few new names of the same training day {TRIAGE_THRESHOLD:g} or more."
+        )
+    else:
+        reviewed = sum(r["reviewed"] for r in reviews)
+        available = sum(r["available"] for r in reviews)
+        coverage = (
+            f"The budget reaches only the top of the list: {reviewed} of {available} "
+            f"{reviews[0]['units'] if reviews else 'alerts'} scoring {TRIAGE_THRESHOLD:g} or "
+            "more were judged."
+        )
+    top = ""
+    if judged and malicious / judged >= 0.5:
+        top = (
+            f" The top of the list is mostly DGA: {malicious / judged:.0%} of the judged names "
+            "were malicious, so benign verdicts (the hard negatives that could lower false "
+            f"positives) were only {judged - malicious}."
+        )
+    elif judged:
+        top = (
+            f" {malicious / judged:.0%} of the judged names were malicious; the "
+            f"{judged - malicious} benign ones are the hard negatives that can lower false "
+            "positives."
+        )
+    chance = (
+        ", and one repeated run as the yardstick of chance."
+        if payload["shape"].get("noise_arm")
+        else "; no repeated run measures chance at this size."
+    )
     return (
-        f"What limits it here. (1) {budget_point} (2) "
-        f"The analyst's list runs dry: {share:.0%} of the {judged} judged names were judged "
-        "after round 1, since the logs do not grow and few names of the same training day "
-        "score 0.5 or more later. (3) Most verdicts confirm what training already believed: "
+        f"What limits it here. (1) {budget_point} (2) {coverage}{top} "
+        "(3) Most verdicts confirm what training already believed: "
         f"of {trained} judged names in the last training sets, {relabelled} changed label "
         "(DGA names the intel missed; unlisted names are already benign negatives), so the rest "
         "act only as examples trained every round; "
         f"{withheld} judged names never trained (held-out registered domains, or on the test "
         "side). (4) No test "
         "name shares a registered domain with training, so a verdict reaches the test day only "
-        "through similar names, never the same ones. (5) One seed per arm, and one repeated "
-        "run as the yardstick of chance."
+        f"through similar names, never the same ones. (5) One seed per arm{chance}"
     )
 
 
