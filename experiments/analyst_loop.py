@@ -47,6 +47,7 @@ from experiments.lab import Column, Results
 NAME = "analyst-loop"
 TITLE = "The analyst's loop: verdicts fed back into training, with vs without, per site"
 COMMAND = "fedsec experiment analyst-loop [--full]"
+REAL_COMMAND = "python -m experiments.analyst_loop --real-dev DIR [--full]"
 log = logging.getLogger("fedsec.experiments")
 
 ARMS = ("without", "with")
@@ -742,8 +743,8 @@ ROUND_COLUMNS = (
     Column("fp_per_day_upper95", "FP/day (95% upper)", "{:,.0f}"),
     Column("recall_at_budget", "recall at budget"),
     Column("analyst_hours_per_day", "analyst h/day", "{:,.1f}"),
-    Column("fp_per_day_at_tpr_0.9", "FP/day at TPR=0.9", "{:,.0f}"),
-    Column("truth_fp_per_day_at_tpr_0.9", "same vs truth", "{:,.0f}"),
+    Column("truth_fp_per_day_at_tpr_0.5", "FP/day at TPR=0.5 (truth)", "{:,.0f}"),
+    Column("truth_fp_per_day_at_tpr_0.9", "FP/day at TPR=0.9 (truth)", "{:,.0f}"),
     Column("tpr_at_fpr_1e-3", "TPR@FPR=1e-3"),
     Column("auc", "AUC", "{:.4f}"),
     Column("verdicts_malicious", "verdicts so far: malicious", "{:d}"),
@@ -829,7 +830,10 @@ def write_outputs(results: Results, payload: dict) -> None:
     results.add_table("Per site, round and arm", ordered, ROUND_COLUMNS)
     results.plot("fp_per_day.png", lambda figure: _draw(figure, rows), size=(16.0, 4.4))
     results.write_table_md(
-        size=payload["size"], command=COMMAND, intro=intro(payload), plots=["fp_per_day.png"]
+        size=payload["size"],
+        command=REAL_COMMAND if payload.get("data") == "real-dev" else COMMAND,
+        intro=intro(payload),
+        plots=["fp_per_day.png"],
     )
 
 
