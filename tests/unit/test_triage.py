@@ -147,6 +147,7 @@ def test_score_keeps_hosts_and_nxdomain_per_alerting_name(model, tmp_path: Path)
     rows += [(DAY0 + 200, "10.0.1.0", "www.shop.example", "-")]  # no rcode: not in the share
     rows += [(DAY0 + 201, "(empty)", "www.shop.example", "NOERROR")]  # no host
     rows += [(DAY0 + 202, "x" * 300, "www.shop.example", "NOERROR")]  # not an address
+    rows += [(DAY0 + 203 + i, "10.0.1.0", "bad..name", "NOERROR") for i in range(3)]  # invalid
     log = zeek_log(tmp_path / "dns.log", rows)
     alerts, groups = score(model, [log], tmp_path / "out" / "alerts.jsonl", block_bytes=300)
     shop = next(alert for alert in alerts if alert["domain"] == "www.shop.example")
