@@ -164,3 +164,23 @@ def test_verdicts_that_do_not_reach_training_stop_the_experiment(site, monkeypat
     monkeypatch.setattr(client.pipeline, "load_site", lambda *a, **k: stale)
     with pytest.raises(analyst_loop.FeedbackMissing, match="client/pipeline.py"):
         analyst_loop.feedback_check(site_dir)
+
+
+def test_a_failing_analyst_stops_the_federation_instead_of_becoming_an_error_reply():
+    """LocalGrid turns a ClientApp's Exception into an error reply and the run goes on; the
+    analyst's failure must escape it and be kept for the harness to raise after the run."""
+    from types import SimpleNamespace
+
+    reply = SimpleNamespace(has_error=lambda: False)
+    message = SimpleNamespace(metadata=SimpleNamespace(message_type="evaluate"))
+
+    def broken(message, context):
+        raise analyst_loop.FeedbackMissing("verdicts ignored")
+
+    wrapped = analyst_loop.AnalystClientApp(lambda **_: reply, broken)
+    with pytest.raises(BaseException) as raised:
+        wrapped(message=message, context=None)
+    assert not isinstance(raised.value, Exception)  # passes LocalGrid's `except Exception`
+    assert isinstance(wrapped.failure, analyst_loop.FeedbackMissing)
+    train = SimpleNamespace(metadata=SimpleNamespace(message_type="train"))
+    assert analyst_loop.AnalystClientApp(lambda **_: reply, broken)(message=train, context=None)
