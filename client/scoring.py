@@ -373,6 +373,7 @@ class LogScorer:
                 [("ts", "count"), ("nx", "sum"), ("answered", "sum"), ("ts", "min"), ("ts", "max")]
             )
         )
+        alerts = self.alerts
         for name, host, count, nx, answered, first, last in zip(
             *(
                 pairs[column].to_pylist()
@@ -388,19 +389,20 @@ class LogScorer:
             ),
             strict=True,
         ):
-            seen = self.alerts.get(name)
+            seen = alerts.get(name)
             if seen is None:
                 continue
             seen.nxdomain += nx
             seen.answered += answered
-            if host is not None:
-                self._tally_host(seen, host).add(count, nx, answered, first, last)
+            if host is None:
+                continue
+            tally = seen.hosts.get(host)
+            if tally is None:
+                tally = self._new_tally(seen, host)
+            tally.add(count, nx, answered, first, last)
 
-    def _tally_host(self, seen: Sighting, host: str) -> Tally:
-        """The host's tally of this name; a throwaway one once the caps are reached."""
-        tally = seen.hosts.get(host)
-        if tally is not None:
-            return tally
+    def _new_tally(self, seen: Sighting, host: str) -> Tally:
+        """A new host's tally of this name; a throwaway one once the caps are reached."""
         if len(seen.hosts) >= HOSTS_PER_NAME or self.host_entries >= HOST_ENTRIES:
             seen.hosts_capped = True
             return Tally()
