@@ -163,22 +163,11 @@ class StageClock:
 
 @dataclass(frozen=True)
 class _Evidence:
-    """A block's rows with a client host or response code, and how they map to its names."""
+    """A block's rows with a client host or response code, and its raw spellings -> names."""
 
-    rows: pa.Table  # ts and the evidence columns the block has, one row per record
-    row_entries: np.ndarray  # each row's query as a code into the block's distinct queries
-    entries: pa.Array  # the codes of the distinct queries with a valid name ...
-    names: pa.Array  # ... and their normalised names, aligned with ``entries``
-    size: int  # distinct queries in the block
-
-
-def evidence_columns(table: pa.Table) -> list[str]:
-    """The client and response code columns the table has, and not all null."""
-    return [
-        column
-        for column in EVIDENCE_COLUMNS
-        if column in table.column_names and table[column].null_count < table.num_rows
-    ]
+    rows: pa.Table  # query (raw), ts, and the evidence columns the block has
+    raw: pa.Array  # distinct raw queries with a valid name
+    names: pa.Array  # their normalised names, aligned with ``raw``
 
 
 class LogScorer:
@@ -224,19 +213,11 @@ class LogScorer:
         if without:
             summary.records_without_query += without
             table = table.filter(pc.invert(missing))
-        present = evidence_columns(table)
-        if present:  # dictionary codes: the alerting rows are found later without rehashing
-            codes = table["query"].combine_chunks().dictionary_encode()
-            keyed = pa.table({"query": codes.indices, "ts": table["ts"]})
-        else:
-            keyed = table.select(["query", "ts"])
-        grouped = keyed.group_by("query", use_threads=False).aggregate(
-            [("ts", "count"), ("ts", "min"), ("ts", "max")]
+        grouped = (
+            table.select(["query", "ts"])
+            .group_by("query", use_threads=False)
+            .aggregate([("ts", "count"), ("ts", "min"), ("ts", "max")])
         )
-        if present:
-            entries = grouped["query"]
-            grouped = grouped.set_column(0, "query", codes.dictionary.take(entries))
-            grouped = grouped.append_column("entry", entries)
         clock.lap("dedup")
         names, reasons = normalise_domain_array(grouped["query"])
         invalid = pc.is_null(names)
@@ -245,15 +226,7 @@ class LogScorer:
                 table, grouped["query"].filter(invalid), reasons.filter(invalid), source=source
             )
             names, grouped = names.filter(pc.invert(invalid)), grouped.filter(pc.invert(invalid))
-        evidence = None
-        if present:
-            evidence = _Evidence(
-                rows=table.select(["ts", *present]),
-                row_entries=codes.indices.to_numpy(),
-                entries=grouped["entry"].combine_chunks(),
-                names=names,
-                size=len(codes.dictionary),
-            )
+        evidence = self._evidence(table, grouped["query"], names)
         per_name = pa.table(
             {
                 "name": names,
@@ -290,6 +263,17 @@ class LogScorer:
 
     def close(self) -> None:
         self._model_thread.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
+    def _evidence(table: pa.Table, raw: pa.Array, names: pa.Array) -> _Evidence | None:
+        present = [
+            column
+            for column in EVIDENCE_COLUMNS
+            if column in table.column_names and table[column].null_count < table.num_rows
+        ]
+        if not present:
+            return None
+        return _Evidence(table.select(["query", "ts", *present]), raw, names)
 
     def _score(self, per_name: pa.Table) -> tuple[list[str], np.ndarray]:
         """Cache lookups, the model for the misses, and alert state (on the model thread);
@@ -349,14 +333,10 @@ class LogScorer:
             return
         alerting = pa.array([names[index] for index in hits.tolist()], pa.string())
         wanted = pc.is_in(evidence.names, value_set=alerting)
-        codes = evidence.entries.filter(wanted).to_numpy(zero_copy_only=False)
-        position = np.full(evidence.size, -1, dtype=np.int64)  # code -> alerting spelling
-        position[codes] = np.arange(len(codes))
-        row_position = position[evidence.row_entries]
-        keep = row_position >= 0
-        rows = evidence.rows.filter(pa.array(keep))
+        raw, raw_names = evidence.raw.filter(wanted), evidence.names.filter(wanted)
+        rows = evidence.rows.filter(pc.is_in(evidence.rows["query"], value_set=raw))
         columns = {
-            "name": evidence.names.filter(wanted).take(pa.array(row_position[keep])),
+            "name": raw_names.take(pc.index_in(rows["query"], value_set=raw)),
             "host": client_hosts(rows),
             "ts": rows["ts"],
         }
