@@ -1041,6 +1041,13 @@ def limits(payload: dict) -> str:
         if payload["shape"].get("noise_arm")
         else "; no repeated run measures chance at this size."
     )
+    if payload["shape"].get("mode") == "secagg":
+        chance += (
+            " Under SecAgg+ even the same seed does not repeat a run exactly: its stochastic "
+            "rounding draws fresh randomness (round-1 AUCs differ in the sixth decimal) and "
+            "the difference grows over rounds, so read single-site differences near the "
+            "yardstick's size as chance."
+        )
     return (
         f"What limits it here. (1) {budget_point} (2) {coverage}{top} "
         "(3) Most verdicts confirm what training already believed: "
