@@ -139,6 +139,8 @@ class ScoreSummary:
     domains_scored: int = 0
     cache_evictions: int = 0
     alerts: int = 0
+    # alerting names left out because the site's analysts judged them benign (local allowlist)
+    allowlisted: int = 0
     host_groups: int = 0
     hosts_known: bool = False  # some alerting name's queries name a client host
     threshold: float = math.nan
@@ -462,9 +464,14 @@ def score_logs(
     block_bytes: int | None = None,
     model_threads: int = 1,
     max_malformed_rate: float = DEFAULT_MAX_MALFORMED_RATE,
+    allowlist: frozenset[str] = frozenset(),
 ) -> ScoreSummary:
     """Score every record of ``paths``, write ``out`` (alerts.jsonl) and the host groups beside
     it (:func:`client.triage.hosts_path`); return the summary.
+
+    Names in ``allowlist`` (the site's analysts judged them benign:
+    :func:`client.verdicts.local_allowlist`) never alert, whatever the model says; how many
+    were left out is ``summary.allowlisted``, so the judgement is visible, not silent.
 
     ``log_format`` None detects each file's format from its first bytes. Bad lines and invalid
     names go to ``quarantine_dir`` (one TSV per log file, with line numbers). The model runs
@@ -494,6 +501,10 @@ def score_logs(
             scorer.close()
             torch.set_num_threads(threads)
         clock = StageClock(scorer.summary.seconds)
+        judged = allowlist & scorer.alerts.keys()
+        for name in judged:
+            del scorer.alerts[name]
+        scorer.summary.allowlisted = len(judged)
         ranked = scorer.ranked()
         with collector_paused():
             records = alert_records(ranked)
@@ -666,6 +677,7 @@ def score_command(
 
     from client.readers import LogFormatError
     from client.site import load_site_config
+    from client.verdicts import local_allowlist, verdicts_path
     from common.config import ConfigError
     from common.model import load_model_file
 
@@ -673,13 +685,16 @@ def score_command(
     try:
         network, _ = load_model_file(Path(model))
         fmt, mapping, max_malformed = None, None, DEFAULT_MAX_MALFORMED_RATE
+        quarantine_dir = out.parent / f"{out.name}.quarantine"
+        allowlist: frozenset[str] = frozenset()
         if site_dir is not None:
             config = load_site_config(Path(site_dir))
             fmt, mapping = config.logs.format, getattr(config.logs, "columns", None)
             max_malformed = config.dqa.max_malformed_rate
+            with Quarantine(quarantine_dir) as verdict_quarantine:
+                allowlist = local_allowlist(Path(site_dir), quarantine=verdict_quarantine)
         paths, own = log_paths([Path(p) for p in logs], out=Path(out))
         tau, source = resolve_threshold(threshold=threshold, site_dir=site_dir)
-        quarantine_dir = out.parent / f"{out.name}.quarantine"
         with Progress(
             "{task.description}",
             BarColumn(),
@@ -701,6 +716,7 @@ def score_command(
                 on_progress=lambda size: bar.advance(task, size),
                 on_file=lambda path: bar.update(task, description=f"scoring {path.name}"),
                 max_malformed_rate=max_malformed,
+                allowlist=allowlist,
             )
     except (ConfigError, LogFormatError, FileNotFoundError, ValueError, OSError) as error:
         for line in str(error).splitlines():
@@ -715,6 +731,11 @@ def score_command(
         summary, out=out, threshold_source=source, quarantine_dir=quarantine_dir
     ):
         print(line)
+    if summary.allowlisted:
+        print(
+            f"left out {summary.allowlisted:,} alerting name(s) this site's analysts judged "
+            f"benign ({verdicts_path(Path(site_dir))})"
+        )
     return report_unread(summary.problems, covers="the alerts cover")
 
 
