@@ -38,7 +38,7 @@ class HostIncidence:
     records_without_client: int
 
 
-def test_host_incidence(
+def host_incidence_on_test_days(
     records: pa.Table, names: pa.Array | pa.ChunkedArray, *, test: Examples, test_days: tuple
 ) -> HostIncidence | None:
     """The test days' host incidence from the site's records; None without a client column.

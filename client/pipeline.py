@@ -40,7 +40,7 @@ from client.dqa import (
     verdict_contradictions,
     verdict_figures,
 )
-from client.hosts import HostIncidence, test_host_incidence
+from client.hosts import HostIncidence, host_incidence_on_test_days
 from client.quarantine import Quarantine
 from client.readers import READERS, ReadStats
 from client.site import SITE_FILE, Intel, load_intel, load_site_config
@@ -366,7 +366,7 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
         data=data,
         names=_names_to_guard(names, intel, verdicts),
         test_hosts=(
-            test_host_incidence(records, names, test=data.test, test_days=data.test_days)
+            host_incidence_on_test_days(records, names, test=data.test, test_days=data.test_days)
             if data is not None
             else None
         ),

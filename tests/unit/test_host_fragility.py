@@ -27,7 +27,7 @@ from client.evaluate import (
 from client.fragility import NO_CLIENT_COLUMN, HostView, site_fragility_report
 from client.fragility_html import host_section
 from client.hosts import host_days_at
-from client.hosts import test_host_incidence as host_incidence  # not a test: no test_ name here
+from client.hosts import host_incidence_on_test_days as host_incidence
 from common.config import parse_site_config
 from common.fragility import HOST_METRICS, HostDays, host_metrics
 from common.share import masked_figures, share_subset
