@@ -98,6 +98,7 @@ def experiment(
         str,
         typer.Argument(
             help="value | secagg-cost | dropouts | scale | ray | noniid | lowfpr | dp-utility"
+            " | poisoning | analyst-loop"
         ),
     ],
     full: Annotated[bool, typer.Option("--full", help="the large size (hours on 2 cores)")] = False,

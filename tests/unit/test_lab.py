@@ -103,3 +103,13 @@ def test_cli_rejects_conflicting_sizes_and_unknown_names(tmp_path):
     result = runner.invoke(app, ["experiment", "values", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown experiment 'values'" in result.output
     assert not any(tmp_path.iterdir())
+
+
+def test_the_experiment_commands_help_names_every_experiment() -> None:
+    import inspect
+
+    from fedsec import research_commands
+
+    source = inspect.getsource(research_commands.experiment)
+    for name in EXPERIMENTS:
+        assert f" {name} " in source.replace('"', " ").replace("|", " ") + " ", name
