@@ -9,9 +9,11 @@ a third (default and full sizes) repeats the arm without the loop under another 
 seed, so each with-minus-without difference stands beside the difference chance alone makes.
 In the loop arm, after every round but the last, each site's simulated analyst:
 
-1. scores the site's most recent *training* day (never the test day, on which the round's
-   fragility figures are measured) with the round's global model, through `fedsec score`'s
-   own code (`client.scoring.score_logs`);
+1. scores one of the site's *training* days (a different one each round, newest first,
+   cycling, so the list does not run dry after round 1; never the test day) with the round's
+   global model and the site's local allowlist, through `fedsec score`'s own code
+   (`client.scoring.score_logs`, with `client.verdicts.local_allowlist` as `fedsec score --site`
+   passes it);
 2. works down that ranked list (host groups when the scorer writes them, else alerts), skipping
    what an earlier verdict already covered, until the site's alert budget for one day is spent
    (`[analysts]` count x productive_hours_per_day x 60 / minutes_per_alert);
@@ -20,8 +22,21 @@ In the loop arm, after every round but the last, each site's simulated analyst:
 
 The next round's training reads that file (`client.pipeline`); the harness checks after every
 review that the prepared training labels carry the verdicts and stops with an error when they
-do not, rather than silently measuring two identical arms. Every figure per round is read from
-the site's own fragility report (`WORK/fragility/round-NNN.json`), as the site computed it.
+do not, rather than silently measuring two identical arms.
+
+The headline is the operational queue, measured as the site lives it: after every round, in
+every arm and before that round's review, each site scores *all* of its test day's logs
+(never judged by the analyst) as `fedsec score --site` would that morning: the round's global
+model, the site's local allowlist (empty without the loop), cut at the site's operating
+threshold as `client.scoring.resolve_threshold` resolves it (the round's fragility report) and
+at the analyst's fixed cut. Each alert is labelled by the truth; per site, arm and round the
+results hold alerts, false-positive and true alerts, the false positives inside the one-day
+budget queue (the analyst's ranking until the budget is spent), the queue's precision, the
+hours to clear all alerts and how many alerts the allowlist removed (`summary.allowlisted`),
+so the with-minus-without drop splits into the allowlist's part (recurring names judged
+before) and the model's. Unlike the held-out evaluation set, the test day holds the site's
+recurring names. The held-out figures, read from the site's own fragility report
+(`WORK/fragility/round-NNN.json`) as the site computed it, are the table's second section.
 With `--real-dev DIR` (benign.csv.gz and dga.csv.gz, as experiments.lowfpr reads) the sites
 are built from real names and the names' own labels answer; results go to `NAME-real-dev`.
 """
@@ -169,22 +184,39 @@ class Review:
     hours: float = 0.0  # reviewed x minutes_per_alert / 60 (within the budget by construction)
 
 
-def training_day_files(site: Any) -> tuple[str, list[Path]]:
-    """(the site's most recent training day, its log files): what the analyst scores.
+def training_day_files(site: Any, server_round: int = 1) -> tuple[str, list[Path]]:
+    """(the training day the round's analyst reviews, its log files): newest first, cycling.
 
-    The generator writes one file per day named after it; the test day's files are refused, so
-    nothing the round's figures are measured on is ever judged."""
+    Each round's analyst reviews another training day (round 1 the newest), as a site's
+    analysts face a new day's queue each day; reviewing one day over and over would run the
+    list dry after round 1. The test day's files are refused, so nothing the round's figures
+    are measured on is ever judged."""
+    data = site.require_data()
+    days = list(data.train_days)
+    day = days[-1 - (server_round - 1) % len(days)]
+    return day, _files_of_day(site, day, others=data.test_days, role="training")
+
+
+def queue_day_files(site: Any) -> tuple[str, list[Path]]:
+    """(the site's test day, its log files): the day the operational queue is measured on,
+    which no analyst ever reviews (the last test day when there are several)."""
+    data = site.require_data()
+    day = data.test_days[-1]
+    return day, _files_of_day(site, day, others=data.train_days, role="test")
+
+
+def _files_of_day(site: Any, day: str, *, others: Sequence[str], role: str) -> list[Path]:
+    """The log files named after `day` and no day of `others` (one file per day, as the
+    generator writes), so a training day's review never reads the test day, nor the reverse."""
     from client.pipeline import log_files
 
-    data = site.require_data()
-    day = data.train_days[-1]
     files = [path for path in log_files(site.site_dir, site.config) if day in path.name]
-    if not files or any(test in path.name for path in files for test in data.test_days):
+    if not files or any(other in path.name for path in files for other in others):
         raise RuntimeError(
-            f"{site.site_dir}: no log file named after training day {day} alone (fix: the "
+            f"{site.site_dir}: no log file named after {role} day {day} alone (fix: the "
             "analyst-loop experiment needs one log file per day, as fedsec generate writes)"
         )
-    return day, files
+    return files
 
 
 def ranked_units(
@@ -227,10 +259,9 @@ class SiteAnalyst:
         from client.pipeline import load_site
         from client.scoring import score_logs
         from client.verdicts import append_verdict, read_verdicts, verdicts_path
-        from common.fragility import alert_budget_per_day
 
         site = load_site(self.site_dir)
-        day, files = training_day_files(site)
+        day, files = training_day_files(site, server_round)
         out = self.work / site.site_id / f"round-{server_round:03d}" / "alerts.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
         summary = score_logs(
@@ -241,16 +272,11 @@ class SiteAnalyst:
             quarantine_dir=out.parent / "quarantine",
             log_format=site.config.logs.format,
             mapping=site.config.logs.columns,
+            allowlist=site_allowlist(self.site_dir),
         )
         alerts = _read_jsonl(out)
         analysts = site.config.analysts
-        budget = int(
-            alert_budget_per_day(
-                analysts=analysts.count,
-                productive_hours_per_day=analysts.productive_hours_per_day,
-                minutes_per_alert=analysts.minutes_per_alert,
-            )
-        )
+        budget = daily_budget(site)
         path = verdicts_path(self.site_dir)
         judged = set(read_verdicts(path).latest_by_name())
         units, ranked = ranked_units(out, alerts, by_host=self.by_host)
@@ -309,11 +335,142 @@ def _verdicts(
     ]
 
 
+def daily_budget(site: Any) -> int:
+    """Alerts (or host groups) the site's analysts clear in one day ([analysts] in site.toml)."""
+    from common.fragility import alert_budget_per_day
+
+    analysts = site.config.analysts
+    return int(
+        alert_budget_per_day(
+            analysts=analysts.count,
+            productive_hours_per_day=analysts.productive_hours_per_day,
+            minutes_per_alert=analysts.minutes_per_alert,
+        )
+    )
+
+
+def site_allowlist(site_dir: Path) -> frozenset[str]:
+    """The site's local allowlist, read as `fedsec score --site` reads it (names whose latest
+    verdict is benign; empty without a verdict file, as in the arms without the loop)."""
+    from client.quarantine import Quarantine
+    from client.verdicts import local_allowlist
+
+    with tempfile.TemporaryDirectory() as scratch, Quarantine(Path(scratch)) as quarantine:
+        return local_allowlist(site_dir, quarantine=quarantine)
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     import json
 
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+# --- the operational queue on the test day ----------------------------------------------------
+
+QUEUE_POINTS = {"op": "the site's operating threshold", "fixed": f"score {TRIAGE_THRESHOLD:g}"}
+"""Where the test day's alerts are cut: the site's own operating threshold, as `fedsec score
+--site` resolves it (the round's fragility report), and the analyst's fixed cut."""
+QUEUE_KEYS = (
+    "threshold",
+    "alerts",
+    "fp_alerts",
+    "true_alerts",
+    "unknown_alerts",
+    "queue_alerts",
+    "queue_fp_alerts",
+    "queue_precision",
+    "clear_hours",
+    "allowlisted",
+)
+"""Per point, each row's `test_<point>_<key>` (see QueueMeter.measure)."""
+
+
+def queue_key(point: str, key: str) -> str:
+    return f"test_{point}_{key}"
+
+
+@dataclass
+class QueueMeter:
+    """The site's operational queue on its test day, round by round, in every arm: what its
+    analysts would face the next morning running `fedsec score --site` on that day's logs."""
+
+    site_dir: Path
+    truth: dict[str, str]
+    work: Path
+    by_host: bool = True
+    rounds: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def measure(self, model: Any, server_round: int) -> dict[str, Any]:
+        """Score every name of the test day with the round's model and the site's allowlist,
+        at both cut points; label the alerts by the truth and fill the one-day budget queue.
+
+        Called once the site has evaluated the round (its fragility report, hence its
+        operating threshold, is the round's) and before that round's review, so the
+        allowlist holds exactly the verdicts the round's model trained on."""
+        from client.pipeline import load_site
+        from client.scoring import resolve_threshold
+
+        site = load_site(self.site_dir)
+        day, files = queue_day_files(site)
+        allowlist = site_allowlist(self.site_dir)
+        tau, source = resolve_threshold(threshold=None, site_dir=self.site_dir)
+        report = f"round-{server_round:03d}.json"
+        if Path(source).name != report:
+            raise RuntimeError(
+                f"{self.site_dir}: the operating threshold came from {source}, not the round's "
+                f"fragility report {report} (fix: the site must write it when it evaluates)"
+            )
+        figures: dict[str, Any] = {"test_day": day, "allowlist_names": len(allowlist)}
+        for point, threshold in (("op", tau), ("fixed", TRIAGE_THRESHOLD)):
+            out = self.work / site.site_id / f"round-{server_round:03d}" / point / "alerts.jsonl"
+            queue = self._queue(site, files, model, out, threshold, allowlist)
+            figures.update({queue_key(point, key): queue[key] for key in QUEUE_KEYS})
+        self.rounds[server_round] = figures
+        return figures
+
+    def _queue(
+        self,
+        site: Any,
+        files: list[Path],
+        model: Any,
+        out: Path,
+        threshold: float,
+        allowlist: frozenset[str],
+    ) -> dict[str, float]:
+        from client.scoring import score_logs
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        summary = score_logs(
+            model,
+            files,
+            out=out,
+            threshold=threshold,
+            quarantine_dir=out.parent / "quarantine",
+            log_format=site.config.logs.format,
+            mapping=site.config.logs.columns,
+            allowlist=allowlist,
+        )
+        alerts = _read_jsonl(out)
+        _, ranked = ranked_units(out, alerts, by_host=self.by_host)
+        queue: dict[str, None] = {}
+        for _, names in ranked[: daily_budget(site)]:
+            queue.update(dict.fromkeys(names))
+        answers = judge([str(alert["domain"]) for alert in alerts], self.truth)
+        in_queue = judge(list(queue), self.truth)
+        queued = len(in_queue["malicious"]) + len(in_queue["benign"])
+        return {
+            "threshold": threshold,
+            "alerts": summary.alerts,
+            "fp_alerts": len(answers["benign"]),
+            "true_alerts": len(answers["malicious"]),
+            "unknown_alerts": len(answers["unsure"]),
+            "queue_alerts": len(queue),
+            "queue_fp_alerts": len(in_queue["benign"]),
+            "queue_precision": len(in_queue["malicious"]) / queued if queued else math.nan,
+            "clear_hours": summary.alerts * site.config.analysts.minutes_per_alert / 60.0,
+            "allowlisted": summary.allowlisted,
+        }
 
 
 # --- did the verdicts reach training? ----------------------------------------------------------
@@ -412,11 +569,13 @@ def run_arm(
     out_dir: Path,
     shape: Size,
     *,
+    meters: dict[Path, QueueMeter],
     analysts: dict[Path, SiteAnalyst] | None,
     seed: int = SEED,
 ):
-    """One federation over `data_dir`; with `analysts`, each reviews after every round but the
-    last. Returns the feedback checks per (site, round)."""
+    """One federation over `data_dir`: after every round each site's meter measures its
+    test-day queue; with `analysts`, each then reviews, after every round but the last.
+    Returns the feedback checks per (site, round)."""
     from flwr.app import Context, RecordDict
     from flwr.common import parameters_to_ndarrays
     from flwr.compat.common import recorddict_compat as compat
@@ -443,10 +602,11 @@ def run_arm(
     def on_evaluated(message: Any, context: Any) -> None:
         ins = compat.recorddict_to_evaluateins(message.content, keep_input=True)
         server_round = int(ins.config.get(SERVER_ROUND, 0))
-        if analysts is None or server_round >= shape.rounds:
-            return
         site_dir = client.app.site_location(context)[0].resolve()
         model = ndarrays_to_model(parameters_to_ndarrays(ins.parameters), spec=SPEC)
+        meters[site_dir].measure(model, server_round)
+        if analysts is None or server_round >= shape.rounds:
+            return
         review = analysts[site_dir].review(model, server_round)
         checks[(review.site, server_round)] = feedback_check(site_dir)
         log.info(
@@ -462,7 +622,7 @@ def run_arm(
 
     quiet_frameworks()
     run_config = settings.to_run_config()
-    wrapped = AnalystClientApp(client.app.app, on_evaluated if analysts else None)
+    wrapped = AnalystClientApp(client.app.app, on_evaluated)
     grid = LocalGrid(client_app=wrapped, num_nodes=settings.min_nodes, run_config=run_config)
     out_dir.mkdir(parents=True, exist_ok=True)
     context = Context(
@@ -564,15 +724,23 @@ def run(
         for arm in shape.arms:
             data_dir = Path(temp) / arm / "sites"
             shutil.copytree(generated, data_dir)
+            site_dirs = sorted(p for p in data_dir.iterdir() if p.is_dir())
+            # lowfpr's real-name sites draw each query's client at random: their hosts are no
+            # infection, so the analyst judges (and the queue ranks) alerts there, not hosts.
+            by_host = real_dev is None
+            meters = {
+                site_dir.resolve(): QueueMeter(
+                    site_dir, truth, Path(temp) / arm / "queue", by_host=by_host
+                )
+                for site_dir in site_dirs
+            }
             analysts = None
             if arm == "with":
                 analysts = {
-                    # lowfpr's real-name sites draw each query's client at random: their hosts
-                    # are no infection, so the analyst judges alerts there, not host groups.
                     site_dir.resolve(): SiteAnalyst(
-                        site_dir, truth, Path(temp) / arm / "analyst", by_host=real_dev is None
+                        site_dir, truth, Path(temp) / arm / "analyst", by_host=by_host
                     )
-                    for site_dir in sorted(p for p in data_dir.iterdir() if p.is_dir())
+                    for site_dir in site_dirs
                 }
             run_dir = Path(temp) / arm / "run"
             with lab.stopwatch() as watch:
@@ -580,6 +748,7 @@ def run(
                     data_dir,
                     run_dir,
                     shape,
+                    meters=meters,
                     analysts=analysts,
                     seed=SEED + 1 if arm == NOISE_ARM else SEED,
                 )
@@ -587,8 +756,12 @@ def run(
             log.info("arm %s: %d rounds in %.0f s", arm, shape.rounds, watch["seconds"])
             arm_reviews = [r for a in (analysts or {}).values() for r in a.reviews]
             supplement = equal_tpr_figures(data_dir, run_dir, shape.rounds, truth)
+            queues = {(d.name, r): f for d, m in meters.items() for r, f in m.rounds.items()}
             for row in arm_rows(arm, data_dir, shape, arm_reviews):
-                rows.append({**row, **supplement[(row["site"], row["round"])]})
+                key = (row["site"], row["round"])
+                if key not in queues:
+                    raise RuntimeError(f"arm {arm}: no test-day queue for {key} (a site failed)")
+                rows.append({**row, **queues[key], **supplement[key]})
             reviews.extend({"arm": arm, **asdict(r)} for r in arm_reviews)
             checks.extend(
                 {"site": site, "round": rnd, **figures}
@@ -666,6 +839,7 @@ def arm_rows(arm: str, data_dir: Path, shape: Size, reviews: list[Review]) -> li
                     "verdicts_benign": sum(r.benign for r in earlier),
                     "verdicts_unsure": sum(r.unsure for r in earlier),
                     "reviewed_after_round": sum(r.reviewed for r in after),
+                    "reviewed_day": ", ".join(r.day for r in after),
                     "review_hours": sum(r.hours for r in after),
                 }
             )
@@ -682,6 +856,7 @@ COMPARED = (
     "tpr_at_fpr_1e-3",
     "auc",
     *(f"{prefix}fp_per_day_at_tpr_{t}" for t in EQUAL_TPRS for prefix in ("", "truth_")),
+    *(queue_key(point, key) for point in QUEUE_POINTS for key in QUEUE_KEYS),
 )
 
 
@@ -700,6 +875,15 @@ def last_round_rows(rows: list[dict], rounds: int) -> list[dict]:
         if noise is not None:
             for key in COMPARED:
                 entry[f"noise_{key}"] = noise[key] - without[key]
+        for point in QUEUE_POINTS:
+            # The drop in FP alerts, split: the allowlist removed `allowlisted` alerting names
+            # (all judged benign by the truth-answering analyst); the rest is the model's.
+            allowlisted = with_[queue_key(point, "allowlisted")]
+            entry[f"allowlist_part_{point}"] = -allowlisted
+            entry[f"model_part_{point}"] = entry[f"diff_{queue_key(point, 'fp_alerts')}"] + (
+                allowlisted
+            )
+        entry["test_day"] = with_.get("test_day", "")
         entry["verdicts"] = with_["verdicts_malicious"] + with_["verdicts_benign"]
         entry["verdicts_malicious"] = with_["verdicts_malicious"]
         entry["verdicts_benign"] = with_["verdicts_benign"]
@@ -783,6 +967,46 @@ def _diff_columns(
     return columns
 
 
+QUEUE_HEADLINE = tuple(
+    column
+    for point, where in (("op", "operating threshold"), ("fixed", f"score {TRIAGE_THRESHOLD:g}"))
+    for column in (
+        Column(f"without_{queue_key(point, 'threshold')}", f"{where}: tau without", "{:.4f}"),
+        Column(f"with_{queue_key(point, 'threshold')}", "tau with", "{:.4f}"),
+        Column(f"without_{queue_key(point, 'fp_alerts')}", "FP alerts without", "{:,.0f}"),
+        Column(f"with_{queue_key(point, 'fp_alerts')}", "with", "{:,.0f}"),
+        Column(f"diff_{queue_key(point, 'fp_alerts')}", "with - without", "{:+,.0f}"),
+        Column(f"allowlist_part_{point}", "of which allowlist", "{:+,.0f}"),
+        Column(f"model_part_{point}", "of which model", "{:+,.0f}"),
+        Column(f"noise_{queue_key(point, 'fp_alerts')}", "other seed - without", "{:+,.0f}"),
+    )
+)
+QUEUE_COLUMNS = (
+    ("alerts", "alerts", "{:,.0f}"),
+    ("fp_alerts", "FP alerts", "{:,.0f}"),
+    ("true_alerts", "true alerts", "{:,.0f}"),
+    ("queue_fp_alerts", "FP in budget queue", "{:,.0f}"),
+    ("queue_precision", "queue precision", "{:.3f}"),
+    ("clear_hours", "h to clear all", "{:,.1f}"),
+    ("allowlisted", "allowlisted", "{:,.0f}"),
+)
+
+
+def queue_columns(points: Sequence[str] = tuple(QUEUE_POINTS)) -> list[Column]:
+    """Per-arm queue figures at each cut point (the rows carry `test_<point>_<key>`)."""
+    columns = [Column("site", "site"), Column("round", "round", "{:d}"), Column("arm_label", "arm")]
+    for point in points:
+        where = "op" if point == "op" else f"{TRIAGE_THRESHOLD:g}"
+        if point == "op":  # the fixed cut's tau is TRIAGE_THRESHOLD in every row
+            columns.append(Column(queue_key(point, "threshold"), "[op] tau", "{:.4f}"))
+        columns.extend(
+            Column(queue_key(point, key), f"[{where}] {header}", fmt)
+            for key, header, fmt in QUEUE_COLUMNS
+        )
+    columns.append(Column("reviewed_day", "training day reviewed after round"))
+    return columns
+
+
 def write_outputs(results: Results, payload: dict) -> None:
     shape, rows = payload["shape"], payload["rows"]
     for row in rows:
@@ -802,19 +1026,73 @@ def write_outputs(results: Results, payload: dict) -> None:
         if noise
         else []
     )
+    order = list(ARM_LABELS)
+    ordered = sorted(rows, key=lambda r: (r["site"], r["round"], order.index(r["arm"])))
+    headline = [c for c in QUEUE_HEADLINE if noise or not c.key.startswith("noise_")]
     results.add_table(
-        f"With minus without the loop, per site, at round {last} (the sites' fragility figures)",
+        f"Headline: false-positive alerts on the site's test day at round {last}, with minus "
+        "without the loop",
+        payload["last_round"],
+        [Column("site", "site"), Column("test_day", "test day"), *headline],
+        notes=[
+            "Every name the site logged on its test day (never reviewed by the analyst), scored "
+            "as `fedsec score --site` scores it: the round's global model, the site's local "
+            "allowlist (names whose latest verdict is benign; empty without the loop), cut at "
+            "the site's operating threshold (tau, from the round's fragility report) and at "
+            f"the analyst's fixed cut {TRIAGE_THRESHOLD:g}; an alert is a false positive when "
+            "the generator's truth calls the name benign. Counts are for the generated day's "
+            "logs (one day at the generator's scale, not scaled to the site's configured "
+            "volume). 'of which allowlist': alerts the allowlist removed (all judged benign); "
+            "'of which model': the rest of the difference, from the model trained on the "
+            "verdicts. Negative favours the loop.",
+            *yardstick,
+        ],
+    )
+    results.add_table(
+        f"The test day's queue at round {last}, per arm",
+        [r for r in ordered if r["round"] == last],
+        queue_columns(),
+        notes=[
+            "FP in budget queue: benign names among the alerts an analyst reaches in one day "
+            "(host groups, or alerts, in the analyst's ranking until the site's daily budget "
+            "is spent); queue precision: DGA share of the judged names in that queue; h to "
+            "clear all: alerts x minutes per alert / 60; allowlisted: alerting names the "
+            "local allowlist left out (summary.allowlisted)."
+        ],
+    )
+    results.add_table(
+        f"The test day's queue by round at score {TRIAGE_THRESHOLD:g} and the operating threshold",
+        ordered,
+        [
+            *queue_columns(("fixed",))[:-1],
+            Column(queue_key("op", "threshold"), "[op] tau", "{:.4f}"),
+            Column(queue_key("op", "alerts"), "[op] alerts", "{:,.0f}"),
+            Column(queue_key("op", "fp_alerts"), "[op] FP alerts", "{:,.0f}"),
+            Column(queue_key("op", "allowlisted"), "[op] allowlisted", "{:,.0f}"),
+            Column("reviewed_day", "training day reviewed after round"),
+        ],
+        notes=[
+            "Round 1 is the same model and an empty allowlist in both arms with the same seed "
+            "(identical figures unless SecAgg+'s rounding differs); each later round's loop "
+            "arm carries the verdicts of the reviews before it. Each round's analyst reviewed "
+            "a different training day, newest first, cycling through the training days."
+        ],
+    )
+    results.add_table(
+        f"Held-out evaluation set: with minus without the loop, per site, at round {last} "
+        "(the sites' fragility figures)",
         payload["last_round"],
         _diff_columns(FRAGILITY_DIFF, verdicts=True, noise=noise),
         notes=[
             "Each site's own fragility report of the last round, at its operating threshold "
-            "(the alert budget). A negative FP/day or analyst-hours difference and a positive "
+            "(the alert budget), on the held-out test names (registered domains never in "
+            "training). A negative FP/day or analyst-hours difference and a positive "
             "recall difference favour the loop. Verdicts: names judged before the last round.",
             *yardstick,
         ],
     )
     results.add_table(
-        f"Supplementary: FP/day at equal recall, round {last}",
+        f"Held-out evaluation set, supplementary: FP/day at equal recall, round {last}",
         payload["last_round"],
         _diff_columns(EQUAL_TPR_DIFF, verdicts=False, noise=noise),
         notes=[
@@ -825,10 +1103,8 @@ def write_outputs(results: Results, payload: dict) -> None:
             "names by the generator instead of the site's intel (which misses some DGA names).",
         ],
     )
-    order = list(ARM_LABELS)
-    ordered = sorted(rows, key=lambda r: (r["site"], r["round"], order.index(r["arm"])))
-    results.add_table("Per site, round and arm", ordered, ROUND_COLUMNS)
-    results.plot("fp_per_day.png", lambda figure: _draw(figure, rows), size=(16.0, 4.4))
+    results.add_table("Held-out evaluation set: per site, round and arm", ordered, ROUND_COLUMNS)
+    results.plot("fp_per_day.png", lambda figure: _draw(figure, rows), size=(16.0, 8.0))
     results.write_table_md(
         size=payload["size"],
         command=REAL_COMMAND if payload.get("data") == "real-dev" else COMMAND,
@@ -837,18 +1113,25 @@ def write_outputs(results: Results, payload: dict) -> None:
     )
 
 
+PANELS = (
+    (queue_key("op", "fp_alerts"), "test day: FP alerts at the operating threshold"),
+    (queue_key("fixed", "fp_alerts"), f"test day: FP alerts at score {TRIAGE_THRESHOLD:g}"),
+    (queue_key("fixed", "allowlisted"), f"test day: alerts allowlisted at {TRIAGE_THRESHOLD:g}"),
+    (queue_key("fixed", "queue_fp_alerts"), "test day: FP in the one-day budget queue"),
+    ("fp_per_day", "held-out: FP/day at the budget threshold"),
+    ("truth_fp_per_day_at_tpr_0.5", "held-out: FP/day at TPR=0.5 (truth)"),
+    ("truth_fp_per_day_at_tpr_0.9", "held-out: FP/day at TPR=0.9 (truth)"),
+    ("recall_at_budget", "held-out: recall inside the alert budget"),
+)
+LINEAR = {"recall_at_budget", *(queue_key(p, k) for p in QUEUE_POINTS for k in QUEUE_KEYS)}
+
+
 def _draw(figure: Any, rows: list[dict]) -> None:
-    panels = (
-        ("fp_per_day", "FP/day at the budget threshold"),
-        ("fp_per_day_upper95", "FP/day, 95% upper bound"),
-        ("truth_fp_per_day_at_tpr_0.5", "FP/day at TPR=0.5 (truth)"),
-        ("truth_fp_per_day_at_tpr_0.9", "FP/day at TPR=0.9 (truth)"),
-        ("recall_at_budget", "recall inside the alert budget"),
-    )
     sites = list(dict.fromkeys(r["site"] for r in rows))
     colours = {site: f"C{index % 10}" for index, site in enumerate(sites)}
-    for index, (key, title) in enumerate(panels, start=1):
-        axes = figure.add_subplot(1, len(panels), index)
+    columns = (len(PANELS) + 1) // 2
+    for index, (key, title) in enumerate(PANELS, start=1):
+        axes = figure.add_subplot(2, columns, index)
         for site in sites:
             for arm, style in (("without", "--"), ("with", "-"), (NOISE_ARM, ":")):
                 chosen = sorted(
@@ -871,7 +1154,7 @@ def _draw(figure: Any, rows: list[dict]) -> None:
         if all(r[key] == 0 for r in rows):
             axes.set_ylim(-0.5, 1.0)
             axes.text(0.5, 0.15, "0 in every arm and round", transform=axes.transAxes, ha="center")
-        elif key != "recall_at_budget":
+        elif key not in LINEAR:
             axes.set_yscale("symlog", linthresh=1.0)
     figure.axes[0].legend(fontsize=6)
 
@@ -900,27 +1183,98 @@ def intro(payload: dict) -> str:
         f"{shape['mode']}, fedsec's ServerApp and ClientApp in one process; both arms start "
         "from copies of the same sites with the same seeds. In the loop arm, after each round "
         "but the last (a verdict after the last round would train nothing), each site's "
-        "simulated analyst scored the site's latest training day (never the test day, on which "
-        "the figures are measured) with the round's global model through `fedsec score`'s "
-        f"code (client.scoring.score_logs, cut at score {TRIAGE_THRESHOLD:g}), took the "
+        "simulated analyst scored one of the site's training days (a different one each "
+        "round, newest first, cycling; never the test day, on which the figures are measured) "
+        "with the round's global model and the site's local allowlist through `fedsec "
+        f"score`'s code (client.scoring.score_logs, cut at score {TRIAGE_THRESHOLD:g}), took the "
         f"highest-priority {' / '.join(units)} no earlier verdict covered until the site's "
         "alert budget for one day was spent (one budget unit per host group or alert), "
         f"answered from {oracle} and appended the verdicts to the site's verdict file, which "
         f"the next round's training read (checked after every review: {FEEDBACK_NOTE}). "
         f"{sum(r['reviewed'] for r in reviews)} {' / '.join(units)} were judged in all, "
         f"covering {sum(r['malicious'] for r in reviews)} names judged malicious and "
-        f"{sum(r['benign'] for r in reviews)} benign. The logs do not grow between rounds, so "
-        "each round's analyst works further down the same training day's list."
+        f"{sum(r['benign'] for r in reviews)} benign (days reviewed: {reviewed_days(reviews)})."
+    )
+    queue = (
+        "The operational queue (headline): after every round, in every arm, each site scored "
+        "all of its test day's logs as `fedsec score --site` would that morning (the round's "
+        "global model; the site's local allowlist, i.e. the names its analysts' latest verdict "
+        "calls benign, empty without the loop; the site's operating threshold as `fedsec score "
+        "--site` resolves it from the round's fragility report, and the analyst's fixed cut "
+        f"{TRIAGE_THRESHOLD:g}), before that round's review; each alert is labelled by "
+        f"{oracle}. Unlike the held-out set, the test day's logs hold the site's recurring "
+        "names, so a false positive judged on a training day can come back there."
     )
     definitions = (
-        "FP/day, its 95% upper bound, recall inside the alert budget and analyst hours per "
-        "day are each site's own fragility figures for the round (WORK/fragility/"
+        "Held-out evaluation set (second section). FP/day, its 95% upper bound, recall "
+        "inside the alert budget and analyst hours per day are each site's own fragility "
+        "figures for the round (WORK/fragility/"
         "round-NNN.json, docs/metrics.md), on test names labelled by the site's intel: analyst "
         "h/day = alerts/day at the operating threshold x minutes per alert / 60, not capped "
         "(the budget threshold keeps it inside the budget when one fits); 'review h' is the "
         "simulated analyst's time (judged x minutes per alert / 60), capped by the budget."
     )
-    return "\n\n".join([design, definitions, findings(payload), limits(payload)])
+    return "\n\n".join(
+        [design, queue, queue_findings(payload), definitions, findings(payload), limits(payload)]
+    )
+
+
+def reviewed_days(reviews: Sequence[dict]) -> str:
+    """Which training day each round's analyst reviewed ('round 1: DAY; ...')."""
+    days = {r["round"]: r["day"] for r in reviews}
+    return "; ".join(f"after round {k}: {v}" for k, v in sorted(days.items())) or "none"
+
+
+def queue_findings(payload: dict) -> str:
+    """The headline in numbers: FP alerts on the test day at the last round, with minus
+    without, split into the allowlist's part and the model's, beside the yardstick."""
+    last, rounds = payload["last_round"], payload["shape"]["rounds"]
+    noise = all(f"noise_{queue_key('op', 'fp_alerts')}" in r for r in last)
+    parts = []
+    for point, where in QUEUE_POINTS.items():
+        fp = queue_key(point, "fp_alerts")
+        without = sum(r[f"without_{fp}"] for r in last)
+        with_ = sum(r[f"with_{fp}"] for r in last)
+        allow = -sum(r[f"allowlist_part_{point}"] for r in last)
+        model = sum(r[f"model_part_{point}"] for r in last)
+        diffs = [r[f"diff_{fp}"] for r in last]
+        per_site = ", ".join(f"{value:+,.0f}" for value in diffs)
+        lower = sum(1 for r in last if r[f"diff_{fp}"] < 0)
+        higher = sum(1 for r in last if r[f"diff_{fp}"] > 0)
+        text = (
+            f"at {where}, {without:,.0f} FP alerts without the loop and {with_:,.0f} with it "
+            f"over the {len(last)} sites ({_change(with_, without)}; per site "
+            f"{per_site}), lower at "
+            f"{lower} and higher at {higher} of {len(last)} sites; the allowlist removed "
+            f"{allow:,.0f} alerts, the model's change accounts for {model:+,.0f}"
+        )
+        if noise:
+            yard = ", ".join(f"{r[f'noise_{fp}']:+,.0f}" for r in last)
+            text += (
+                f"; the other seed moves it by {yard} (per site), so the loop is lower beyond "
+                f"chance at {beyond_chance(last, fp, -1)} and higher at "
+                f"{beyond_chance(last, fp, 1)}"
+            )
+        queue_fp = queue_key(point, "queue_fp_alerts")
+        hours = queue_key(point, "clear_hours")
+        queued = [sum(r[f"{arm}_{queue_fp}"] for r in last) for arm in ARMS]
+        clear = [sum(r[f"{arm}_{hours}"] for r in last) for arm in ARMS]
+        text += (
+            f"; FP inside the one-day budget queue {queued[0]:,.0f} -> {queued[1]:,.0f}; "
+            f"hours to clear all alerts {clear[0]:,.1f} -> {clear[1]:,.1f}"
+        )
+        parts.append(text)
+    return (
+        f"Headline, the test day at round {rounds}, with minus without the loop: "
+        + "; and ".join(parts)
+        + "."
+    )
+
+
+def _change(new: float, old: float) -> str:
+    if old == 0:
+        return "no change" if new == 0 else f"{new - old:+,.0f}"
+    return f"{(new - old) / old:+.0%}"
 
 
 FEEDBACK_NOTE = (
@@ -998,9 +1352,10 @@ def limits(payload: dict) -> str:
     last = payload["last_round"]
     if all(r["without_fp_per_day"] == 0 and r["with_fp_per_day"] == 0 for r in last):
         budget_point = (
-            "The budget operating point cannot show fewer false positives at these test "
-            "sizes: FP/day there is 0 in both arms and its bound is set by N alone; the loop "
-            "can only move recall inside the budget and the equal-recall figures."
+            "On the held-out set the budget operating point cannot show fewer false positives "
+            "at these test sizes: FP/day there is 0 in both arms and its bound is set by N "
+            "alone; the loop can only move recall inside the budget and the equal-recall "
+            "figures there (the test day's queue, the headline, does not have this limit)."
         )
     else:
         budget_point = (
@@ -1011,9 +1366,10 @@ def limits(payload: dict) -> str:
     malicious = sum(r["malicious"] for r in reviews)
     if any(r["available"] < r["budget"] for r in later):
         coverage = (
-            f"The analyst's list runs dry: {share:.0%} of the {judged} judged names were "
-            "judged in the first review (after round 1); the logs do not grow, and later "
-            f"models score few new names of the same training day {TRIAGE_THRESHOLD:g} or more."
+            f"The analyst's list runs short: {share:.0%} of the {judged} judged names were "
+            "judged in the first review (after round 1); later reviews move to other training "
+            "days, but those share most of their names with the days already judged, so few "
+            f"names no verdict covers score {TRIAGE_THRESHOLD:g} or more."
         )
     else:
         reviewed = sum(r["reviewed"] for r in reviews)
@@ -1055,9 +1411,12 @@ def limits(payload: dict) -> str:
         "(DGA names the intel missed; unlisted names are already benign negatives), so the rest "
         "act only as examples trained every round; "
         f"{withheld} judged names never trained (held-out registered domains, or on the test "
-        "side). (4) No test "
-        "name shares a registered domain with training, so a verdict reaches the test day only "
-        f"through similar names, never the same ones. (5) One seed per arm{chance}"
+        "side). (4) No held-out test name shares a registered domain with training, so a "
+        "verdict reaches the held-out set only through similar names; on the test day's logs "
+        "it also reaches the same names when they recur (the allowlist's part of the "
+        "headline). (5) The test-day counts are for one generated day at the generator's "
+        "scale: a count, not a rate scaled to the site's volume. (6) One seed per "
+        f"arm{chance}"
     )
 
 

@@ -2,9 +2,12 @@
 
 The tiny run (two sites, two rounds, both arms, real ServerApp and ClientApp in one process)
 must leave verdicts at every loop-arm site and none in the other arm, and the loop arm's next
-prepared training set must carry them; the results must hold every round of every arm. The
-fast tests pin the harness's pieces: truth lookup, the simulated analyst's answers, and the
-check that stops the experiment when verdicts do not reach training.
+prepared training set must carry them; the results must hold every round of every arm,
+including the test day's operational queue, where a name judged benign that recurs on the test
+day must not alert again (the site's local allowlist, as `fedsec score --site` applies it).
+The fast tests pin the harness's pieces: truth lookup, the simulated analyst's answers, the
+day each round reviews, and the check that stops the experiment when verdicts do not reach
+training.
 """
 
 from __future__ import annotations
@@ -96,8 +99,60 @@ def test_results_hold_every_round_and_arm(outputs):
     assert all(r["verdicts_malicious"] + r["verdicts_benign"] > 0 for r in with_rows)
     assert all(row["same_test_set"] for row in payload["last_round"])
     table = (folder / "table.md").read_text()
-    assert "With minus without the loop" in table and "with the loop" in table
+    assert "Headline: false-positive alerts on the site's test day" in table
+    assert "Held-out evaluation set: with minus without the loop" in table
+    assert "with the loop" in table
+    assert table.index("Headline:") < table.index("Held-out evaluation set: with minus")
     assert json.loads((folder / "results.json").read_text())["size"] == "tiny"
+
+
+@slow
+def test_every_round_and_arm_has_the_test_days_queue(outputs):
+    """Both cut points, every round, every arm: labelled alerts, the budget queue, the hours,
+    the allowlist's removals; the operating threshold is the round's own fragility figure."""
+    _, _, payload = outputs
+    shape = analyst_loop.SIZES["tiny"]
+    rows = payload["rows"]
+    assert len(rows) == len(analyst_loop.ARMS) * shape.sites * shape.rounds
+    for row in rows:
+        for point in analyst_loop.QUEUE_POINTS:
+            get = {k: row[analyst_loop.queue_key(point, k)] for k in analyst_loop.QUEUE_KEYS}
+            assert get["alerts"] == get["fp_alerts"] + get["true_alerts"] + get["unknown_alerts"]
+            assert 0 <= get["queue_fp_alerts"] <= get["fp_alerts"]
+            assert get["clear_hours"] >= 0 and get["allowlisted"] >= 0
+            if row["arm"] == "without" or row["round"] == 1:
+                assert get["allowlisted"] == 0, row  # no verdicts: an empty allowlist
+        assert row[analyst_loop.queue_key("op", "threshold")] == row["threshold"]
+        assert row[analyst_loop.queue_key("fixed", "threshold")] == analyst_loop.TRIAGE_THRESHOLD
+    assert any(r[analyst_loop.queue_key("fixed", "alerts")] > 0 for r in rows)
+    for entry in payload["last_round"]:
+        diff = entry["diff_" + analyst_loop.queue_key("fixed", "fp_alerts")]
+        assert diff == entry["allowlist_part_fixed"] + entry["model_part_fixed"]
+
+
+@slow
+def test_a_name_judged_benign_that_recurs_on_the_test_day_does_not_alert_again(outputs):
+    """Round 2's test day, loop arm: names judged benign after round 1 that alerted on the test
+    day at round 1 (so they recur there) are left out by the allowlist, and counted."""
+    from client.verdicts import local_allowlist
+
+    _, keep, payload = outputs
+    with_rows = {r["site"]: r for r in payload["rows"] if r["arm"] == "with" and r["round"] == 2}
+    for site_dir in sorted(p for p in (keep / "with" / "sites").iterdir() if p.is_dir()):
+        queue = keep / "with" / "queue" / site_dir.name
+        benign = local_allowlist(site_dir)
+        before = _alerting(queue / "round-001" / "fixed" / "alerts.jsonl")
+        recurring = benign & before
+        assert recurring, f"{site_dir.name}: no judged-benign name alerted on the test day"
+        for point in analyst_loop.QUEUE_POINTS:
+            after = _alerting(queue / "round-002" / point / "alerts.jsonl")
+            assert not recurring & after, (site_dir.name, point, sorted(recurring & after)[:5])
+        assert with_rows[site_dir.name][analyst_loop.queue_key("fixed", "allowlisted")] > 0
+
+
+def _alerting(path):
+    with path.open(encoding="utf-8") as handle:
+        return {json.loads(line)["domain"] for line in handle if line.strip()}
 
 
 # --- fast: the harness's pieces ------------------------------------------------------------------
@@ -135,6 +190,24 @@ def test_the_analyst_scores_a_training_day_never_the_test_day(site):
     assert day == data.train_days[-1] and day not in data.test_days
     assert files and all(day in f.name for f in files)
     assert not any(test in f.name for f in files for test in data.test_days)
+
+
+def test_each_round_reviews_another_training_day_newest_first(tmp_path, monkeypatch):
+    """One day reviewed over and over runs the list dry after round 1; the test day is never
+    reviewed, and it alone is what the operational queue scores."""
+    from types import SimpleNamespace
+
+    import client.pipeline
+
+    train, test = ["2026-01-01", "2026-01-02", "2026-01-03"], ["2026-01-04"]
+    files = [tmp_path / f"dns.{day}.log.gz" for day in (*train, *test)]
+    monkeypatch.setattr(client.pipeline, "log_files", lambda *_: files)
+    data = SimpleNamespace(train_days=train, test_days=test)
+    fake = SimpleNamespace(site_dir=tmp_path, config=None, require_data=lambda: data)
+    days = [analyst_loop.training_day_files(fake, r)[0] for r in range(1, 6)]
+    assert days == ["2026-01-03", "2026-01-02", "2026-01-01", "2026-01-03", "2026-01-02"]
+    assert analyst_loop.training_day_files(fake, 2)[1] == [files[1]]
+    assert analyst_loop.queue_day_files(fake) == ("2026-01-04", [files[-1]])
 
 
 def test_verdicts_that_do_not_reach_training_stop_the_experiment(site, monkeypatch):
