@@ -1257,6 +1257,8 @@ def queue_findings(payload: dict) -> str:
             )
         queue_fp = queue_key(point, "queue_fp_alerts")
         hours = queue_key(point, "clear_hours")
+        true = [sum(r[f"{arm}_{queue_key(point, 'true_alerts')}"] for r in last) for arm in ARMS]
+        text += f"; true alerts {true[0]:,.0f} -> {true[1]:,.0f}"
         queued = [sum(r[f"{arm}_{queue_fp}"] for r in last) for arm in ARMS]
         clear = [sum(r[f"{arm}_{hours}"] for r in last) for arm in ARMS]
         text += (
@@ -1267,7 +1269,10 @@ def queue_findings(payload: dict) -> str:
     return (
         f"Headline, the test day at round {rounds}, with minus without the loop: "
         + "; and ".join(parts)
-        + "."
+        + ". The split is in that order: the allowlist counts only judged names the round's "
+        "model still flags, so 'the model's change' includes recurring judged names the "
+        "retrained model no longer scores above the cut; the allowlist's part is a lower "
+        "bound on what the verdicts on recurring names did."
     )
 
 
@@ -1364,12 +1369,13 @@ def limits(payload: dict) -> str:
         )
     later = [r for r in reviews if r["round"] > 1]
     malicious = sum(r["malicious"] for r in reviews)
-    if any(r["available"] < r["budget"] for r in later):
+    short = sum(1 for r in later if r["available"] < r["budget"])
+    if short:
         coverage = (
             f"The analyst's list runs short: {share:.0%} of the {judged} judged names were "
-            "judged in the first review (after round 1); later reviews move to other training "
-            "days, but those share most of their names with the days already judged, so few "
-            f"names no verdict covers score {TRIAGE_THRESHOLD:g} or more."
+            "judged in the first review (after round 1); later reviews, each on another "
+            f"training day, found fewer {reviews[0]['units']} no verdict covered (fewer than "
+            f"the budget at {short} of {len(later)} later reviews)."
         )
     else:
         reviewed = sum(r["reviewed"] for r in reviews)
@@ -1404,6 +1410,16 @@ def limits(payload: dict) -> str:
             "the difference grows over rounds, so read single-site differences near the "
             "yardstick's size as chance."
         )
+    op_alerts = [r[queue_key("op", "alerts")] for r in payload["rows"]]
+    op_point = ""
+    if op_alerts and max(op_alerts) <= 10:
+        op_point = (
+            " (7) At the site's operating threshold (sized so the held-out FP/day fits the "
+            "budget) the test day's queue held at most "
+            f"{max(op_alerts):.0f} alerts per site in any arm and round, so false-positive "
+            "alerts there are 0 or 1 with or without the loop; the loop's effect on the day's "
+            f"queue shows at the analyst's cut {TRIAGE_THRESHOLD:g}."
+        )
     return (
         f"What limits it here. (1) {budget_point} (2) {coverage}{top} "
         "(3) Most verdicts confirm what training already believed: "
@@ -1416,7 +1432,7 @@ def limits(payload: dict) -> str:
         "it also reaches the same names when they recur (the allowlist's part of the "
         "headline). (5) The test-day counts are for one generated day at the generator's "
         "scale: a count, not a rate scaled to the site's volume. (6) One seed per "
-        f"arm{chance}"
+        f"arm{chance}{op_point}"
     )
 
 
