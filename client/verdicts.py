@@ -19,10 +19,12 @@ quarantine with its line number, and memory is bounded by the line cap.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from client.domains import normalise_domain
 from client.quarantine import Quarantine
+from client.triage import iso
 
 VERDICTS_FILE = Path("work") / "verdicts.jsonl"
 VERDICTS = ("malicious", "benign", "unsure")
@@ -71,8 +74,8 @@ class Verdict:
 
 
 def now_iso() -> str:
-    moment = dt.datetime.now(tz=dt.UTC)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """Now, UTC, in the form `fedsec score` writes its first/last seen times."""
+    return iso(time.time())
 
 
 def _text(value: object, field_name: str, limit: int, *, required: bool) -> str:
@@ -173,17 +176,14 @@ def append_verdict(path: Path, verdict: Verdict) -> None:
 
 
 def _fsync_folder(folder: Path) -> None:
-    # A new file's directory entry must reach the disk too, or a crash can lose the file.
-    try:
+    # A new file's directory entry must reach the disk too, or a crash can lose the file. Some
+    # filesystems cannot open or fsync a folder (EINVAL); the line itself is on disk by then.
+    with contextlib.suppress(OSError):
         descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 @dataclass

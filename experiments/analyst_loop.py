@@ -257,24 +257,19 @@ class SiteAnalyst:
     def review(self, model: Any, server_round: int) -> Review:
         """Score the latest training day, judge the top of the list, append the verdicts."""
         from client.pipeline import load_site
-        from client.scoring import score_logs
         from client.verdicts import append_verdict, read_verdicts, verdicts_path
 
         site = load_site(self.site_dir)
         day, files = training_day_files(site, server_round)
         out = self.work / site.site_id / f"round-{server_round:03d}" / "alerts.jsonl"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        summary = score_logs(
-            model,
+        summary, alerts = score_day(
+            site,
             files,
-            out=out,
+            model,
+            out,
             threshold=TRIAGE_THRESHOLD,
-            quarantine_dir=out.parent / "quarantine",
-            log_format=site.config.logs.format,
-            mapping=site.config.logs.columns,
             allowlist=site_allowlist(self.site_dir),
         )
-        alerts = _read_jsonl(out)
         analysts = site.config.analysts
         budget = daily_budget(site)
         path = verdicts_path(self.site_dir)
@@ -352,18 +347,37 @@ def daily_budget(site: Any) -> int:
 def site_allowlist(site_dir: Path) -> frozenset[str]:
     """The site's local allowlist, read as `fedsec score --site` reads it (names whose latest
     verdict is benign; empty without a verdict file, as in the arms without the loop)."""
-    from client.quarantine import Quarantine
     from client.verdicts import local_allowlist
 
-    with tempfile.TemporaryDirectory() as scratch, Quarantine(Path(scratch)) as quarantine:
-        return local_allowlist(site_dir, quarantine=quarantine)
+    return local_allowlist(site_dir)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    import json
+def score_day(
+    site: Any,
+    files: list[Path],
+    model: Any,
+    out: Path,
+    *,
+    threshold: float,
+    allowlist: frozenset[str],
+) -> tuple[Any, list[dict]]:
+    """Some of a site's log files scored as `fedsec score --site` scores them (its format,
+    columns and local allowlist), and the alerts read back through the product's reader."""
+    from client.scoring import score_logs
+    from client.triage import read_alerts
 
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = score_logs(
+        model,
+        files,
+        out=out,
+        threshold=threshold,
+        quarantine_dir=out.parent / "quarantine",
+        log_format=site.config.logs.format,
+        mapping=site.config.logs.columns,
+        allowlist=allowlist,
+    )
+    return summary, read_alerts(out)
 
 
 # --- the operational queue on the test day ----------------------------------------------------
@@ -438,20 +452,9 @@ class QueueMeter:
         threshold: float,
         allowlist: frozenset[str],
     ) -> dict[str, float]:
-        from client.scoring import score_logs
-
-        out.parent.mkdir(parents=True, exist_ok=True)
-        summary = score_logs(
-            model,
-            files,
-            out=out,
-            threshold=threshold,
-            quarantine_dir=out.parent / "quarantine",
-            log_format=site.config.logs.format,
-            mapping=site.config.logs.columns,
-            allowlist=allowlist,
+        summary, alerts = score_day(
+            site, files, model, out, threshold=threshold, allowlist=allowlist
         )
-        alerts = _read_jsonl(out)
         _, ranked = ranked_units(out, alerts, by_host=self.by_host)
         queue: dict[str, None] = {}
         for _, names in ranked[: daily_budget(site)]:
