@@ -212,6 +212,8 @@ def test_the_evaluation_sum_leaves_the_global_model_alone(aggregate_run, rates_r
             np.allclose(a, b, rtol=0, atol=1e-7) for a, b in zip(after, recorded, strict=True)
         )
     # And the round's model is the one every site at `rates` gets, within SecAgg+'s quantisation.
+    # Both runs are SecAgg+, each rounding stochastically on its own: each lies within `bound`
+    # of the exact weighted mean, so the two lie within twice that of each other.
     aggregate_model = _arrays(checkpoints[0])
     rates_model = _arrays(rates_run["run"] / "checkpoints" / "round-001.npz")
     config = aggregate_run["results"]["config"]
@@ -228,7 +230,12 @@ def test_the_evaluation_sum_leaves_the_global_model_alone(aggregate_run, rates_r
     worst = max(
         float(np.max(np.abs(a - b))) for a, b in zip(aggregate_model, rates_model, strict=True)
     )
-    assert worst <= bound + 1e-7, (worst, bound)
+    assert worst <= 2 * bound + 1e-7, (worst, bound)
+    from common.model import ModelSpec, build_model
+
+    initial = model_to_ndarrays(build_model(ModelSpec(), seed=config["seed"]))
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(aggregate_model, initial, strict=True))
+    assert moved > 20 * bound  # the round moved the model: the comparison has teeth
 
 
 def test_the_cost_is_recorded_per_round(aggregate_run):
