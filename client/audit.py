@@ -93,11 +93,8 @@ def leaked_names(
         texts = [texts]
     found: set[str] = set()
     for data in binary:
-        found |= {
-            name
-            for name in _dotted(data.decode("latin-1").lower(), names)
-            if len(name) >= MIN_BINARY_NAME_CHARS
-        }
+        for run in _name_runs(data):
+            found |= {name for name in _dotted(run, names) if len(name) >= MIN_BINARY_NAME_CHARS}
     for text in texts:
         lowered = text.lower()
         found |= _dotted(lowered, names)
@@ -108,6 +105,36 @@ def leaked_names(
                 if candidate in names:
                     found.add(candidate)
     return found
+
+
+# Bytes that can be part of a name once lowered (latin-1: one byte, one character).
+_NAME_BYTE = np.zeros(256, dtype=bool)
+_NAME_BYTE[list(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")] = True
+
+
+def _name_runs(data: bytes) -> list[str]:
+    """The maximal runs of name bytes at least MIN_BINARY_NAME_CHARS long, lowered: the only
+    places a name that long can be in `data`. A model update is ~190 KB of random-looking
+    bytes with a dozen such runs, so the name regex reads those instead of the whole vector
+    (the matches are the same: no match spans a byte that cannot be in a name)."""
+    width = MIN_BINARY_NAME_CHARS
+    if len(data) < width:
+        return []
+    inside = _NAME_BYTE[np.frombuffer(data, dtype=np.uint8)]
+    starts = inside[: len(data) - width + 1].copy()  # windows of `width` name bytes, by start
+    for offset in range(1, width):
+        starts &= inside[offset : len(data) - width + 1 + offset]
+    hits = np.flatnonzero(starts)
+    if hits.size == 0:
+        return []
+    # Consecutive window starts belong to one run: it spans its first start to last start + width.
+    breaks = np.flatnonzero(np.diff(hits) > 1)
+    firsts = hits[np.concatenate(([0], breaks + 1))]
+    lasts = hits[np.concatenate((breaks, [hits.size - 1]))]
+    return [
+        data[first : last + width].decode("latin-1").lower()
+        for first, last in zip(firsts.tolist(), lasts.tolist(), strict=True)
+    ]
 
 
 def _dotted(text: str, names: frozenset[str]) -> set[str]:

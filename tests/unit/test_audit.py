@@ -7,8 +7,17 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.supercore.task_identity import TaskIdentity
+from hypothesis import given
+from hypothesis import strategies as st
 
-from client.audit import LeakError, leaked_names, make_reply_guard, reply_texts
+from client.audit import (
+    MIN_BINARY_NAME_CHARS,
+    LeakError,
+    _dotted,
+    leaked_names,
+    make_reply_guard,
+    reply_texts,
+)
 
 NAMES = frozenset({"evil-dga-qwkz.com", "intranet.acme.example", "acme.example"})
 
@@ -70,3 +79,23 @@ def test_clean_reply_passes_and_is_audited(message, tmp_path):
     assert reply.content["m"]["auc"] == 0.97
     written = list((tmp_path / "audit").glob("evaluate-1-reply-*.bin"))
     assert len(written) == 1 and b"auc" in written[0].read_bytes()
+
+
+@given(
+    data=st.binary(max_size=400)
+    | st.text(alphabet="abcXYZ019_-.\x00\xff ", max_size=400).map(lambda t: t.encode("latin-1")),
+    planted=st.lists(st.sampled_from(["Sub.Evil-Domain.net", "example.com", "ab.cd", "x.y"])),
+)
+def test_binary_search_reads_only_name_runs_and_finds_what_a_whole_scan_finds(data, planted):
+    """The guard regexes only runs of name bytes (client/audit._name_runs), not the whole
+    vector; that must never miss a name a scan of the whole decoded value would find."""
+    names = frozenset({"evil-domain.net", "sub.evil-domain.net", "example.com", "ab.cd", "x.y"})
+    value = data + b"".join(b"\x00" + name.encode() + b"\x00" for name in planted) + data
+    whole = {
+        name
+        for name in _dotted(value.decode("latin-1").lower(), names)
+        if len(name) >= MIN_BINARY_NAME_CHARS
+    }
+    assert leaked_names([], names, binary=[value]) == whole
+    if any(len(name) >= MIN_BINARY_NAME_CHARS for name in planted):
+        assert whole  # the planted names are found, so the comparison has teeth
