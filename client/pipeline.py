@@ -16,8 +16,12 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import math
+import os
 import shutil
+import sys
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -373,8 +377,104 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
     )
 
 
-_cache: dict[tuple[Path, Path | None], tuple[tuple, PreparedSite]] = {}
-_cache_lock = threading.Lock()
+SITE_CACHE_ENV = "FEDSEC_SITE_CACHE_MIB"
+DEFAULT_SITE_CACHE_MIB = 512
+ENCODED_BYTES_PER_NAME = 64  # one uint8 id per character (common.features.MAX_DOMAIN_CHARS)
+
+
+def site_cache_limit() -> int:
+    """Bytes of prepared sites one process keeps (FEDSEC_SITE_CACHE_MIB, default 512 MiB)."""
+    text = os.environ.get(SITE_CACHE_ENV, "").strip()
+    if not text:
+        return DEFAULT_SITE_CACHE_MIB * 2**20
+    try:
+        mib = float(text)
+    except ValueError:
+        mib = math.nan
+    if not math.isfinite(mib) or mib < 0:
+        raise ConfigError(
+            f"environment variable {SITE_CACHE_ENV}={text!r}: not a size in MiB "
+            f"(fix: a number >= 0, e.g. {DEFAULT_SITE_CACHE_MIB}; 0 keeps one site)"
+        )
+    return int(mib * 2**20)
+
+
+def site_footprint(site: PreparedSite) -> int:
+    """Estimated bytes a prepared site holds: its arrays, strings and containers, plus the
+    encoded names a model reads (built on first use, so counted ahead)."""
+    rows = 0
+    if site.data is not None:
+        rows = len(site.data.train) + len(site.data.test) + len(site.data.intel_only)
+        rows += min(len(site.data.train), EncodedSite.PSI_SAMPLE)
+    return _footprint(site, set()) + rows * ENCODED_BYTES_PER_NAME
+
+
+def _footprint(value: object, seen: set[int]) -> int:
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        size = value.nbytes
+        if value.dtype == object:
+            size += sum(_footprint(item, seen) for item in value.ravel().tolist())
+        return size
+    size = sys.getsizeof(value)
+    if isinstance(value, str | bytes | int | float | bool | Path) or value is None:
+        return size
+    if isinstance(value, dict):
+        return size + sum(_footprint(k, seen) + _footprint(v, seen) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return size + sum(_footprint(item, seen) for item in value)
+    if hasattr(value, "__dict__"):
+        return size + sum(_footprint(item, seen) for item in vars(value).values())
+    return size
+
+
+class SiteCache:
+    """Prepared sites by (site folder, work folder), least recently used first out.
+
+    A simulation actor serves many sites in turn; keeping all of them would grow its memory
+    with the number of sites it ever served. This keeps them while their estimated footprint
+    fits `limit_bytes` (the newest always stays), so a process that serves more sites than
+    fit re-reads the ones it evicted (counted in `rereads`) instead of growing.
+    """
+
+    def __init__(self, limit_bytes: int | None = None) -> None:
+        self.limit_bytes = limit_bytes
+        self._entries: OrderedDict[tuple, tuple[tuple, PreparedSite, int]] = OrderedDict()
+        self._evicted: set[tuple] = set()
+        self.bytes = 0
+        self.rereads = 0
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple, fingerprint: tuple) -> PreparedSite | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != fingerprint or not fingerprint:
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: tuple, fingerprint: tuple, site: PreparedSite) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
+        if key in self._evicted:
+            self.rereads += 1
+            self._evicted.discard(key)
+        size = site_footprint(site)
+        self._entries[key] = (fingerprint, site, size)
+        self.bytes += size
+        limit = site_cache_limit() if self.limit_bytes is None else self.limit_bytes
+        while self.bytes > limit and len(self._entries) > 1:
+            evicted, (_, _, evicted_size) = self._entries.popitem(last=False)
+            self.bytes -= evicted_size
+            self._evicted.add(evicted)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_cache = SiteCache()
 
 
 def _fingerprint(site_dir: Path) -> tuple:
@@ -402,12 +502,14 @@ def _fingerprint(site_dir: Path) -> tuple:
 
 
 def load_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSite:
-    """`prepare_site`, once per site and process while its files stay unchanged."""
+    """`prepare_site`, once per site and process while its files stay unchanged and its
+    prepared form fits the process's site cache (`SiteCache`, FEDSEC_SITE_CACHE_MIB)."""
     site_dir = Path(site_dir).resolve()
     key = (site_dir, Path(work_dir).resolve() if work_dir else None)
-    with _cache_lock:
+    with _cache.lock:
         fingerprint = _fingerprint(site_dir)
-        cached = _cache.get(key)
-        if cached is None or cached[0] != fingerprint or not fingerprint:
-            _cache[key] = (fingerprint, prepare_site(site_dir, work_dir=work_dir))
-        return _cache[key][1]
+        site = _cache.get(key, fingerprint)
+        if site is None:
+            site = prepare_site(site_dir, work_dir=work_dir)
+            _cache.put(key, fingerprint, site)
+        return site

@@ -28,7 +28,7 @@ VOCAB_SIZE = len(ALPHABET) + 2  # + padding + unknown
 
 
 def _build_lookup_table() -> np.ndarray:
-    table = np.full(256, UNKNOWN_ID, dtype=np.int64)
+    table = np.full(256, UNKNOWN_ID, dtype=np.uint8)
     table[0] = PAD_ID  # NUL is the padding byte written by encode_domains
     for char_id, char in enumerate(ALPHABET, start=2):
         table[ord(char)] = char_id
@@ -46,12 +46,14 @@ def normalise_domain(name: str) -> str:
 
 
 def encode_domains(domains: Sequence[str], *, max_chars: int = MAX_DOMAIN_CHARS) -> np.ndarray:
-    """Encode names as int64 character ids of shape [n, max_chars], left-padded with PAD_ID.
+    """Encode names as uint8 character ids of shape [n, max_chars], left-padded with PAD_ID.
 
     Ids: 0 padding, 1 unknown, then a-z 0-9 '-' '.' '_' (upper case folded to lower).
     Any other character, including every non-ASCII one, becomes UNKNOWN_ID. Names
     longer than `max_chars` keep their RIGHT end: the TLD and registered domain carry
     most of the signal. Cost is a few C-level string calls per name, none per character.
+    One byte per character: a site keeps its encoded names in memory for every round, and
+    int64 ids cost 512 bytes a name (the model widens each batch when it reads it).
 
     >>> encode_domains(["Ab.c."], max_chars=6).tolist()
     [[0, 0, 2, 3, 39, 4]]
@@ -64,7 +66,7 @@ def encode_domains(domains: Sequence[str], *, max_chars: int = MAX_DOMAIN_CHARS)
     # one '?', so every padded name is exactly max_chars bytes.
     padded = [normalise_domain(name)[-max_chars:].rjust(max_chars, "\0") for name in domains]
     if not padded:
-        return np.zeros((0, max_chars), dtype=np.int64)
+        return np.zeros((0, max_chars), dtype=np.uint8)
     blob = "".join(padded).encode("ascii", errors="replace")
     byte_codes = np.frombuffer(blob, dtype=np.uint8).reshape(len(padded), max_chars)
     return _LOOKUP[byte_codes]

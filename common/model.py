@@ -167,7 +167,8 @@ class ModelSpec:
 class CharCNN(nn.Module):
     """Embedding -> parallel Conv1d per width + ReLU -> global max pool -> MLP -> one logit.
 
-    Input: int64 ids [batch, max_chars]; output: float32 logits [batch].
+    Input: integer ids [batch, max_chars] (encode_domains' uint8, widened per batch);
+    output: float32 logits [batch].
     Dropout is applied functionally so training can pass an explicit torch.Generator.
     Leading columns that are padding in every row are cropped before the convolutions
     (keeping max(widths) of them), which changes no output: every all-padding window
@@ -188,7 +189,7 @@ class CharCNN(nn.Module):
     def forward(
         self, domains: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        domains = _crop_shared_padding(domains, keep=max(self.spec.widths))
+        domains = _crop_shared_padding(domains, keep=max(self.spec.widths)).long()
         embedded = self.embedding(domains).transpose(1, 2)  # [batch, embedding_dim, chars]
         pooled = [torch.relu(conv(embedded)).amax(dim=2) for conv in self.convs]
         hidden = torch.relu(self.hidden(torch.cat(pooled, dim=1)))

@@ -93,11 +93,12 @@ class RunSettings(BaseModel):
     audit_replies: bool = Field(default=False, alias="audit-replies")
     resume: bool = False
     compare_local: bool = Field(default=False, alias="compare-local")
-    # Each site's HTML fragility report (5 plots) is most of its evaluation cost: researchers
-    # simulating hundreds of sites on one machine can keep it to the last round or turn it off.
-    # The JSON report, and what a site sends, are the same either way.
+    # Each site's HTML fragility report (5 plots) was half of a simulated round's work, so by
+    # default a site renders it once, at the last round; every round still writes the JSON
+    # report, and what a site sends is the same either way. A data holder who wants the page
+    # after each round sets every-round (~1 s a round); experiments turn it off.
     site_html: Literal["every-round", "last-round", "off"] = Field(
-        default="every-round", alias="site-html"
+        default="last-round", alias="site-html"
     )
     # The federation's HTML report (plots) at the end of the run; experiments that read only
     # results.json and report.json turn it off (it is most of a short in-process run's time).

@@ -20,7 +20,7 @@ def test_vocabulary_size_is_alphabet_plus_pad_and_unknown() -> None:
 
 def test_short_name_is_left_padded() -> None:
     encoded = encode_domains(["ab.c"], max_chars=6)
-    assert encoded.dtype == np.int64
+    assert encoded.dtype == np.uint8
     assert encoded.tolist() == [[0, 0, A, B, DOT, C]]
 
 
