@@ -130,3 +130,14 @@ def test_site_html_rounds(value: str, rendered: list[bool]) -> None:
 def test_site_html_rejects_unknown_values_by_name() -> None:
     with pytest.raises(ConfigError, match="site-html"):
         RunSettings.from_run_config({"site-html": "sometimes"})
+
+
+def test_a_site_renders_its_html_page_once_by_default() -> None:
+    """Every round writes the JSON report; the page with its plots waits for the last round."""
+    settings = RunSettings.from_run_config({"num-rounds": 3})
+    assert settings.site_html == "last-round"
+    assert [settings.site_html_at(server_round) for server_round in (1, 2, 3)] == [
+        False,
+        False,
+        True,
+    ]
