@@ -78,9 +78,14 @@ def _full_public_suffix_list() -> PublicSuffixList:
     return PublicSuffixList()
 
 
-@functools.lru_cache(maxsize=1 << 18)
+@functools.lru_cache(maxsize=1 << 17)  # process-wide, like client.domains.registered_domain
 def _registered_psl(name: str) -> str:
     return _full_public_suffix_list().privatesuffix(name) or name
+
+
+def model_view_cache_clear() -> None:
+    """Empty the cache behind `model_view` (client.pipeline.clear_name_caches)."""
+    _registered_psl.cache_clear()
 
 
 def model_view(names: Sequence[str], *, reads: ModelReads) -> list[str]:

@@ -73,8 +73,8 @@ class Plan:
 
 PLANS = {
     "tiny": Plan(sizes=(5, 10), num_rounds=2, cache_sites=6, local_steps=3, cache_bound_mib=0.5),
-    "default": Plan(sizes=(20, 100), num_rounds=2),
-    "full": Plan(sizes=(100, 500, 1000), num_rounds=2, secagg_sites=100, cache_sites=300),
+    "default": Plan(sizes=(20, 100), num_rounds=3),
+    "full": Plan(sizes=(100, 500, 1000), num_rounds=3, secagg_sites=100, cache_sites=300),
 }
 
 
@@ -245,15 +245,23 @@ class TreeSampler:
         return max(self.actor_peak_bytes.values(), default=0) / 2**20
 
 
+def steady_rounds(num_rounds: int) -> range:
+    """The rounds a per-round figure averages: not round 1 (Ray's actors start cold) and, with
+    3 or more rounds, not the last (each site renders its HTML page then, once per run)."""
+    return range(2, num_rounds) if num_rounds >= 3 else range(2, num_rounds + 1)
+
+
 def _cpu_per_round(sampler: TreeSampler, out: Path, num_rounds: int) -> float:
-    """Tree CPU seconds per round over rounds >= 2, between the rounds' checkpoint writes."""
-    ends = [
-        (out / "checkpoints" / f"round-{r:03d}.npz").stat().st_mtime
-        for r in range(1, num_rounds + 1)
-    ]
-    if num_rounds < 2:
+    """Tree CPU seconds per steady round, between the rounds' checkpoint writes (a round's
+    checkpoint is written once it is trained, evaluated and recorded)."""
+    rounds = steady_rounds(num_rounds)
+    if num_rounds < 2 or not rounds:
         return math.nan
-    return (sampler.cpu_at(ends[-1]) - sampler.cpu_at(ends[0])) / (num_rounds - 1)
+
+    def end(server_round: int) -> float:
+        return (out / "checkpoints" / f"round-{server_round:03d}.npz").stat().st_mtime
+
+    return (sampler.cpu_at(end(rounds[-1])) - sampler.cpu_at(end(1))) / len(rounds)
 
 
 def _one_run(data: Path, out: Path, *, plan: Plan, mode: str, n_sites: int) -> dict[str, Any]:
@@ -271,7 +279,8 @@ def _one_run(data: Path, out: Path, *, plan: Plan, mode: str, n_sites: int) -> d
         # What `fedsec simulate` does by default: each site renders its HTML report once.
         results, _ = run_federation(data, out, site_html=SITE_HTML, **overrides)
     cpu_s = _cpu_per_round(tree, out, plan.num_rounds)
-    later = [entry for entry in results["rounds"] if entry["round"] >= 2] or results["rounds"]
+    steady = steady_rounds(plan.num_rounds)
+    later = [entry for entry in results["rounds"] if entry["round"] in steady] or results["rounds"]
     seconds = {
         phase: float(np.mean([entry["seconds"][phase] for entry in later]))
         for phase in ("train", "evaluate", "total")
@@ -282,6 +291,7 @@ def _one_run(data: Path, out: Path, *, plan: Plan, mode: str, n_sites: int) -> d
         "sites": n_sites,
         "rounds": plan.num_rounds,
         "first_round_s": results["rounds"][0]["seconds"]["total"],
+        "last_round_s": results["rounds"][-1]["seconds"]["total"],
         "round_s": seconds["total"],
         "train_s": seconds["train"],
         "evaluate_s": seconds["evaluate"],
@@ -435,10 +445,11 @@ def _summary(rows: list[dict[str, Any]], cache: dict[str, Any]) -> dict[str, Any
 COLUMNS = (
     Column("mode", "mode"),
     Column("sites", "sites", "{:d}"),
-    Column("round_s", "s/round (rounds >= 2)", "{:.1f}"),
+    Column("round_s", "s/round (steady)", "{:.1f}"),
     Column("train_s", "train s", "{:.1f}"),
     Column("evaluate_s", "evaluate s", "{:.1f}"),
     Column("first_round_s", "round 1 s (cold)", "{:.1f}"),
+    Column("last_round_s", "last round s (pages)", "{:.1f}"),
     Column("round_s_per_site", "s/round/site", "{:.3f}"),
     Column("per_site_ratio", "per site vs smallest", "{:.2f}x"),
     Column("cpu_s", "CPU s/round (tree)", "{:.1f}"),
@@ -543,9 +554,11 @@ def _targets_text(summary: dict[str, Any]) -> str:
 def _notes(summary: dict[str, Any], payload: dict[str, Any]) -> list[str]:
     plan = payload["plan"]
     return [
-        "Seconds are means over rounds >= 2 on a shared, noisy 2-core machine whose load "
+        "Seconds are means over the steady rounds (not round 1, whose Ray actors start cold, "
+        "and with 3 or more rounds not the last, where each site renders its HTML page once "
+        "per run: that round is its own column) on a shared, noisy 2-core machine whose load "
         "changes between runs: the CPU columns (CPU seconds of this process tree between the "
-        "checkpoints of round 1 and the last round, per round) are the steadier figure; wall "
+        "checkpoints that bound the steady rounds, per round) are the steadier figure; wall "
         "seconds are stretched by whatever else runs. Peak RSS samples the process tree "
         "every 0.2 s (driver + raylet + GCS + actors); largest actor samples each ClientApp "
         "actor every 0.5 s.",
@@ -564,7 +577,7 @@ def _draw(figure, rows: list[dict[str, Any]], cache: dict[str, Any]) -> None:
     left.plot(
         sites, [row["cpu_s"] for row in fedavg], marker="x", linestyle="--", label="CPU s (tree)"
     )
-    left.set(xlabel="sites", ylabel="seconds per round (rounds >= 2)", title="time")
+    left.set(xlabel="sites", ylabel="seconds per steady round", title="time")
     left.legend()
     middle.plot(sites, [row["peak_rss_mib"] for row in fedavg], marker="o", label="process tree")
     middle.plot(

@@ -65,3 +65,9 @@ def test_scale_runs_every_size_and_writes_its_table(tmp_path):
         assert f"| fedavg | {n_sites} |" in table
     assert (folder / "scale.png").stat().st_size > 1000
     assert "scale/table.md" in (tmp_path / "README.md").read_text()
+
+
+def test_steady_rounds_leave_out_the_cold_first_and_the_page_rendering_last():
+    assert list(scale.steady_rounds(5)) == [2, 3, 4]
+    assert list(scale.steady_rounds(3)) == [2]
+    assert list(scale.steady_rounds(2)) == [2]  # two rounds: the last is all there is

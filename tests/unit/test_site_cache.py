@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from client import pipeline
+from client.local import SPEC
 from client.pipeline import SiteCache, load_site, prepare_site, site_cache_limit, site_footprint
 from client.site import find_site_dirs
 from common.config import ConfigError
@@ -85,3 +86,18 @@ def test_the_cache_size_comes_from_the_environment(monkeypatch):
     assert site_cache_limit() == int(1.5 * 2**20)
     monkeypatch.delenv("FEDSEC_SITE_CACHE_MIB")
     assert site_cache_limit() == 512 * 2**20
+
+
+def test_a_new_read_starts_with_empty_name_caches(sites, tmp_path, monkeypatch):
+    """Process-wide name caches hold one site's names, not a share of every site served."""
+    from client.domains import registered_domain
+    from common.features import _registered_psl
+
+    monkeypatch.setattr(pipeline, "_cache", SiteCache())
+    load_site(sites[0], work_dir=tmp_path / "a").encoded(SPEC)
+    assert registered_domain.cache_info().currsize > 0 and _registered_psl.cache_info().currsize > 0
+    load_site(sites[1], work_dir=tmp_path / "b")
+    names_b = registered_domain.cache_info().currsize
+    load_site(sites[0], work_dir=tmp_path / "a")  # cached: no read, the caches stay
+    assert registered_domain.cache_info().currsize == names_b
+    assert _registered_psl.cache_info().currsize == 0  # b's names are not encoded yet
