@@ -34,6 +34,7 @@ def test_scale_runs_every_size_and_writes_its_table(tmp_path):
         assert row["train_s"] + row["evaluate_s"] == pytest.approx(row["round_s"], rel=0.05)
         assert row["actors"] >= 1
         assert row["peak_rss_mib"] > row["max_actor_rss_mib"] > 0
+        assert 0 < row["peak_pss_mib"] <= row["peak_rss_mib"] * 1.05  # PSS shares what RSS repeats
         assert row["per_site_ratio"] > 0 and row["cpu_per_site_ratio"] > 0
         assert 0 < row["cpu_s"] < (os.cpu_count() or 1) * row["round_s"] + 5  # sampling slack
     assert rows[0]["per_site_ratio"] == pytest.approx(1.0)
