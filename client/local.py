@@ -21,6 +21,7 @@ from client.hosts import round_host_view
 from client.pipeline import PreparedSite
 from common import weights
 from common.dp import add_site_noise, secure_generator, site_noise_stddev
+from common.memory import release_free_heap
 from common.metrics import tpr_at_fpr
 from common.model import (
     ModelSpec,
@@ -104,6 +105,8 @@ def train_round(
     attack = settings.poison_attack(site.site_id)
     if attack is not None:
         delta, weight = poisoned(delta, weight, attack=attack)
+    del model, summary
+    release_free_heap()  # a process that serves many sites keeps only what it uses
     return TrainReply(delta=delta, weight=weight, metrics=metrics)
 
 
@@ -158,7 +161,7 @@ def evaluate_round(
         extra = federated_gain(
             site, global_scores=test_scores, settings=settings, server_round=server_round
         )
-    return site_fragility_report(
+    report = site_fragility_report(
         data=data,
         intel_only=data.intel_only,
         test_scores=test_scores,
@@ -176,6 +179,9 @@ def evaluate_round(
             test_days=len(data.test_days),
         ),
     )
+    del model, test_scores
+    release_free_heap()  # a process that serves many sites keeps only what it uses
+    return report
 
 
 def _gain_metrics(site: PreparedSite, scores: np.ndarray) -> dict[str, float]:
