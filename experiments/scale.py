@@ -76,6 +76,9 @@ class Plan:
 PLANS = {
     "tiny": Plan(sizes=(5, 10), num_rounds=2, cache_sites=6, local_steps=3, cache_bound_mib=0.5),
     "default": Plan(sizes=(20, 100), num_rounds=2),
+    # What one session could measure (python -c "from experiments import scale;
+    # scale.run(size='mid')"); --full adds 1,000 sites and a SecAgg+ run.
+    "mid": Plan(sizes=(20, 100, 500), num_rounds=2, cache_sites=300),
     "full": Plan(sizes=(100, 500, 1000), num_rounds=2, secagg_sites=100, cache_sites=300),
 }
 

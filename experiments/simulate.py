@@ -67,6 +67,61 @@ def _write_app_dir(app_dir: Path, run_config: dict[str, Any]) -> None:
     (app_dir / "pyproject.toml").write_bytes(tomli_w.dumps(project).encode())
 
 
+def poll_nodes_in_one_pass() -> None:
+    """Make the Simulation Engine find each node's next message in one pass over the store.
+
+    flwr 1.42's engine (`vce_api.add_messages_to_queue`) polls every 0.1 s, and each poll asks
+    the in-memory link state for every node's message in turn; each ask scans every stored
+    message and re-checks its expiry. That is nodes x messages work ten times a second, all
+    round long, in the coordinator's process: at 500 sites it held the GIL most of the time
+    and a site's round cost 2.4x the CPU it cost at 100. This replacement scans the store
+    once per poll and hands each node at most one message, as flwr's does (the first one not
+    yet delivered, in the order they were stored). Any other link state keeps flwr's loop.
+    """
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    if getattr(vce_api.add_messages_to_queue, "one_pass", False):
+        return
+    flwr_loop = vce_api.add_messages_to_queue
+
+    def add_messages_to_queue(state, queue, nodes_mapping, f_stop) -> None:
+        from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+
+        if not isinstance(state, InMemoryLinkState):
+            flwr_loop(state, queue, nodes_mapping, f_stop)
+            return
+        nodes = set(nodes_mapping.keys())
+        while not f_stop.is_set():
+            for message in next_message_per_node(state, nodes):
+                queue.put(message)
+            f_stop.wait(0.1)
+
+    add_messages_to_queue.one_pass = True  # type: ignore[attr-defined]
+    vce_api.add_messages_to_queue = add_messages_to_queue
+
+
+def next_message_per_node(state, nodes: set[int]) -> list:
+    """Each node's first undelivered message in `state` (an InMemoryLinkState), now marked
+    delivered; expired messages are dropped first, as flwr's own query does."""
+    from flwr.supercore.date import now
+
+    found: dict[int, Any] = {}
+    with state.lock:
+        stored = list(state.message_ins_store)
+        state._check_stored_messages(set(stored))
+        for message_id in stored:
+            message = state.message_ins_store.get(message_id)
+            if message is None:
+                continue
+            node = message.metadata.dst_node_id
+            if node in nodes and node not in found and message.metadata.delivered_at == "":
+                found[node] = message
+    delivered_at = now().isoformat()
+    for message in found.values():
+        message.metadata.delivered_at = delivered_at
+    return list(found.values())
+
+
 def quiet_frameworks() -> None:
     """flwr and Ray are chatty: keep their warnings and errors, drop the rest."""
     for key, value in QUIET_ENV.items():
@@ -161,6 +216,7 @@ def run_simulation(
     import server.app
 
     quiet_frameworks()  # again: importing flwr resets its logger's level
+    poll_nodes_in_one_pass()
 
     run_config = settings.to_run_config()
     run = Run.create_empty(run_id=generate_rand_int_from_bytes(8))
