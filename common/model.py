@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.convpool import conv_max_pool
 from common.features import MAX_DOMAIN_CHARS, MODEL_READS, PAD_ID, VOCAB_SIZE, encode_names
 
 _FORMAT_VERSION = 1
@@ -190,9 +191,13 @@ class CharCNN(nn.Module):
         self, domains: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         domains = _crop_shared_padding(domains, keep=max(self.spec.widths)).long()
-        embedded = self.embedding(domains).transpose(1, 2)  # [batch, embedding_dim, chars]
-        pooled = [torch.relu(conv(embedded)).amax(dim=2) for conv in self.convs]
-        hidden = torch.relu(self.hidden(torch.cat(pooled, dim=1)))
+        pooled = conv_max_pool(
+            domains,
+            self.embedding.weight,
+            tuple(conv.weight for conv in self.convs),
+            tuple(conv.bias for conv in self.convs),
+        )
+        hidden = torch.relu(self.hidden(pooled))
         hidden = _dropout(hidden, rate=self.spec.dropout, active=self.training, generator=generator)
         return self.output(hidden).squeeze(1)
 
