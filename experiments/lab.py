@@ -41,6 +41,7 @@ EXPERIMENTS = {
     "ray": "experiments.ray_cluster",
     "noniid": "experiments.noniid",
     "lowfpr": "experiments.lowfpr",
+    "lowfpr-budget": "experiments.lowfpr_budget",
     "dp-utility": "experiments.dp_utility",
     "poisoning": "experiments.poisoning",
     "analyst-loop": "experiments.analyst_loop",

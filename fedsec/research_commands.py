@@ -97,7 +97,8 @@ def experiment(
     name: Annotated[
         str,
         typer.Argument(
-            help="value | secagg-cost | dropouts | scale | ray | noniid | lowfpr | dp-utility"
+            help="value | secagg-cost | dropouts | scale | ray | noniid | lowfpr | lowfpr-budget"
+            " | dp-utility"
             " | poisoning | analyst-loop"
         ),
     ],

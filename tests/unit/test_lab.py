@@ -83,6 +83,7 @@ def test_every_registered_experiment_is_a_module_with_run():
         "ray",
         "noniid",
         "lowfpr",
+        "lowfpr-budget",
         "dp-utility",
         "poisoning",
         "analyst-loop",
