@@ -39,7 +39,13 @@ from common.protocol import (
     WEIGHT_CAPPED,
 )
 from common.run_config import RunSettings
-from common.training import TrainConfig, predict_scores, train_model
+from common.training import (
+    TrainConfig,
+    hardest_negatives,
+    predict_scores,
+    required_capacity,
+    train_model,
+)
 
 SPEC = ModelSpec()
 
@@ -48,6 +54,39 @@ def site_rng(*, seed: int, server_round: int, site_id: str, purpose: str) -> np.
     """A generator that depends only on the run seed, the round and the site (never on timing)."""
     digest = hashlib.sha256(f"{site_id}/{purpose}".encode()).digest()
     return np.random.default_rng([seed, server_round, int.from_bytes(digest[:8], "big")])
+
+
+def required_rows(
+    site: PreparedSite,
+    model,
+    settings: RunSettings,
+    *,
+    config: TrainConfig,
+    server_round: int,
+    purpose: str,
+) -> np.ndarray:
+    """Training rows this round's batches must carry: the analysts' verdict rows first, then
+    the `hard-negatives` benign rows the incoming model scores highest (mined afresh every
+    round, never more than the batches' room for required rows leaves)."""
+    data = site.require_data()
+    verdicts = data.verdict_rows
+    room = required_capacity(config) - verdicts.size
+    if settings.hard_negatives == 0 or room <= 0:
+        return verdicts
+    mined = hardest_negatives(
+        model,
+        domains=site.encoded(SPEC).train,
+        labels=data.train.labels,
+        count=min(settings.hard_negatives, room),
+        generator=site_rng(
+            seed=settings.seed,
+            server_round=server_round,
+            site_id=data.site_id,
+            purpose=f"{purpose}/hard-negatives",
+        ),
+        exclude=verdicts,
+    )
+    return np.union1d(verdicts, mined)
 
 
 @dataclass(frozen=True)
@@ -86,7 +125,9 @@ def train_round(
         labels=data.train.labels,
         config=config,
         generator=rng,
-        required_rows=data.verdict_rows,
+        required_rows=required_rows(
+            site, model, settings, config=config, server_round=server_round, purpose="train"
+        ),
     )
     delta = weights.subtract(model_to_ndarrays(model), global_arrays)
     raw_norm = weights.global_norm(delta)
@@ -237,13 +278,16 @@ class LocalOnlyModel:
                 site_id=site.site_id,
                 purpose="local-only",
             )
+            required = required_rows(
+                site, model, settings, config=config, server_round=catch_up, purpose="local-only"
+            )
             train_model(
                 model,
                 domains=site.encoded(SPEC).train,
                 labels=site.require_data().train.labels,
                 config=config,
                 generator=rng,
-                required_rows=site.require_data().verdict_rows,
+                required_rows=required,
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_bytes(model_to_bytes(model))

@@ -60,6 +60,11 @@ class RunSettings(BaseModel):
     learning_rate: float = Field(
         default=0.003, gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False, alias="learning-rate"
     )
+    # Hard-negative mining: each round a site's batches carry the benign training names the
+    # incoming model scores highest, this many (0 = off); docs/training.md.
+    hard_negatives: int = Field(
+        default=0, ge=0, le=MAX_LOCAL_STEPS * MAX_BATCH_SIZE, alias="hard-negatives"
+    )
     delta_clip_norm: float = Field(
         default=10.0, gt=0, le=MAX_CLIP_NORM, allow_inf_nan=False, alias="delta-clip-norm"
     )

@@ -465,9 +465,16 @@ def site_checks(
 
 
 def federate(
-    data_dir: Path, out_dir: Path, *, mode: str, shape: Size, local_steps: int
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    mode: str,
+    shape: Size,
+    local_steps: int,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, float]]:
-    """fedsec's ServerApp and ClientApp over an in-process grid: (final model, timings)."""
+    """fedsec's ServerApp and ClientApp over an in-process grid: (final model, timings);
+    `extra` adds run-config keys."""
     from common.model import model_from_bytes
     from experiments.simulate import run_in_process
 
@@ -478,6 +485,7 @@ def federate(
         "batch-size": shape.batch,
         "seed": SEED,
         "site-html": "off",
+        **(extra or {}),
     }
     with lab.stopwatch() as watch:
         results = run_in_process(data_dir=data_dir, out_dir=out_dir, overrides=overrides)

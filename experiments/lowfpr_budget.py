@@ -36,17 +36,50 @@ MODE = "secagg"
 
 
 @dataclass(frozen=True)
+class Arm:
+    """One federated run: its local steps per round and any run-config keys it adds."""
+
+    label: str
+    local_steps: int
+    extra: tuple[tuple[str, Any], ...] = ()
+
+
+def _mining(steps: int, batch: int) -> Arm:
+    # As many mined names as the batches carry required rows: a quarter of every batch.
+    return Arm("hard negatives", steps, (("hard-negatives", steps * (batch // 4)),))
+
+
+@dataclass(frozen=True)
 class Budget:
     rounds: int
     batch: int
-    local_steps: tuple[int, ...]
+    arms: tuple[Arm, ...]
     shape: str  # the lowfpr size whose split parameters this one reuses
 
 
 SIZES = {
-    "tiny": Budget(rounds=2, batch=32, local_steps=(2, 6), shape="tiny"),
-    "default": Budget(rounds=8, batch=128, local_steps=(60, 180, 540), shape="default"),
-    "full": Budget(rounds=8, batch=128, local_steps=(60, 180, 540, 1620), shape="default"),
+    "tiny": Budget(
+        rounds=2, batch=32, arms=(Arm("plain", 2), Arm("plain", 6), _mining(6, 32)), shape="tiny"
+    ),
+    "default": Budget(
+        rounds=8,
+        batch=128,
+        arms=(
+            Arm("plain", 60),
+            Arm("plain", 180),
+            Arm("plain", 540),
+            _mining(180, 128),
+            _mining(540, 128),
+        ),
+        shape="default",
+    ),
+    "full": Budget(
+        rounds=8,
+        batch=128,
+        arms=tuple(Arm("plain", steps) for steps in (60, 180, 540, 1620))
+        + tuple(_mining(steps, 128) for steps in (180, 540, 1620)),
+        shape="default",
+    ),
 }
 
 
@@ -86,14 +119,20 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
         run_shape = lowfpr.Size(
             **{**shape.__dict__, "rounds": budget.rounds, "batch": budget.batch}
         )
-        for steps in budget.local_steps:
+        for arm in budget.arms:
             model, info = lowfpr.federate(
-                data_dir, work / f"steps-{steps}", mode=MODE, shape=run_shape, local_steps=steps
+                data_dir,
+                work / f"{arm.label.replace(' ', '-')}-{arm.local_steps}",
+                mode=MODE,
+                shape=run_shape,
+                local_steps=arm.local_steps,
+                extra=dict(arm.extra),
             )
-            rows.append(_row(model, test, clean, steps=steps, budget=budget, info=info))
+            rows.append(_row(model, test, clean, arm=arm, budget=budget, info=info))
             log.info(
-                "budget: %d local steps, %d rounds in %.0f s: TPR@1e-4 %.3f (%s)",
-                steps,
+                "budget: %s, %d local steps, %d rounds in %.0f s: TPR@1e-4 %.3f (%s)",
+                arm.label,
+                arm.local_steps,
                 budget.rounds,
                 info["wall_s"],
                 rows[-1]["tpr_at_fpr_1e-4"],
@@ -114,13 +153,15 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
     return payload
 
 
-def _row(model, test, clean: np.ndarray, *, steps: int, budget: Budget, info) -> dict[str, Any]:
+def _row(model, test, clean: np.ndarray, *, arm: Arm, budget: Budget, info) -> dict[str, Any]:
     from common.training import predict_scores
 
     scores = predict_scores(model, domains=test.encoded)
     row: dict[str, Any] = {
-        "local_steps": steps,
-        "samples_per_site": budget.rounds * steps * budget.batch,
+        "arm": arm.label,
+        "local_steps": arm.local_steps,
+        "run_config": ", ".join(f"{key}={value}" for key, value in arm.extra) or "defaults",
+        "samples_per_site": budget.rounds * arm.local_steps * budget.batch,
         "wall_s": info["wall_s"],
         "train_phase_s": info["train_phase_s"],
         "rounds_completed": info["rounds_completed"],
@@ -154,6 +195,8 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
     results.write_csv(payload["rows"], "budgets.csv")
     rows = _with_resolvability(payload["rows"])
     columns = [
+        Column("arm", "arm"),
+        Column("run_config", "run config"),
         Column("local_steps", "local steps / round", "{:,}"),
         Column("samples_per_site", "samples / site", "{:,}"),
         Column("wall_s", "wall s", "{:,.0f}"),
@@ -184,41 +227,49 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
 
 
 def intro_text(payload: dict[str, Any]) -> str:
-    rows = payload["rows"]
-    steps = ", ".join(f"{row['local_steps']:,}" for row in rows)
+    arms = "; ".join(
+        f"{row['arm']} at {row['local_steps']:,} local steps" for row in payload["rows"]
+    )
     return (
         f"{payload['sites']} sites, SecAgg+, {payload['rounds']} rounds x batch "
-        f"{payload['batch']}, local steps per round {steps}; scored on "
-        f"{payload['test_dga']:,} DGA and {payload['test_benign']:,} benign held-out names "
-        f"({payload['test_benign_clean']:,} without {lowfpr.CONTAMINATED_SOURCE}). "
-        "One federation per budget, run one after another in one process on a shared "
-        "2-core machine."
+        f"{payload['batch']}: {arms}. Scored on {payload['test_dga']:,} DGA and "
+        f"{payload['test_benign']:,} benign held-out names ({payload['test_benign_clean']:,} "
+        f"without {lowfpr.CONTAMINATED_SOURCE}). 'hard negatives' = each round a site's "
+        "batches carry the benign training names the incoming model scores highest "
+        "(`hard-negatives`, as many as a quarter of the batches). One federation per arm, "
+        "one after another in one process on a shared 2-core machine."
     )
 
 
 def _draw(figure, rows: list[dict[str, Any]]) -> None:
     axes = figure.add_subplot(1, 1, 1)
-    wall = [row["wall_s"] for row in rows]
-    for key, label, style in (
-        ("tpr_at_fpr_1e-4", "TPR at FPR 1e-4, all benign", "o-"),
-        ("tpr_at_fpr_1e-4_clean", "TPR at FPR 1e-4, clean benign", "s--"),
-        ("tpr_at_fpr_1e-3", "TPR at FPR 1e-3, all benign", "^:"),
-    ):
-        axes.plot(wall, [row[key] for row in rows], style, label=label)
-    for row in rows:
-        axes.annotate(
-            f"{row['local_steps']} steps",
-            (row["wall_s"], row["tpr_at_fpr_1e-4"]),
-            textcoords="offset points",
-            xytext=(4, -10),
-            fontsize=8,
-        )
+    for arm, color in (("plain", "tab:blue"), ("hard negatives", "tab:red")):
+        mine = [row for row in rows if row["arm"] == arm]
+        if not mine:
+            continue
+        wall = [row["wall_s"] for row in mine]
+        for key, label, style in (
+            ("tpr_at_fpr_1e-4", "TPR@1e-4, all benign", "o-"),
+            ("tpr_at_fpr_1e-4_clean", "TPR@1e-4, clean benign", "s--"),
+            ("tpr_at_fpr_1e-3", "TPR@1e-3, all benign", "^:"),
+        ):
+            values = [row[key] for row in mine]
+            axes.plot(wall, values, style, color=color, label=f"{arm}: {label}")
+        for row in mine:
+            axes.annotate(
+                f"{row['local_steps']}",
+                (row["wall_s"], row["tpr_at_fpr_1e-4"]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+                color=color,
+            )
     axes.set_xscale("log")
-    axes.set_xlabel("wall seconds of the whole federated run (log)")
+    axes.set_xlabel("wall seconds of the whole federated run (log); labels = local steps")
     axes.set_ylabel("TPR")
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=7)
     axes.set_title("SecAgg+: detection at low FPR against training budget")
 
 

@@ -21,11 +21,14 @@ def tiny_run(tmp_path_factory):
     return root / lowfpr_budget.NAME, payload, names
 
 
-def test_one_row_per_budget_with_growing_samples(tiny_run) -> None:
+def test_one_row_per_arm_with_its_samples_and_run_config(tiny_run) -> None:
     out, payload, _ = tiny_run
     budget = lowfpr_budget.SIZES["tiny"]
     rows = payload["rows"]
-    assert [row["local_steps"] for row in rows] == list(budget.local_steps)
+    assert [(row["arm"], row["local_steps"]) for row in rows] == [
+        (arm.label, arm.local_steps) for arm in budget.arms
+    ]
+    assert {row["run_config"] for row in rows} == {"defaults", "hard-negatives=48"}
     for row in rows:
         assert row["samples_per_site"] == budget.rounds * row["local_steps"] * budget.batch
         assert row["rounds_completed"] == budget.rounds and row["site_failures"] == 0

@@ -1,0 +1,109 @@
+"""Hard-negative mining: common.training.hardest_negatives and client.local.required_rows."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from client.local import SPEC, required_rows
+from common.features import encode_domains
+from common.model import ModelSpec, build_model
+from common.run_config import RunSettings
+from common.training import TrainConfig, hardest_negatives, predict_scores, required_capacity
+
+SMALL = ModelSpec(embedding_dim=8, filters_per_width=8, widths=(2, 3), hidden=8, max_chars=24)
+
+
+def _data(seed: int, n: int = 400):
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789"))
+    names = [
+        "".join(rng.choice(alphabet, size=int(rng.integers(4, 16)))) + ".com" for _ in range(n)
+    ]
+    labels = (rng.random(n) < 0.3).astype(np.int64)
+    return names, labels
+
+
+def test_the_hardest_negatives_are_the_top_scoring_benign_rows() -> None:
+    names, labels = _data(0)
+    domains = encode_domains(names, max_chars=SMALL.max_chars)
+    model = build_model(SMALL, seed=2)
+    scores = predict_scores(model, domains=domains)
+    benign = np.flatnonzero(labels == 0)
+    expected = np.sort(benign[np.argsort(-scores[benign], kind="stable")[:25]])
+    got = hardest_negatives(
+        model, domains=domains, labels=labels, count=25, generator=np.random.default_rng(0)
+    )
+    assert np.array_equal(got, expected)
+    assert np.all(labels[got] == 0)
+
+
+def test_excluded_rows_are_skipped_and_small_sets_come_back_whole() -> None:
+    names, labels = _data(1, n=60)
+    domains = encode_domains(names, max_chars=SMALL.max_chars)
+    model = build_model(SMALL, seed=3)
+    benign = np.flatnonzero(labels == 0)
+    rng = np.random.default_rng(0)
+    top = hardest_negatives(model, domains=domains, labels=labels, count=5, generator=rng)
+    again = hardest_negatives(
+        model, domains=domains, labels=labels, count=5, generator=rng, exclude=top
+    )
+    assert not set(top) & set(again) and np.all(labels[again] == 0)
+    everything = hardest_negatives(
+        model, domains=domains, labels=labels, count=10**6, generator=rng
+    )
+    assert np.array_equal(everything, benign)
+    assert (
+        hardest_negatives(model, domains=domains, labels=labels, count=0, generator=rng).size == 0
+    )
+    with pytest.raises(ValueError, match="count must be >= 0"):
+        hardest_negatives(model, domains=domains, labels=labels, count=-1, generator=rng)
+
+
+def test_a_pool_bounds_the_scoring_to_a_random_sample() -> None:
+    names, labels = _data(2)
+    domains = encode_domains(names, max_chars=SMALL.max_chars)
+    model = build_model(SMALL, seed=4)
+    picks = [
+        hardest_negatives(
+            model,
+            domains=domains,
+            labels=labels,
+            count=10,
+            pool=50,
+            generator=np.random.default_rng(seed),
+        )
+        for seed in range(3)
+    ]
+    full = hardest_negatives(
+        model, domains=domains, labels=labels, count=10, generator=np.random.default_rng(0)
+    )
+    assert all(pick.size == 10 and np.all(labels[pick] == 0) for pick in picks)
+    assert any(not np.array_equal(pick, full) for pick in picks)  # a sample, not every row
+
+
+def _site(names, labels, verdicts):
+    data = SimpleNamespace(
+        site_id="site-00", train=SimpleNamespace(labels=labels), verdict_rows=np.asarray(verdicts)
+    )
+    encoded = SimpleNamespace(train=SPEC.encode(names))
+    return SimpleNamespace(require_data=lambda: data, encoded=lambda spec: encoded)
+
+
+def test_required_rows_put_the_analysts_verdicts_first_then_mine() -> None:
+    names, labels = _data(3)
+    verdicts = np.flatnonzero(labels == 0)[:3]
+    site = _site(names, labels, verdicts)
+    model = build_model(SPEC, seed=0)
+    config = TrainConfig(steps=2, batch_size=40)  # room for 2 x 10 = 20 required rows
+    off = required_rows(site, model, RunSettings(), config=config, server_round=1, purpose="train")
+    assert np.array_equal(off, verdicts)
+    settings = RunSettings(**{"hard-negatives": 1000})
+    rows = required_rows(site, model, settings, config=config, server_round=1, purpose="train")
+    assert set(verdicts) <= set(rows) and rows.size == required_capacity(config) == 20
+    assert np.all(labels[rows] == 0)
+    # Refreshed from the model each round: the same model and round give the same rows.
+    again = required_rows(site, model, settings, config=config, server_round=1, purpose="train")
+    assert np.array_equal(rows, again)
