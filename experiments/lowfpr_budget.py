@@ -54,23 +54,23 @@ class Budget:
     rounds: int
     batch: int
     arms: tuple[Arm, ...]
+    seeds: tuple[int, ...]  # every arm runs once per run seed: init, sampling and masks differ
     shape: str  # the lowfpr size whose split parameters this one reuses
 
 
 SIZES = {
     "tiny": Budget(
-        rounds=2, batch=32, arms=(Arm("plain", 2), Arm("plain", 6), _mining(6, 32)), shape="tiny"
+        rounds=2,
+        batch=32,
+        arms=(Arm("plain", 2), Arm("plain", 6), _mining(6, 32)),
+        seeds=(0, 1),
+        shape="tiny",
     ),
     "default": Budget(
         rounds=8,
         batch=128,
-        arms=(
-            Arm("plain", 60),
-            Arm("plain", 180),
-            Arm("plain", 540),
-            _mining(180, 128),
-            _mining(540, 128),
-        ),
+        arms=(Arm("plain", 60), Arm("plain", 180), _mining(180, 128), Arm("plain", 540)),
+        seeds=(0, 1, 2),
         shape="default",
     ),
     "full": Budget(
@@ -78,9 +78,15 @@ SIZES = {
         batch=128,
         arms=tuple(Arm("plain", steps) for steps in (60, 180, 540, 1620))
         + tuple(_mining(steps, 128) for steps in (180, 540, 1620)),
+        seeds=(0, 1, 2),
         shape="default",
     ),
 }
+METRICS = tuple(
+    f"{name}{suffix}"
+    for suffix in ("", "_clean")
+    for name in ("auc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-4")
+)
 
 
 def run(*, size: str, root: Path = lab.RESULTS_ROOT, real_dev: str | Path | None = None) -> dict:
@@ -120,24 +126,27 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
             **{**shape.__dict__, "rounds": budget.rounds, "batch": budget.batch}
         )
         for arm in budget.arms:
-            model, info = lowfpr.federate(
-                data_dir,
-                work / f"{arm.label.replace(' ', '-')}-{arm.local_steps}",
-                mode=MODE,
-                shape=run_shape,
-                local_steps=arm.local_steps,
-                extra=dict(arm.extra),
-            )
-            rows.append(_row(model, test, clean, arm=arm, budget=budget, info=info))
-            log.info(
-                "budget: %s, %d local steps, %d rounds in %.0f s: TPR@1e-4 %.3f (%s)",
-                arm.label,
-                arm.local_steps,
-                budget.rounds,
-                info["wall_s"],
-                rows[-1]["tpr_at_fpr_1e-4"],
-                "resolvable" if rows[-1]["resolvable_1e-4"] else "not resolvable",
-            )
+            for seed in budget.seeds:
+                model, info = lowfpr.federate(
+                    data_dir,
+                    work / f"{arm.label.replace(' ', '-')}-{arm.local_steps}-seed{seed}",
+                    mode=MODE,
+                    shape=run_shape,
+                    local_steps=arm.local_steps,
+                    extra={**dict(arm.extra), "seed": seed},
+                )
+                rows.append(_row(model, test, clean, arm=arm, budget=budget, info=info))
+                rows[-1]["seed"] = seed
+                log.info(
+                    "budget: %s, %d local steps, seed %d, %d rounds in %.0f s: TPR@1e-4 %.3f (%s)",
+                    arm.label,
+                    arm.local_steps,
+                    seed,
+                    budget.rounds,
+                    info["wall_s"],
+                    rows[-1]["tpr_at_fpr_1e-4"],
+                    "resolvable" if rows[-1]["resolvable_1e-4"] else "not resolvable",
+                )
     payload = {
         "size": size,
         "mode": MODE,
@@ -147,7 +156,9 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
         "test_dga": int(test.labels.sum()),
         "test_benign": int((~test.labels).sum()),
         "test_benign_clean": int((~test.labels & clean).sum()),
+        "seeds": list(budget.seeds),
         "rows": rows,
+        "arms": summarise(rows),
     }
     write_outputs(Results(NAME, TITLE, root), payload)
     return payload
@@ -178,29 +189,64 @@ def _row(model, test, clean: np.ndarray, *, arm: Arm, budget: Budget, info) -> d
     return row
 
 
-def _with_resolvability(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per arm (label, local steps): each metric's mean, min and max over the seeds;
+    resolvability and k depend only on the test names, so they are the same for every seed."""
+    arms: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        arms.setdefault((row["arm"], row["local_steps"]), []).append(row)
+    summary = []
+    for runs in arms.values():
+        first = runs[0]
+        out = {
+            key: first[key]
+            for key in first
+            if key in ("arm", "local_steps", "run_config", "samples_per_site")
+            or key.startswith(("resolvable_", "k_"))
+        }
+        out["seeds"] = len(runs)
+        out["wall_s"] = float(np.mean([run["wall_s"] for run in runs]))
+        out["train_phase_s"] = float(np.mean([run["train_phase_s"] for run in runs]))
+        for metric in METRICS:
+            values = [run[metric] for run in runs]
+            out[metric] = float(np.mean(values))
+            out[f"{metric}_min"], out[f"{metric}_max"] = float(min(values)), float(max(values))
+        summary.append(out)
+    return summary
+
+
+def _shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each metric as 'mean (min-max)', a TPR marked when its FPR is not resolvable."""
     shown = []
     for row in rows:
         out = dict(row)
-        for key in [key for key in row if key.startswith("tpr_at_fpr_")]:
-            tag = key.removeprefix("tpr_at_fpr_")
-            mark = "" if row[f"resolvable_{tag}"] else " (**not resolvable**)"
-            out[f"{key}_shown"] = f"{row[key]:.3f}{mark}"
+        for metric in METRICS:
+            digits = 4 if metric.startswith("auc") else 3
+            text = (
+                f"{row[metric]:.{digits}f} ({row[f'{metric}_min']:.{digits}f}-"
+                f"{row[f'{metric}_max']:.{digits}f})"
+            )
+            if metric.startswith("tpr_at_fpr_"):
+                tag = metric.removeprefix("tpr_at_fpr_")
+                text += "" if row[f"resolvable_{tag}"] else " (**not resolvable**)"
+            out[f"{metric}_shown"] = text
         shown.append(out)
     return shown
 
 
 def write_outputs(results: Results, payload: dict[str, Any]) -> None:
     results.write_json(payload)
-    results.write_csv(payload["rows"], "budgets.csv")
-    rows = _with_resolvability(payload["rows"])
+    results.write_csv(payload["rows"], "runs.csv")
+    results.write_csv(payload["arms"], "arms.csv")
+    rows = _shown(payload["arms"])
     columns = [
         Column("arm", "arm"),
         Column("run_config", "run config"),
         Column("local_steps", "local steps / round", "{:,}"),
         Column("samples_per_site", "samples / site", "{:,}"),
-        Column("wall_s", "wall s", "{:,.0f}"),
-        Column("train_phase_s", "train phase s", "{:,.0f}"),
+        Column("seeds", "seeds", "{:,}"),
+        Column("wall_s", "wall s (mean)", "{:,.0f}"),
+        Column("train_phase_s", "train phase s (mean)", "{:,.0f}"),
     ]
     for suffix, label in (("", "all benign"), ("_clean", "clean benign")):
         results.add_table(
@@ -208,19 +254,20 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
             rows,
             [
                 *columns,
-                Column(f"auc{suffix}", "AUC", "{:.4f}"),
+                Column(f"auc{suffix}_shown", "AUC"),
                 Column(f"tpr_at_fpr_1e-3{suffix}_shown", "TPR@1e-3"),
                 Column(f"k_1e-3{suffix}", "k", "{:,}"),
                 Column(f"tpr_at_fpr_1e-4{suffix}_shown", "TPR@1e-4"),
                 Column(f"k_1e-4{suffix}", "k", "{:,}"),
             ],
             notes=[
+                "Each figure is the mean over the run seeds (min-max in brackets). "
                 "k = false positives the target FPR allows on this benign set; a TPR is "
                 "resolvable when k >= 3. Clean benign = without "
                 f"{lowfpr.CONTAMINATED_SOURCE}, a list that holds real DGA look-ups."
             ],
         )
-    plot = results.plot("budget.png", lambda figure: _draw(figure, payload["rows"]))
+    plot = results.plot("budget.png", lambda figure: _draw(figure, payload["arms"]))
     results.write_table_md(
         size=payload["size"], command=COMMAND, intro=intro_text(payload), plots=[plot.name]
     )
@@ -228,11 +275,13 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
 
 def intro_text(payload: dict[str, Any]) -> str:
     arms = "; ".join(
-        f"{row['arm']} at {row['local_steps']:,} local steps" for row in payload["rows"]
+        f"{row['arm']} at {row['local_steps']:,} local steps" for row in payload["arms"]
     )
+    seeds = ", ".join(str(seed) for seed in payload["seeds"])
     return (
         f"{payload['sites']} sites, SecAgg+, {payload['rounds']} rounds x batch "
-        f"{payload['batch']}: {arms}. Scored on {payload['test_dga']:,} DGA and "
+        f"{payload['batch']}: {arms}; each arm once per run seed ({seeds}). Scored on "
+        f"{payload['test_dga']:,} DGA and "
         f"{payload['test_benign']:,} benign held-out names ({payload['test_benign_clean']:,} "
         f"without {lowfpr.CONTAMINATED_SOURCE}). 'hard negatives' = each round a site's "
         "batches carry the benign training names the incoming model scores highest "
@@ -253,8 +302,20 @@ def _draw(figure, rows: list[dict[str, Any]]) -> None:
             ("tpr_at_fpr_1e-4_clean", "TPR@1e-4, clean benign", "s--"),
             ("tpr_at_fpr_1e-3", "TPR@1e-3, all benign", "^:"),
         ):
-            values = [row[key] for row in mine]
-            axes.plot(wall, values, style, color=color, label=f"{arm}: {label}")
+            values = np.array([row[key] for row in mine])
+            spread = [
+                values - [row[f"{key}_min"] for row in mine],
+                [row[f"{key}_max"] for row in mine] - values,
+            ]
+            axes.errorbar(
+                wall,
+                values,
+                yerr=spread,
+                fmt=style,
+                color=color,
+                capsize=2,
+                label=f"{arm}: {label}",
+            )
         for row in mine:
             axes.annotate(
                 f"{row['local_steps']}",
@@ -265,12 +326,12 @@ def _draw(figure, rows: list[dict[str, Any]]) -> None:
                 color=color,
             )
     axes.set_xscale("log")
-    axes.set_xlabel("wall seconds of the whole federated run (log); labels = local steps")
+    axes.set_xlabel("wall seconds of one federated run (log); labels = local steps")
     axes.set_ylabel("TPR")
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
-    axes.set_title("SecAgg+: detection at low FPR against training budget")
+    axes.set_title("SecAgg+: low-FPR detection against budget (mean, min-max over seeds)")
 
 
 def main(argv: list[str] | None = None) -> None:

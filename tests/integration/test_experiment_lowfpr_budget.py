@@ -21,21 +21,35 @@ def tiny_run(tmp_path_factory):
     return root / lowfpr_budget.NAME, payload, names
 
 
-def test_one_row_per_arm_with_its_samples_and_run_config(tiny_run) -> None:
+def test_one_run_per_arm_and_seed_summarised_per_arm(tiny_run) -> None:
     out, payload, _ = tiny_run
     budget = lowfpr_budget.SIZES["tiny"]
-    rows = payload["rows"]
-    assert [(row["arm"], row["local_steps"]) for row in rows] == [
-        (arm.label, arm.local_steps) for arm in budget.arms
+    rows, arms = payload["rows"], payload["arms"]
+    assert [(row["arm"], row["local_steps"], row["seed"]) for row in rows] == [
+        (arm.label, arm.local_steps, seed) for arm in budget.arms for seed in budget.seeds
     ]
     assert {row["run_config"] for row in rows} == {"defaults", "hard-negatives=48"}
     for row in rows:
         assert row["samples_per_site"] == budget.rounds * row["local_steps"] * budget.batch
         assert row["rounds_completed"] == budget.rounds and row["site_failures"] == 0
         assert 0.0 <= row["auc"] <= 1.0 and row["wall_s"] > row["train_phase_s"] > 0
-    assert json.loads((out / "results.json").read_text())["rows"] == json.loads(json.dumps(rows))
-    with open(out / "budgets.csv", newline="") as handle:
-        assert len(list(csv.DictReader(handle))) == len(rows)
+    assert len(arms) == len(budget.arms)
+    for summary in arms:
+        runs = [
+            row
+            for row in rows
+            if (row["arm"], row["local_steps"]) == (summary["arm"], summary["local_steps"])
+        ]
+        assert summary["seeds"] == len(runs) == len(budget.seeds)
+        for metric in lowfpr_budget.METRICS:
+            values = [run[metric] for run in runs]
+            assert summary[metric] == pytest.approx(sum(values) / len(values))
+            assert summary[f"{metric}_min"] == min(values)
+            assert summary[f"{metric}_max"] == max(values)
+    assert json.loads((out / "results.json").read_text())["arms"] == json.loads(json.dumps(arms))
+    for name, count in (("runs.csv", len(rows)), ("arms.csv", len(arms))):
+        with open(out / name, newline="") as handle:
+            assert len(list(csv.DictReader(handle))) == count
     assert (out / "budget.png").stat().st_size > 0
 
 
