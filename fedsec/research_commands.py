@@ -98,7 +98,7 @@ def experiment(
         str,
         typer.Argument(
             help="value | secagg-cost | dropouts | scale | ray | noniid | lowfpr | lowfpr-budget"
-            " | dp-utility"
+            " | capacity | dp-utility"
             " | poisoning | analyst-loop"
         ),
     ],

@@ -1,0 +1,236 @@
+"""Model capacity at equal training on real development names: is the default CharCNN the limit?
+
+    FEDSEC_REAL_DEV=PATH fedsec experiment capacity [--full | --tiny] [--out ROOT]
+    python -m experiments.capacity --real-dev PATH [--full | --tiny] [--out ROOT]
+
+The lowfpr-budget curve goes flat beyond 180 local steps, so more training of today's model
+buys nothing. This asks whether a bigger model would. The setting is central training on every
+training name of the lowfpr split (the pooled arm's data: no federation, no averaging, so only
+the model differs). Each spec trains for the same number of samples, on the product's trainer
+and sampler, once per seed. Each is scored on the pooled held-out names with the product's
+metric functions: AUC and TPR at FPR 1e-3 and 1e-4 with resolvability, with and without the
+benign list known to hold real DGA names. One torch thread, on a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.config import ConfigError
+from experiments import lab, lowfpr
+from experiments.lab import Column, Results
+
+NAME = "capacity"
+TITLE = "Model capacity at equal training on real development names (central training)"
+COMMAND = "FEDSEC_REAL_DEV=PATH fedsec experiment capacity [--full]"
+log = logging.getLogger("fedsec.experiments")
+
+
+@dataclass(frozen=True)
+class Size:
+    steps: int
+    batch: int
+    seeds: tuple[int, ...]
+    specs: tuple[tuple[str, dict[str, Any]], ...]  # (label, ModelSpec fields over the default)
+    shape: str  # the lowfpr size whose split this one reuses
+
+
+_SPECS = (
+    ("default", {}),
+    ("half width", {"filters_per_width": 32, "hidden": 32}),
+    ("wide", {"embedding_dim": 64, "filters_per_width": 128, "hidden": 128}),
+    ("wide, widths 2-7", {"filters_per_width": 128, "hidden": 128, "widths": (2, 3, 4, 5, 6, 7)}),
+)
+SIZES = {
+    "tiny": Size(steps=20, batch=32, seeds=(0,), specs=_SPECS[:2], shape="tiny"),
+    # 5,760 steps x 128 = 737,280 samples: what the default federation's 4 sites see in 8
+    # rounds of 180 local steps.
+    "default": Size(steps=5_760, batch=128, seeds=(0, 1), specs=_SPECS[:3], shape="default"),
+    "full": Size(steps=5_760, batch=128, seeds=(0, 1, 2), specs=_SPECS, shape="default"),
+}
+METRICS = tuple(
+    f"{name}{suffix}"
+    for suffix in ("", "_clean")
+    for name in ("auc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-4")
+)
+
+
+def run(*, size: str, root: Path = lab.RESULTS_ROOT, real_dev: str | Path | None = None) -> dict:
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    try:
+        folder = lowfpr.real_dev_folder(real_dev)
+    except ConfigError as error:
+        from fedsec.cli import fail
+
+        fail(str(error))
+    return measure(folder, size=size, root=root)
+
+
+def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
+    """`run` once the real-dev folder is known (what tests and other code call)."""
+    from common.model import ModelSpec, build_model, parameter_count
+    from common.training import TrainConfig, predict_scores, train_model
+    from experiments.value import one_torch_thread
+
+    plan = SIZES[size]
+    shape = lowfpr.SIZES[plan.shape]
+    corpus = lowfpr.load_corpus(folder)
+    split = lowfpr.split_corpus(
+        corpus,
+        n_sites=shape.sites,
+        test_benign=shape.test_benign,
+        site_test_fraction=shape.site_test_fraction,
+        seed=lowfpr.SEED,
+    )
+    train = np.flatnonzero(~split.test & ~split.site_test)
+    test = lowfpr.test_set(split)
+    clean = test.sources != lowfpr.CONTAMINATED_SOURCE
+    labels = (corpus.labels[train] == 1).astype(np.int64)
+    rows: list[dict[str, Any]] = []
+    with one_torch_thread():
+        for label, fields in plan.specs:
+            spec = ModelSpec(**fields)
+            domains = spec.encode(corpus.names[train].tolist())
+            test_domains = spec.encode(corpus.names[np.flatnonzero(split.test)].tolist())
+            for seed in plan.seeds:
+                model = build_model(spec, seed=seed)
+                config = TrainConfig(steps=plan.steps, batch_size=plan.batch)
+                started = time.perf_counter()
+                train_model(
+                    model,
+                    domains=domains,
+                    labels=labels,
+                    config=config,
+                    generator=np.random.default_rng([seed, 7_001]),
+                )
+                seconds = time.perf_counter() - started
+                scores = predict_scores(model, domains=test_domains)
+                row: dict[str, Any] = {
+                    "spec": label,
+                    "seed": seed,
+                    "parameters": parameter_count(model),
+                    "samples": plan.steps * plan.batch,
+                    "train_s": seconds,
+                    "samples_per_s": plan.steps * plan.batch / seconds,
+                }
+                for suffix, keep in (("", np.ones_like(clean)), ("_clean", clean)):
+                    points = lowfpr.operating_points(scores[keep], test.labels[keep])
+                    row[f"auc{suffix}"] = points["auc"]
+                    for tag in ("1e-3", "1e-4"):
+                        row[f"tpr_at_fpr_{tag}{suffix}"] = points[f"tpr_at_fpr_{tag}"]
+                        row[f"resolvable_{tag}{suffix}"] = points[f"resolvable_{tag}"]
+                        row[f"k_{tag}{suffix}"] = points[f"k_{tag}"]
+                rows.append(row)
+                log.info(
+                    "capacity: %s (%d parameters), seed %d: %.0f s, AUC %.4f, TPR@1e-3 %.3f",
+                    label,
+                    row["parameters"],
+                    seed,
+                    seconds,
+                    row["auc"],
+                    row["tpr_at_fpr_1e-3"],
+                )
+    payload = {
+        "size": size,
+        "steps": plan.steps,
+        "batch": plan.batch,
+        "seeds": list(plan.seeds),
+        "train_names": int(train.size),
+        "test_dga": int(test.labels.sum()),
+        "test_benign": int((~test.labels).sum()),
+        "test_benign_clean": int((~test.labels & clean).sum()),
+        "rows": rows,
+        "specs": summarise(rows),
+    }
+    write_outputs(Results(NAME, TITLE, root), payload)
+    return payload
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per spec: each metric's mean, min and max over the seeds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["spec"], []).append(row)
+    summary = []
+    for label, runs in groups.items():
+        first = runs[0]
+        out: dict[str, Any] = {
+            "spec": label,
+            "parameters": first["parameters"],
+            "samples": first["samples"],
+            "seeds": len(runs),
+            "train_s": float(np.mean([run["train_s"] for run in runs])),
+            "samples_per_s": float(np.mean([run["samples_per_s"] for run in runs])),
+            **{key: first[key] for key in first if key.startswith(("resolvable_", "k_"))},
+        }
+        for metric in METRICS:
+            values = [run[metric] for run in runs]
+            out[metric] = float(np.mean(values))
+            out[f"{metric}_min"], out[f"{metric}_max"] = float(min(values)), float(max(values))
+            if metric.startswith("tpr_at_fpr_"):
+                tag = metric.removeprefix("tpr_at_fpr_")
+                mark = "" if first[f"resolvable_{tag}"] else " (**not resolvable**)"
+            else:
+                mark = ""
+            digits = 4 if metric.startswith("auc") else 3
+            out[f"{metric}_shown"] = (
+                f"{out[metric]:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+                + mark
+            )
+        summary.append(out)
+    return summary
+
+
+def write_outputs(results: Results, payload: dict[str, Any]) -> None:
+    results.write_json(payload)
+    results.write_csv(payload["rows"], "runs.csv")
+    results.write_csv(payload["specs"], "specs.csv")
+    for suffix, label in (("", "all benign"), ("_clean", "clean benign")):
+        results.add_table(
+            f"Central training, pooled test names, {label}",
+            payload["specs"],
+            [
+                Column("spec", "model"),
+                Column("parameters", "parameters", "{:,}"),
+                Column("samples", "samples", "{:,}"),
+                Column("seeds", "seeds", "{:,}"),
+                Column("train_s", "train s (mean)", "{:,.0f}"),
+                Column("samples_per_s", "samples/s", "{:,.0f}"),
+                Column(f"auc{suffix}_shown", "AUC"),
+                Column(f"tpr_at_fpr_1e-3{suffix}_shown", "TPR@1e-3"),
+                Column(f"k_1e-3{suffix}", "k", "{:,}"),
+                Column(f"tpr_at_fpr_1e-4{suffix}_shown", "TPR@1e-4"),
+                Column(f"k_1e-4{suffix}", "k", "{:,}"),
+            ],
+            notes=[
+                "Mean over the seeds (min-max in brackets). k = false positives the target FPR "
+                "allows on this benign set; a TPR is resolvable when k >= 3. Clean benign = "
+                f"without {lowfpr.CONTAMINATED_SOURCE}, a list that holds real DGA look-ups."
+            ],
+        )
+    intro = (
+        f"Every spec trains centrally on the same {payload['train_names']:,} training names of "
+        f"the lowfpr split for {payload['steps']:,} steps x batch {payload['batch']} "
+        f"({payload['steps'] * payload['batch']:,} samples), once per seed "
+        f"({', '.join(map(str, payload['seeds']))}); scored on {payload['test_dga']:,} DGA and "
+        f"{payload['test_benign']:,} benign held-out names ({payload['test_benign_clean']:,} "
+        f"without {lowfpr.CONTAMINATED_SOURCE}). The default spec is fedsec's model; the "
+        "others change only the fields in their name."
+    )
+    results.write_table_md(size=payload["size"], command=COMMAND, intro=intro)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m experiments.capacity --real-dev PATH [--full | --tiny] [--out ROOT]`."""
+    lowfpr.real_dev_main("experiments.capacity", __doc__, measure, argv)
+
+
+if __name__ == "__main__":
+    main()
