@@ -55,15 +55,16 @@ class RunSettings(BaseModel):
     data_dir: str = Field(default="", alias="data-dir")
     out_dir: str = Field(default="runs/flwr", alias="out-dir")
     min_nodes: int = Field(default=2, ge=1, le=MAX_NODES, alias="min-nodes")
-    local_steps: int = Field(default=60, ge=1, le=MAX_LOCAL_STEPS, alias="local-steps")
+    local_steps: int = Field(default=180, ge=1, le=MAX_LOCAL_STEPS, alias="local-steps")
     batch_size: int = Field(default=128, ge=1, le=MAX_BATCH_SIZE, alias="batch-size")
     learning_rate: float = Field(
         default=0.003, gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False, alias="learning-rate"
     )
     # Hard-negative mining: each round a site's batches carry the benign training names the
-    # incoming model scores highest, this many (0 = off); docs/training.md.
+    # incoming model scores highest, this many (0 = off). The default fills the batches' room
+    # for required rows at the default steps and batch (180 x 128 / 4); docs/training.md.
     hard_negatives: int = Field(
-        default=0, ge=0, le=MAX_LOCAL_STEPS * MAX_BATCH_SIZE, alias="hard-negatives"
+        default=5760, ge=0, le=MAX_LOCAL_STEPS * MAX_BATCH_SIZE, alias="hard-negatives"
     )
     delta_clip_norm: float = Field(
         default=10.0, gt=0, le=MAX_CLIP_NORM, allow_inf_nan=False, alias="delta-clip-norm"

@@ -17,7 +17,7 @@ from common.model import CharCNN
 class TrainConfig:
     """Knobs of one local training run (one federated round at one site)."""
 
-    steps: int = 60
+    steps: int = 180
     batch_size: int = 128
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
@@ -130,7 +130,7 @@ def required_schedule(
     generator: np.random.Generator,
 ) -> list[np.ndarray]:
     """Per step, the required rows its batch carries: all of them, shuffled and spread over
-    the steps, when they fit in a quarter of every batch (1,920 rows at the defaults); else a
+    the steps, when they fit in a quarter of every batch (5,760 rows at the defaults); else a
     fresh random subset of that size per call, so over rounds every row comes round.
     Empty (and no draw from `generator`) when nothing is required."""
     if required is None or np.asarray(required).size == 0 or config.steps == 0:

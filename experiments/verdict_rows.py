@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "verdict_rows.json"
+STEPS = 60  # local steps per round, the default when verdict_rows.json was measured
 
 
 def _train(model, site, *, rounds: int, seed: int, start: int, with_rule: bool) -> None:
@@ -39,7 +40,7 @@ def _train(model, site, *, rounds: int, seed: int, start: int, with_rule: bool) 
             model,
             domains=site.encoded(SPEC).train,
             labels=data.train.labels,
-            config=TrainConfig(),
+            config=TrainConfig(steps=STEPS),
             generator=rng,
             required_rows=data.verdict_rows if with_rule else None,
         )

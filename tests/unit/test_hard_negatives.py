@@ -98,7 +98,8 @@ def test_required_rows_put_the_analysts_verdicts_first_then_mine() -> None:
     site = _site(names, labels, verdicts)
     model = build_model(SPEC, seed=0)
     config = TrainConfig(steps=2, batch_size=40)  # room for 2 x 10 = 20 required rows
-    off = required_rows(site, model, RunSettings(), config=config, server_round=1, purpose="train")
+    off = RunSettings(**{"hard-negatives": 0})
+    off = required_rows(site, model, off, config=config, server_round=1, purpose="train")
     assert np.array_equal(off, verdicts)
     settings = RunSettings(**{"hard-negatives": 1000})
     rows = required_rows(site, model, settings, config=config, server_round=1, purpose="train")
