@@ -12,10 +12,10 @@ a sum over names of g[name, f] · E[token at winner + k], so it is a scatter-add
 matrix products give the embedding's and the weights' gradients. Nothing of size
 [batch, filters, positions] is built in the backward pass.
 
-The forward pass runs every width as one channels-last 2-D convolution (shorter filters
-zero-padded to the widest, each width's max taken over its own valid positions), one call
-instead of one per width. Outputs and gradients equal the module-by-module computation up
-to float rounding (tests/unit/test_convpool.py checks both against it). Ties between
+The forward pass runs each width as a channels-last 2-D convolution followed by a
+channels-last max pooling over all positions, which also returns where each maximum was
+(the winners the backward pass needs). Outputs and gradients equal the module-by-module
+computation up to float rounding (tests/unit/test_convpool.py checks both). Ties between
 positions go to one window rather than being split, which changes nothing: tied windows of
 one name either hold the same characters (same gradient) or tie by coincidence of floats.
 """
