@@ -136,7 +136,7 @@ SIZES = {
     "default": Size(
         sites=4,
         rounds=8,
-        local_steps=60,
+        local_steps=180,  # the product's default (docs/training.md: the budget curve)
         batch=128,
         test_benign=60_000,
         site_test_fraction=0.05,
