@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from common.config import ConfigError
-from experiments import lab, lowfpr
+from experiments import lab, lowfpr, repeats
 from experiments.lab import Column, Results
 
 NAME = "capacity"
@@ -54,23 +53,10 @@ SIZES = {
     "default": Size(steps=5_760, batch=128, seeds=(0, 1), specs=_SPECS[:3], shape="default"),
     "full": Size(steps=5_760, batch=128, seeds=(0, 1, 2), specs=_SPECS, shape="default"),
 }
-METRICS = tuple(
-    f"{name}{suffix}"
-    for suffix in ("", "_clean")
-    for name in ("auc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-4")
-)
 
 
 def run(*, size: str, root: Path = lab.RESULTS_ROOT, real_dev: str | Path | None = None) -> dict:
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    try:
-        folder = lowfpr.real_dev_folder(real_dev)
-    except ConfigError as error:
-        from fedsec.cli import fail
-
-        fail(str(error))
-    return measure(folder, size=size, root=root)
+    return lowfpr.run_real_dev(measure, SIZES, size=size, root=root, real_dev=real_dev)
 
 
 def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
@@ -120,13 +106,7 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
                     "train_s": seconds,
                     "samples_per_s": plan.steps * plan.batch / seconds,
                 }
-                for suffix, keep in (("", np.ones_like(clean)), ("_clean", clean)):
-                    points = lowfpr.operating_points(scores[keep], test.labels[keep])
-                    row[f"auc{suffix}"] = points["auc"]
-                    for tag in ("1e-3", "1e-4"):
-                        row[f"tpr_at_fpr_{tag}{suffix}"] = points[f"tpr_at_fpr_{tag}"]
-                        row[f"resolvable_{tag}{suffix}"] = points[f"resolvable_{tag}"]
-                        row[f"k_{tag}{suffix}"] = points[f"k_{tag}"]
+                row.update(repeats.scope_points(scores, test.labels, clean))
                 rows.append(row)
                 log.info(
                     "capacity: %s (%d parameters), seed %d: %.0f s, AUC %.4f, TPR@1e-3 %.3f",
@@ -155,44 +135,19 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per spec: each metric's mean, min and max over the seeds."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(row["spec"], []).append(row)
-    summary = []
-    for label, runs in groups.items():
-        first = runs[0]
-        out: dict[str, Any] = {
-            "spec": label,
-            "parameters": first["parameters"],
-            "samples": first["samples"],
-            "seeds": len(runs),
-            "train_s": float(np.mean([run["train_s"] for run in runs])),
-            "samples_per_s": float(np.mean([run["samples_per_s"] for run in runs])),
-            **{key: first[key] for key in first if key.startswith(("resolvable_", "k_"))},
-        }
-        for metric in METRICS:
-            values = [run[metric] for run in runs]
-            out[metric] = float(np.mean(values))
-            out[f"{metric}_min"], out[f"{metric}_max"] = float(min(values)), float(max(values))
-            if metric.startswith("tpr_at_fpr_"):
-                tag = metric.removeprefix("tpr_at_fpr_")
-                mark = "" if first[f"resolvable_{tag}"] else " (**not resolvable**)"
-            else:
-                mark = ""
-            digits = 4 if metric.startswith("auc") else 3
-            out[f"{metric}_shown"] = (
-                f"{out[metric]:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
-                + mark
-            )
-        summary.append(out)
-    return summary
+    return repeats.summarise(
+        rows,
+        group=lambda row: row["spec"],
+        carry=("spec", "parameters", "samples"),
+        mean_of=("train_s", "samples_per_s"),
+    )
 
 
 def write_outputs(results: Results, payload: dict[str, Any]) -> None:
     results.write_json(payload)
     results.write_csv(payload["rows"], "runs.csv")
     results.write_csv(payload["specs"], "specs.csv")
-    for suffix, label in (("", "all benign"), ("_clean", "clean benign")):
+    for suffix, label in repeats.SCOPES:
         results.add_table(
             f"Central training, pooled test names, {label}",
             payload["specs"],
@@ -203,17 +158,9 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
                 Column("seeds", "seeds", "{:,}"),
                 Column("train_s", "train s (mean)", "{:,.0f}"),
                 Column("samples_per_s", "samples/s", "{:,.0f}"),
-                Column(f"auc{suffix}_shown", "AUC"),
-                Column(f"tpr_at_fpr_1e-3{suffix}_shown", "TPR@1e-3"),
-                Column(f"k_1e-3{suffix}", "k", "{:,}"),
-                Column(f"tpr_at_fpr_1e-4{suffix}_shown", "TPR@1e-4"),
-                Column(f"k_1e-4{suffix}", "k", "{:,}"),
+                *repeats.metric_columns(suffix),
             ],
-            notes=[
-                "Mean over the seeds (min-max in brackets). k = false positives the target FPR "
-                "allows on this benign set; a TPR is resolvable when k >= 3. Clean benign = "
-                f"without {lowfpr.CONTAMINATED_SOURCE}, a list that holds real DGA look-ups."
-            ],
+            notes=[repeats.table_note(lowfpr.CONTAMINATED_SOURCE)],
         )
     intro = (
         f"Every spec trains centrally on the same {payload['train_names']:,} training names of "

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from common.config import ConfigError
 from experiments import lab, lowfpr
 from experiments.lab import Column, Results
 
@@ -142,15 +141,7 @@ def site_rows(epsilon: float, results: dict) -> list[dict]:
 
 def run(*, size: str, root: Path = lab.RESULTS_ROOT, real_dev: str | Path | None = None) -> dict:
     """`fedsec experiment dp-utility`: stops with one line naming the fix without real-dev data."""
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    try:
-        folder = lowfpr.real_dev_folder(real_dev)
-    except ConfigError as error:
-        from fedsec.cli import fail
-
-        fail(str(error))
-    return measure(folder, size=size, root=root)
+    return lowfpr.run_real_dev(measure, SIZES, size=size, root=root, real_dev=real_dev)
 
 
 def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:

@@ -48,7 +48,7 @@ import os
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -994,15 +994,7 @@ def run(*, size: str, root: Path = lab.RESULTS_ROOT, real_dev: str | Path | None
     Without a real-dev folder (`real_dev`, else $FEDSEC_REAL_DEV) it stops with one line
     naming the fix, as every fedsec command does.
     """
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    try:
-        folder = real_dev_folder(real_dev)
-    except ConfigError as error:
-        from fedsec.cli import fail
-
-        fail(str(error))
-    return measure(folder, size=size, root=root)
+    return run_real_dev(measure, SIZES, size=size, root=root, real_dev=real_dev)
 
 
 def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
@@ -1556,6 +1548,28 @@ def write_plots(
 
 
 # --- command line ------------------------------------------------------------------------------
+
+
+def run_real_dev(
+    measure: Callable[..., Any],
+    sizes: Mapping[str, Any],
+    *,
+    size: str,
+    root: Path,
+    real_dev: str | Path | None,
+) -> Any:
+    """`fedsec experiment NAME` for an experiment on real names: refuse an unknown size, find
+    the real-dev folder (`real_dev`, else $FEDSEC_REAL_DEV) or stop with one line naming the
+    fix, then `measure(folder, size=..., root=...)`."""
+    if size not in sizes:
+        raise ValueError(f"size must be one of {sorted(sizes)}, got {size!r}")
+    try:
+        folder = real_dev_folder(real_dev)
+    except ConfigError as error:
+        from fedsec.cli import fail
+
+        fail(str(error))
+    return measure(folder, size=size, root=root)
 
 
 def real_dev_main(

@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from common.config import ConfigError
-from experiments import lab, lowfpr
+from experiments import lab, lowfpr, repeats
 from experiments.lab import Column, Results
 
 NAME = "lowfpr-budget"
@@ -82,24 +81,11 @@ SIZES = {
         shape="default",
     ),
 }
-METRICS = tuple(
-    f"{name}{suffix}"
-    for suffix in ("", "_clean")
-    for name in ("auc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-4")
-)
 
 
 def run(*, size: str, root: Path = lab.RESULTS_ROOT, real_dev: str | Path | None = None) -> dict:
     """Split the real names, run the federation once per budget, write the curve."""
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    try:
-        folder = lowfpr.real_dev_folder(real_dev)
-    except ConfigError as error:
-        from fedsec.cli import fail
-
-        fail(str(error))
-    return measure(folder, size=size, root=root)
+    return lowfpr.run_real_dev(measure, SIZES, size=size, root=root, real_dev=real_dev)
 
 
 def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
@@ -178,67 +164,25 @@ def _row(model, test, clean: np.ndarray, *, arm: Arm, budget: Budget, info) -> d
         "rounds_completed": info["rounds_completed"],
         "site_failures": info["site_failures"],
     }
-    for scope, keep in (("all", np.ones_like(clean)), ("clean", clean)):
-        points = lowfpr.operating_points(scores[keep], test.labels[keep])
-        suffix = "" if scope == "all" else "_clean"
-        row[f"auc{suffix}"] = points["auc"]
-        for tag in ("1e-3", "1e-4"):
-            row[f"tpr_at_fpr_{tag}{suffix}"] = points[f"tpr_at_fpr_{tag}"]
-            row[f"resolvable_{tag}{suffix}"] = points[f"resolvable_{tag}"]
-            row[f"k_{tag}{suffix}"] = points[f"k_{tag}"]
+    row.update(repeats.scope_points(scores, test.labels, clean))
     return row
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per arm (label, local steps): each metric's mean, min and max over the seeds;
-    resolvability and k depend only on the test names, so they are the same for every seed."""
-    arms: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for row in rows:
-        arms.setdefault((row["arm"], row["local_steps"]), []).append(row)
-    summary = []
-    for runs in arms.values():
-        first = runs[0]
-        out = {
-            key: first[key]
-            for key in first
-            if key in ("arm", "local_steps", "run_config", "samples_per_site")
-            or key.startswith(("resolvable_", "k_"))
-        }
-        out["seeds"] = len(runs)
-        out["wall_s"] = float(np.mean([run["wall_s"] for run in runs]))
-        out["train_phase_s"] = float(np.mean([run["train_phase_s"] for run in runs]))
-        for metric in METRICS:
-            values = [run[metric] for run in runs]
-            out[metric] = float(np.mean(values))
-            out[f"{metric}_min"], out[f"{metric}_max"] = float(min(values)), float(max(values))
-        summary.append(out)
-    return summary
-
-
-def _shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each metric as 'mean (min-max)', a TPR marked when its FPR is not resolvable."""
-    shown = []
-    for row in rows:
-        out = dict(row)
-        for metric in METRICS:
-            digits = 4 if metric.startswith("auc") else 3
-            text = (
-                f"{row[metric]:.{digits}f} ({row[f'{metric}_min']:.{digits}f}-"
-                f"{row[f'{metric}_max']:.{digits}f})"
-            )
-            if metric.startswith("tpr_at_fpr_"):
-                tag = metric.removeprefix("tpr_at_fpr_")
-                text += "" if row[f"resolvable_{tag}"] else " (**not resolvable**)"
-            out[f"{metric}_shown"] = text
-        shown.append(out)
-    return shown
+    """One row per arm (label, local steps): each metric's mean, min and max over the seeds."""
+    return repeats.summarise(
+        rows,
+        group=lambda row: (row["arm"], row["local_steps"]),
+        carry=("arm", "local_steps", "run_config", "samples_per_site"),
+        mean_of=("wall_s", "train_phase_s"),
+    )
 
 
 def write_outputs(results: Results, payload: dict[str, Any]) -> None:
     results.write_json(payload)
     results.write_csv(payload["rows"], "runs.csv")
     results.write_csv(payload["arms"], "arms.csv")
-    rows = _shown(payload["arms"])
+    rows = payload["arms"]
     columns = [
         Column("arm", "arm"),
         Column("run_config", "run config"),
@@ -248,24 +192,12 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
         Column("wall_s", "wall s (mean)", "{:,.0f}"),
         Column("train_phase_s", "train phase s (mean)", "{:,.0f}"),
     ]
-    for suffix, label in (("", "all benign"), ("_clean", "clean benign")):
+    for suffix, label in repeats.SCOPES:
         results.add_table(
             f"SecAgg+ on the pooled test names, {label}",
             rows,
-            [
-                *columns,
-                Column(f"auc{suffix}_shown", "AUC"),
-                Column(f"tpr_at_fpr_1e-3{suffix}_shown", "TPR@1e-3"),
-                Column(f"k_1e-3{suffix}", "k", "{:,}"),
-                Column(f"tpr_at_fpr_1e-4{suffix}_shown", "TPR@1e-4"),
-                Column(f"k_1e-4{suffix}", "k", "{:,}"),
-            ],
-            notes=[
-                "Each figure is the mean over the run seeds (min-max in brackets). "
-                "k = false positives the target FPR allows on this benign set; a TPR is "
-                "resolvable when k >= 3. Clean benign = without "
-                f"{lowfpr.CONTAMINATED_SOURCE}, a list that holds real DGA look-ups."
-            ],
+            [*columns, *repeats.metric_columns(suffix)],
+            notes=[repeats.table_note(lowfpr.CONTAMINATED_SOURCE)],
         )
     plot = results.plot("budget.png", lambda figure: _draw(figure, payload["arms"]))
     results.write_table_md(

@@ -7,16 +7,12 @@ import json
 import pytest
 
 from experiments import capacity
-from tests.integration.test_experiment_lowfpr import write_stand_in
+from tests.integration.test_experiment_lowfpr import leaked_names, run_on_stand_in
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("capacity")
-    names = write_stand_in(base / "real-dev")
-    root = base / "results"
-    payload = capacity.run(size="tiny", root=root, real_dev=base / "real-dev")
-    return root / capacity.NAME, payload, names
+    return run_on_stand_in(tmp_path_factory, capacity)
 
 
 def test_every_spec_and_seed_is_trained_scored_and_summarised(tiny_run) -> None:
@@ -40,6 +36,5 @@ def test_every_spec_and_seed_is_trained_scored_and_summarised(tiny_run) -> None:
 
 
 def test_no_name_from_the_data_is_written(tiny_run) -> None:
-    out, _, names = tiny_run
-    written = "".join(path.read_text() for path in out.iterdir())
-    assert not [name for name in names["dga"] + names["benign"] if name in written]
+    leaked = leaked_names(tiny_run[0], tiny_run[2])
+    assert not leaked, leaked[:5]

@@ -8,18 +8,14 @@ import json
 import pytest
 
 from experiments import dp_utility
-from tests.integration.test_experiment_lowfpr import write_stand_in
+from tests.integration.test_experiment_lowfpr import leaked_names, run_on_stand_in
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("dp-utility")
-    names = write_stand_in(base / "real-dev")
-    root = base / "results"
-    payload = dp_utility.run(size="tiny", root=root, real_dev=base / "real-dev")
-    return root / dp_utility.NAME, payload, names
+    return run_on_stand_in(tmp_path_factory, dp_utility)
 
 
 def test_every_epsilon_has_an_arm_and_the_ledger_stays_within_it(tiny_run):
@@ -42,9 +38,5 @@ def test_every_epsilon_has_an_arm_and_the_ledger_stays_within_it(tiny_run):
 
 
 def test_no_name_from_the_data_is_written(tiny_run):
-    folder, _, names = tiny_run
-    text = "".join(
-        path.read_text() for path in folder.iterdir() if path.suffix in (".json", ".csv", ".md")
-    )
-    leaked = [name for name in names["dga"] + names["benign"] if name in text]
+    leaked = leaked_names(tiny_run[0], tiny_run[2])
     assert not leaked, leaked[:5]

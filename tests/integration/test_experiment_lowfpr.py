@@ -84,13 +84,27 @@ def write_stand_in(folder, *, seed: int = 0) -> dict[str, list[str]]:
     return {"dga": [r[0] for r in dga_rows], "benign": [r[0] for r in benign_rows]}
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("lowfpr")
+def run_on_stand_in(tmp_path_factory, experiment):
+    """`experiment.run` at its tiny size on fresh stand-in names, the way `fedsec experiment`
+    calls it: (its results folder, its payload, every name written, by file)."""
+    base = tmp_path_factory.mktemp(experiment.NAME)
     names = write_stand_in(base / "real-dev")
     root = base / "results"
-    payload = lowfpr.run(size="tiny", root=root, real_dev=base / "real-dev")
-    return root / lowfpr.NAME, payload, names
+    payload = experiment.run(size="tiny", root=root, real_dev=base / "real-dev")
+    return root / experiment.NAME, payload, names
+
+
+def leaked_names(folder, names) -> list[str]:
+    """The stand-in names found in any text an experiment wrote (its plots are pixels)."""
+    text = "".join(
+        path.read_text() for path in folder.iterdir() if path.suffix in (".json", ".csv", ".md")
+    )
+    return [name for name in names["dga"] + names["benign"] if name in text]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return run_on_stand_in(tmp_path_factory, lowfpr)
 
 
 def _csv_rows(path):
@@ -128,11 +142,7 @@ def test_every_output_is_written_and_well_formed(tiny_run):
 
 
 def test_no_name_from_the_data_is_written(tiny_run):
-    folder, _, names = tiny_run
-    text = "".join(
-        path.read_text() for path in folder.iterdir() if path.suffix in (".json", ".csv", ".md")
-    )
-    leaked = [name for name in names["dga"] + names["benign"] if name in text]
+    leaked = leaked_names(tiny_run[0], tiny_run[2])
     assert not leaked, leaked[:5]
 
 

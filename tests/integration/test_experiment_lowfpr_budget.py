@@ -8,17 +8,13 @@ import json
 
 import pytest
 
-from experiments import lowfpr_budget
-from tests.integration.test_experiment_lowfpr import write_stand_in
+from experiments import lowfpr_budget, repeats
+from tests.integration.test_experiment_lowfpr import leaked_names, run_on_stand_in
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("budget")
-    names = write_stand_in(base / "real-dev")
-    root = base / "results"
-    payload = lowfpr_budget.run(size="tiny", root=root, real_dev=base / "real-dev")
-    return root / lowfpr_budget.NAME, payload, names
+    return run_on_stand_in(tmp_path_factory, lowfpr_budget)
 
 
 def test_one_run_per_arm_and_seed_summarised_per_arm(tiny_run) -> None:
@@ -41,7 +37,7 @@ def test_one_run_per_arm_and_seed_summarised_per_arm(tiny_run) -> None:
             if (row["arm"], row["local_steps"]) == (summary["arm"], summary["local_steps"])
         ]
         assert summary["seeds"] == len(runs) == len(budget.seeds)
-        for metric in lowfpr_budget.METRICS:
+        for metric in repeats.METRICS:
             values = [run[metric] for run in runs]
             assert summary[metric] == pytest.approx(sum(values) / len(values))
             assert summary[f"{metric}_min"] == min(values)
@@ -68,11 +64,7 @@ def test_resolvability_follows_the_benign_count(tiny_run) -> None:
 
 
 def test_no_name_from_the_data_is_written(tiny_run) -> None:
-    out, _, names = tiny_run
-    written = "".join(
-        path.read_text(errors="replace") for path in out.iterdir() if path.suffix != ".png"
-    )
-    leaked = [name for name in names["dga"] + names["benign"] if name in written]
+    leaked = leaked_names(tiny_run[0], tiny_run[2])
     assert not leaked, leaked[:5]
 
 
