@@ -16,7 +16,9 @@ cost axis of the curve, not as a benchmark.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ import numpy as np
 
 from experiments import lab, lowfpr, repeats
 from experiments.lab import Column, Results
+from server.selection import SIGNALS, select_round
 
 NAME = "lowfpr-budget"
 TITLE = "Training budget against low-FPR detection on real development names (SecAgg+)"
@@ -42,10 +45,24 @@ class Arm:
     local_steps: int
     extra: tuple[tuple[str, Any], ...] = ()
 
+    def rounds(self, budget: Budget) -> int:
+        return int(dict(self.extra).get("num-rounds", budget.rounds))
 
-def _mining(steps: int, batch: int) -> Arm:
+    @property
+    def knob(self) -> str:
+        """The keys besides mining this arm turns ('' on the steps curve itself)."""
+        return ", ".join(f"{key}={value}" for key, value in self.extra if key != "hard-negatives")
+
+    @property
+    def key(self) -> str:
+        """Unique within a size: label, local steps and added keys (its work folder's name)."""
+        added = "-".join(f"{key}={value}" for key, value in self.extra)
+        return f"{self.label.replace(' ', '-')}-{self.local_steps}" + (f"-{added}" if added else "")
+
+
+def _mining(steps: int, batch: int, *also: tuple[str, Any]) -> Arm:
     # As many mined names as the batches carry required rows: a quarter of every batch.
-    return Arm("hard negatives", steps, (("hard-negatives", steps * (batch // 4)),))
+    return Arm("hard negatives", steps, (("hard-negatives", steps * (batch // 4)), *also))
 
 
 @dataclass(frozen=True)
@@ -61,14 +78,25 @@ SIZES = {
     "tiny": Budget(
         rounds=2,
         batch=32,
-        arms=(Arm("plain", 2), Arm("plain", 6), _mining(6, 32)),
+        arms=(Arm("plain", 2), Arm("plain", 6), _mining(6, 32), _mining(6, 32, ("num-rounds", 3))),
         seeds=(0, 1),
         shape="tiny",
     ),
     "default": Budget(
         rounds=8,
         batch=128,
-        arms=(Arm("plain", 60), Arm("plain", 180), _mining(180, 128), Arm("plain", 540)),
+        arms=(
+            Arm("plain", 60),
+            Arm("plain", 180),
+            _mining(180, 128),
+            Arm("plain", 540),
+            # The other knobs at the chosen steps and mining: rounds (the product runs 5 by
+            # default, this curve 8) and the local learning rate (default 3e-3).
+            _mining(180, 128, ("num-rounds", 5)),
+            _mining(180, 128, ("num-rounds", 16)),
+            _mining(180, 128, ("learning-rate", 0.001)),
+            _mining(180, 128, ("learning-rate", 0.01)),
+        ),
         seeds=(0, 1, 2),
         shape="default",
     ),
@@ -113,9 +141,10 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
         )
         for arm in budget.arms:
             for seed in budget.seeds:
+                out_dir = work / f"{arm.key}-seed{seed}"
                 model, info = lowfpr.federate(
                     data_dir,
-                    work / f"{arm.label.replace(' ', '-')}-{arm.local_steps}-seed{seed}",
+                    out_dir,
                     mode=MODE,
                     shape=run_shape,
                     local_steps=arm.local_steps,
@@ -123,12 +152,13 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
                 )
                 rows.append(_row(model, test, clean, arm=arm, budget=budget, info=info))
                 rows[-1]["seed"] = seed
+                rows[-1].update(selected(out_dir, test))
+                shutil.rmtree(out_dir)  # its checkpoints: 8 models a run add up
                 log.info(
-                    "budget: %s, %d local steps, seed %d, %d rounds in %.0f s: TPR@1e-4 %.3f (%s)",
-                    arm.label,
-                    arm.local_steps,
+                    "budget: %s, seed %d, %d rounds in %.0f s: TPR@1e-4 %.3f (%s)",
+                    arm.key,
                     seed,
-                    budget.rounds,
+                    arm.rounds(budget),
                     info["wall_s"],
                     rows[-1]["tpr_at_fpr_1e-4"],
                     "resolvable" if rows[-1]["resolvable_1e-4"] else "not resolvable",
@@ -142,6 +172,12 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
         "test_dga": int(test.labels.sum()),
         "test_benign": int((~test.labels).sum()),
         "test_benign_clean": int((~test.labels & clean).sum()),
+        # What the sites' own evaluations (the selection signal) see: benign names on each
+        # site's held-out day.
+        "site_test_benign": [
+            int((split.site_test & (split.site == site) & (corpus.labels == 0)).sum())
+            for site in range(shape.sites)
+        ],
         "seeds": list(budget.seeds),
         "rows": rows,
         "arms": summarise(rows),
@@ -158,7 +194,9 @@ def _row(model, test, clean: np.ndarray, *, arm: Arm, budget: Budget, info) -> d
         "arm": arm.label,
         "local_steps": arm.local_steps,
         "run_config": ", ".join(f"{key}={value}" for key, value in arm.extra) or "defaults",
-        "samples_per_site": budget.rounds * arm.local_steps * budget.batch,
+        "knob": arm.knob,
+        "rounds": arm.rounds(budget),
+        "samples_per_site": arm.rounds(budget) * arm.local_steps * budget.batch,
         "wall_s": info["wall_s"],
         "train_phase_s": info["train_phase_s"],
         "rounds_completed": info["rounds_completed"],
@@ -168,13 +206,49 @@ def _row(model, test, clean: np.ndarray, *, arm: Arm, budget: Budget, info) -> d
     return row
 
 
+SELECTED = tuple(
+    f"{metric}_by_{signal}"
+    for signal in SIGNALS
+    for metric in ("auc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-4")
+)
+
+
+def selected(out_dir: Path, test) -> dict[str, Any]:
+    """For each selection signal: the round the sites' own figures choose
+    (server.selection) and that round's checkpoint scored on the pooled test names (all
+    benign), beside the last round's model that the rest of the row scores."""
+    from common.model import model_from_bytes
+    from common.training import predict_scores
+
+    rounds = json.loads((out_dir / "results.json").read_text())["rounds"]
+    scored: dict[int, dict[str, Any]] = {}
+    row: dict[str, Any] = {}
+    for signal in SIGNALS:
+        choice = select_round(rounds, signal)
+        if choice is None:  # no site reported it: the last round stands
+            choice_round = max(int(entry["round"]) for entry in rounds)
+        else:
+            choice_round = choice.round
+        if choice_round not in scored:
+            path = out_dir / "checkpoints" / f"round-{choice_round:03d}.npz"
+            model, _ = model_from_bytes(path.read_bytes())
+            scores = predict_scores(model, domains=test.encoded)
+            scored[choice_round] = lowfpr.operating_points(scores, test.labels)
+        points = scored[choice_round]
+        row[f"round_by_{signal}"] = choice_round
+        for metric in ("auc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-4"):
+            row[f"{metric}_by_{signal}"] = points[metric]
+    return row
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per arm (label, local steps): each metric's mean, min and max over the seeds."""
     return repeats.summarise(
         rows,
-        group=lambda row: (row["arm"], row["local_steps"]),
-        carry=("arm", "local_steps", "run_config", "samples_per_site"),
-        mean_of=("wall_s", "train_phase_s"),
+        group=lambda row: (row["arm"], row["local_steps"], row["run_config"]),
+        carry=("arm", "knob", "local_steps", "run_config", "rounds", "samples_per_site"),
+        mean_of=("wall_s", "train_phase_s", *(f"round_by_{signal}" for signal in SIGNALS)),
+        metrics=(*repeats.METRICS, *SELECTED),
     )
 
 
@@ -186,6 +260,7 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
     columns = [
         Column("arm", "arm"),
         Column("run_config", "run config"),
+        Column("rounds", "rounds", "{:,}"),
         Column("local_steps", "local steps / round", "{:,}"),
         Column("samples_per_site", "samples / site", "{:,}"),
         Column("seeds", "seeds", "{:,}"),
@@ -199,6 +274,39 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
             [*columns, *repeats.metric_columns(suffix)],
             notes=[repeats.table_note(lowfpr.CONTAMINATED_SOURCE)],
         )
+    results.add_table(
+        "Model selection: the round the sites' own figures choose, on the pooled test names "
+        "(all benign)",
+        rows,
+        [
+            Column("arm", "arm"),
+            Column("run_config", "run config"),
+            Column("local_steps", "local steps", "{:,}"),
+            Column("rounds", "rounds", "{:,}"),
+            Column("tpr_at_fpr_1e-3_shown", "last round: TPR@1e-3"),
+            Column("tpr_at_fpr_1e-4_shown", "TPR@1e-4"),
+            *(
+                column
+                for signal in SIGNALS
+                for column in (
+                    Column(f"round_by_{signal}", f"by {signal}: round (mean)", "{:.1f}"),
+                    Column(f"tpr_at_fpr_1e-3_by_{signal}_shown", "TPR@1e-3"),
+                    Column(f"tpr_at_fpr_1e-4_by_{signal}_shown", "TPR@1e-4"),
+                )
+            ),
+        ],
+        notes=[
+            "Mean over the run seeds (min-max in brackets). Each round every site scores the "
+            "new global model on its own held-out day and shares its figures under its share "
+            "policy; the "
+            "coordinator picks the round with the highest mean of one figure over the sites "
+            "(server/selection.py) and that round's checkpoint is scored here. The sites' "
+            "held-out days hold only their own families and "
+            f"{min(payload['site_test_benign']):,}-{max(payload['site_test_benign']):,} "
+            "distinct benign names each: a TPR at FPR 1e-3 there is resolvable only from "
+            "3,000, and an unresolvable one drops out of the mean."
+        ],
+    )
     plot = results.plot("budget.png", lambda figure: _draw(figure, payload["arms"]))
     results.write_table_md(
         size=payload["size"], command=COMMAND, intro=intro_text(payload), plots=[plot.name]
@@ -207,13 +315,15 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
 
 def intro_text(payload: dict[str, Any]) -> str:
     arms = "; ".join(
-        f"{row['arm']} at {row['local_steps']:,} local steps" for row in payload["arms"]
+        f"{row['arm']} at {row['local_steps']:,} local steps"
+        + (f" ({row['knob']})" if row["knob"] else "")
+        for row in payload["arms"]
     )
     seeds = ", ".join(str(seed) for seed in payload["seeds"])
     return (
-        f"{payload['sites']} sites, SecAgg+, {payload['rounds']} rounds x batch "
-        f"{payload['batch']}: {arms}; each arm once per run seed ({seeds}). Scored on "
-        f"{payload['test_dga']:,} DGA and "
+        f"{payload['sites']} sites, SecAgg+, {payload['rounds']} rounds (unless an arm says "
+        f"otherwise) x batch {payload['batch']}: {arms}; each arm once per run seed "
+        f"({seeds}). Scored on {payload['test_dga']:,} DGA and "
         f"{payload['test_benign']:,} benign held-out names ({payload['test_benign_clean']:,} "
         f"without {lowfpr.CONTAMINATED_SOURCE}). 'hard negatives' = each round a site's "
         "batches carry the benign training names the incoming model scores highest "
@@ -225,7 +335,7 @@ def intro_text(payload: dict[str, Any]) -> str:
 def _draw(figure, rows: list[dict[str, Any]]) -> None:
     axes = figure.add_subplot(1, 1, 1)
     for arm, color in (("plain", "tab:blue"), ("hard negatives", "tab:red")):
-        mine = [row for row in rows if row["arm"] == arm]
+        mine = [row for row in rows if row["arm"] == arm and not row["knob"]]
         if not mine:
             continue
         wall = [row["wall_s"] for row in mine]
@@ -257,8 +367,22 @@ def _draw(figure, rows: list[dict[str, Any]]) -> None:
                 fontsize=7,
                 color=color,
             )
+    for row in rows:
+        if row["knob"]:  # another knob at the chosen steps: one point, named
+            axes.plot(row["wall_s"], row["tpr_at_fpr_1e-4"], "D", color="tab:green")
+            axes.annotate(
+                row["knob"],
+                (row["wall_s"], row["tpr_at_fpr_1e-4"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=6,
+                color="tab:green",
+            )
     axes.set_xscale("log")
-    axes.set_xlabel("wall seconds of one federated run (log); labels = local steps")
+    axes.set_xlabel(
+        "wall seconds of one federated run (log); labels = local steps; green = TPR@1e-4 "
+        "(all benign) of another knob"
+    )
     axes.set_ylabel("TPR")
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)

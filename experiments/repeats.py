@@ -42,11 +42,13 @@ def summarise(
     group: Callable[[dict[str, Any]], Hashable],
     carry: tuple[str, ...],
     mean_of: tuple[str, ...],
+    metrics: tuple[str, ...] = METRICS,
 ) -> list[dict[str, Any]]:
     """One row per group, in first-seen order: the `carry` fields of its first run, its seed
-    count, the mean of each `mean_of` field, and each metric's mean, min and max with its
-    'mean (min-max)' text. Resolvability and k depend only on the test names, so they are the
-    same for every run of a group and are carried from the first."""
+    count, the mean of each `mean_of` field, and each of `metrics`' mean, min and max with its
+    'mean (min-max)' text (a TPR marked when its FPR is not resolvable). Resolvability and k
+    depend only on the test names, so they are the same for every run of a group and are
+    carried from the first."""
     groups: dict[Hashable, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(group(row), []).append(row)
@@ -58,7 +60,7 @@ def summarise(
         out["seeds"] = len(runs)
         for key in mean_of:
             out[key] = float(np.mean([run[key] for run in runs]))
-        for metric in METRICS:
+        for metric in metrics:
             values = [run[metric] for run in runs]
             out[metric] = float(np.mean(values))
             out[f"{metric}_min"], out[f"{metric}_max"] = float(min(values)), float(max(values))
@@ -74,8 +76,9 @@ def _shown(row: dict[str, Any], metric: str) -> str:
         f"{row[f'{metric}_max']:.{digits}f})"
     )
     if metric.startswith("tpr_at_fpr_"):
-        tag = metric.removeprefix("tpr_at_fpr_")
-        text += "" if row[f"resolvable_{tag}"] else " (**not resolvable**)"
+        tag, _, scope = metric.removeprefix("tpr_at_fpr_").partition("_")
+        suffix = "_clean" if scope == "clean" else ""
+        text += "" if row[f"resolvable_{tag}{suffix}"] else " (**not resolvable**)"
     return text
 
 

@@ -24,17 +24,23 @@ def test_one_run_per_arm_and_seed_summarised_per_arm(tiny_run) -> None:
     assert [(row["arm"], row["local_steps"], row["seed"]) for row in rows] == [
         (arm.label, arm.local_steps, seed) for arm in budget.arms for seed in budget.seeds
     ]
-    assert {row["run_config"] for row in rows} == {"defaults", "hard-negatives=48"}
+    assert {row["run_config"] for row in rows} == {
+        "defaults",
+        "hard-negatives=48",
+        "hard-negatives=48, num-rounds=3",
+    }
     for row in rows:
-        assert row["samples_per_site"] == budget.rounds * row["local_steps"] * budget.batch
-        assert row["rounds_completed"] == budget.rounds and row["site_failures"] == 0
+        assert row["rounds"] == (3 if row["knob"] == "num-rounds=3" else budget.rounds)
+        assert row["samples_per_site"] == row["rounds"] * row["local_steps"] * budget.batch
+        assert row["rounds_completed"] == row["rounds"] and row["site_failures"] == 0
         assert 0.0 <= row["auc"] <= 1.0 and row["wall_s"] > row["train_phase_s"] > 0
     assert len(arms) == len(budget.arms)
     for summary in arms:
         runs = [
             row
             for row in rows
-            if (row["arm"], row["local_steps"]) == (summary["arm"], summary["local_steps"])
+            if (row["arm"], row["local_steps"], row["run_config"])
+            == (summary["arm"], summary["local_steps"], summary["run_config"])
         ]
         assert summary["seeds"] == len(runs) == len(budget.seeds)
         for metric in repeats.METRICS:
