@@ -66,6 +66,12 @@ class RunSettings(BaseModel):
     hard_negatives: int = Field(
         default=5760, ge=0, le=MAX_LOCAL_STEPS * MAX_BATCH_SIZE, alias="hard-negatives"
     )
+    # Model selection (server/selection.py, docs/training.md): "last" deploys the last round's
+    # model; a site figure makes the coordinator also write model-selected.npz, the round
+    # whose mean of that figure over the sites' own held-out days is highest.
+    select_by: Literal["last", "pauc_fpr_1e-3", "tpr_at_fpr_1e-3", "auc"] = Field(
+        default="last", alias="select-by"
+    )
     delta_clip_norm: float = Field(
         default=10.0, gt=0, le=MAX_CLIP_NORM, allow_inf_nan=False, alias="delta-clip-norm"
     )

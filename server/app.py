@@ -20,6 +20,7 @@ from server.quiet import quiet_site_refusals
 from server.report import write_federation_report
 from server.rounds import RoundRecorder
 from server.secagg import RoundSizedSecAggPlus
+from server.selection import SELECTED_MODEL, save_selected
 from server.strategy import DeltaFedAvg
 from server.workflow import ResumableWorkflow
 
@@ -92,6 +93,13 @@ def main(grid: Grid, context: Context) -> None:
         )
         workflow(grid, legacy_context)
     checkpoints.save_final(strategy.global_arrays, out_dir / "model.npz")
+    if settings.select_by != "last":
+        recorder.selection = save_selected(
+            recorder.document()["rounds"],
+            signal=settings.select_by,
+            checkpoints=checkpoints,
+            path=out_dir / SELECTED_MODEL,
+        )
     recorder.flush()
     json_path, html_path = write_federation_report(out_dir, html=settings.report_html)
     log.info("federation report: %s", html_path or json_path)

@@ -98,6 +98,7 @@ def build_federation_report(results: Mapping[str, Any]) -> dict[str, Any]:
         "families": _family_matrix(last_sites),
         "federation_level": _federation_level(rounds),
         "privacy": _privacy(rounds, results.get("privacy_stop")),
+        "selection": _selection(results.get("selection")),
         "config": dict(config),
     }
     return json_ready(report)
@@ -441,6 +442,15 @@ def _privacy(rounds: list[dict[str, Any]], stop: Any) -> dict[str, Any]:
     if not entries and not isinstance(stop, Mapping):
         return {}
     return {"rounds": entries, "stop": dict(stop) if isinstance(stop, Mapping) else None}
+
+
+def _selection(selection: Any) -> dict[str, Any] | None:
+    """The round `select-by` chose (server/selection.py), or None when the run deploys the last."""
+    if selection is None:
+        return None
+    if not isinstance(selection, Mapping) or not isinstance(selection.get("round"), int):
+        raise ValueError("field `selection`: expected an object with an integer `round`")
+    return dict(selection)
 
 
 def read_results(path: Path) -> dict[str, Any]:

@@ -52,6 +52,7 @@ def render_federation_html(report: Mapping[str, Any]) -> str:
         _sites_section,
         _federation_section,
         _privacy_section,
+        _selection_section,
         _families_section,
         _trends_section,
         _rounds_section,
@@ -369,6 +370,38 @@ def _privacy_section(report: Mapping[str, Any]) -> str:
         "was sized for the threshold t; z under FedAvg). The evaluation figures sites share are "
         "not covered (docs/differential-privacy.md).</p>\n"
         f"{stop_note}\n{table}"
+    )
+
+
+def _selection_section(report: Mapping[str, Any]) -> str:
+    """Which round's model `select-by` chose, and each round's signal."""
+    selection = report.get("selection")
+    if not selection:
+        return ""
+    signal = escape(str(selection["signal"]))
+    if selection.get("value") is None:
+        chosen = (
+            f'<p class="flag">No round carried {signal} from any site: '
+            f"{escape(str(selection['file']))} is the last round's model "
+            f"(round {selection['round']}).</p>"
+        )
+    else:
+        chosen = (
+            f"<p>{escape(str(selection['file']))} is round {selection['round']}'s model: the "
+            f"highest mean {signal} over the sites' own held-out days "
+            f"({format_number(selection['value'])}, over {format_number(selection['sites'])} "
+            "site figures). model.npz is the last round's.</p>"
+        )
+    rows = [
+        [_td(int(key)), _td(value, numeric=True)]
+        for key, value in sorted(selection.get("by_round", {}).items(), key=lambda kv: int(kv[0]))
+    ]
+    return (
+        "<h2>Model selection</h2>\n"
+        '<p class="note">select-by: the coordinator keeps the round whose global model the sites '
+        "rank highest on their own held-out days, by one figure they share (a TPR only where "
+        "the site's test set resolves it), not only the last round (docs/training.md).</p>\n"
+        f"{chosen}\n{_table(['round', str(selection['signal'])], rows) if rows else ''}"
     )
 
 

@@ -175,6 +175,7 @@ class RoundRecorder:
         self.on_checkpoint = on_checkpoint
         self.rounds: dict[int, dict[str, Any]] = {}
         self.privacy_stop: dict[str, Any] | None = None
+        self.selection: dict[str, Any] | None = None  # server/selection.py, after the run
 
     def load_completed(self, *, up_to_round: int) -> None:
         """On resume: keep the rounds a previous process completed, drop anything later."""
@@ -280,6 +281,8 @@ class RoundRecorder:
         }
         if self.privacy_stop is not None:
             document["privacy_stop"] = self.privacy_stop
+        if self.selection is not None:
+            document["selection"] = self.selection
         return document
 
     def flush(self) -> Path:

@@ -14,10 +14,20 @@ the later round; rounds where no site reported the figure are never chosen.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from common.files import write_atomic
+
+if TYPE_CHECKING:
+    from server.checkpoints import CheckpointStore
+
+log = logging.getLogger("fedsec.server")
+SELECTED_MODEL = "model-selected.npz"
 
 SIGNALS = ("pauc_fpr_1e-3", "tpr_at_fpr_1e-3", "auc")
 """Figures a round can be selected by: partial AUC over FPR <= 1e-3 (McClish-standardised, as
@@ -85,3 +95,39 @@ def select_round(rounds: Iterable[Mapping[str, Any]], signal: str) -> Selection 
         sites=by_round[best][1],
         by_round={key: value for key, (value, _) in by_round.items()},
     )
+
+
+def save_selected(
+    rounds: list[Mapping[str, Any]],
+    *,
+    signal: str,
+    checkpoints: CheckpointStore,
+    path: Path,
+) -> dict[str, Any]:
+    """Copy the chosen round's checkpoint to `path` and say so in one line; the record for
+    results.json. Without any round carrying the figure the last round's model is copied
+    and the record says why."""
+    completed = checkpoints.completed_rounds()
+    if not completed:
+        raise ValueError("no completed round to select from (fix: run at least one round)")
+    choice = select_round(rounds, signal)
+    if choice is None or choice.round not in completed:
+        chosen = completed[-1]
+        record = {"signal": signal, "round": chosen, "value": None, "sites": 0, "by_round": {}}
+        record["reason"] = f"no completed round carried {signal} from any site: the last round"
+        log.warning("model selection: %s; %s = round %d", record["reason"], path.name, chosen)
+    else:
+        chosen = choice.round
+        record = choice.to_json()
+        log.info(
+            "model selection: round %d of %d by %s = %.4g (mean over %g sites) -> %s",
+            chosen,
+            completed[-1],
+            signal,
+            choice.value,
+            choice.sites,
+            path.name,
+        )
+    write_atomic(path, checkpoints.path_for(chosen).read_bytes())
+    record["file"] = path.name
+    return record

@@ -19,9 +19,16 @@ from common.config import ConfigError
 from common.model import ModelSpec, build_model, model_from_bytes, model_to_ndarrays
 from common.run_config import QUANTIZATION_RANGE
 from experiments.simulate import run_in_process
+from server.selection import select_round
 
 ROUNDS = 2
-OVERRIDES = {"num-rounds": ROUNDS, "local-steps": 3, "site-html": "last-round", "seed": 0}
+OVERRIDES = {
+    "num-rounds": ROUNDS,
+    "local-steps": 3,
+    "site-html": "last-round",
+    "seed": 0,
+    "select-by": "auc",
+}
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +76,18 @@ def test_every_site_trains_and_evaluates_every_round(runs, mode):
     assert (out / "model.npz").is_file() and (out / "report.html").is_file()
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["rounds"] == results["rounds"]
+
+
+@pytest.mark.parametrize("mode", ["secagg", "fedavg"])
+def test_select_by_writes_the_round_the_sites_rank_highest(runs, mode):
+    out, results = runs[mode]
+    chosen = select_round(results["rounds"], "auc")
+    assert chosen is not None and results["selection"]["round"] == chosen.round
+    assert results["selection"]["sites"] == 3  # every site's AUC, in clear at rates+volumes
+    checkpoint = out / "checkpoints" / f"round-{chosen.round:03d}.npz"
+    assert (out / "model-selected.npz").read_bytes() == checkpoint.read_bytes()
+    report = json.loads((out / "report.json").read_text())
+    assert report["selection"] == results["selection"]
 
 
 def test_secagg_round_one_matches_fedavg_within_quantisation(runs):
