@@ -60,6 +60,11 @@ class Arm:
         return f"{self.label.replace(' ', '-')}-{self.local_steps}" + (f"-{added}" if added else "")
 
 
+def _plain(steps: int) -> Arm:
+    # Mining is on by default in the product: a plain arm turns it off explicitly.
+    return Arm("plain", steps, (("hard-negatives", 0),))
+
+
 def _mining(steps: int, batch: int, *also: tuple[str, Any]) -> Arm:
     # As many mined names as the batches carry required rows: a quarter of every batch.
     return Arm("hard negatives", steps, (("hard-negatives", steps * (batch // 4)), *also))
@@ -78,7 +83,7 @@ SIZES = {
     "tiny": Budget(
         rounds=2,
         batch=32,
-        arms=(Arm("plain", 2), Arm("plain", 6), _mining(6, 32), _mining(6, 32, ("num-rounds", 3))),
+        arms=(_plain(2), _plain(6), _mining(6, 32), _mining(6, 32, ("num-rounds", 3))),
         seeds=(0, 1),
         shape="tiny",
     ),
@@ -86,10 +91,10 @@ SIZES = {
         rounds=8,
         batch=128,
         arms=(
-            Arm("plain", 60),
-            Arm("plain", 180),
+            _plain(60),
+            _plain(180),
             _mining(180, 128),
-            Arm("plain", 540),
+            _plain(540),
             # The other knobs at the chosen steps and mining: rounds (the product runs 5 by
             # default, this curve 8) and the local learning rate (default 3e-3).
             _mining(180, 128, ("num-rounds", 5)),
@@ -103,7 +108,7 @@ SIZES = {
     "full": Budget(
         rounds=8,
         batch=128,
-        arms=tuple(Arm("plain", steps) for steps in (60, 180, 540, 1620))
+        arms=tuple(_plain(steps) for steps in (60, 180, 540, 1620))
         + tuple(_mining(steps, 128) for steps in (180, 540, 1620)),
         seeds=(0, 1, 2),
         shape="default",
@@ -220,9 +225,11 @@ def selected(out_dir: Path, test) -> dict[str, Any]:
     from common.model import model_from_bytes
     from common.training import predict_scores
 
-    rounds = json.loads((out_dir / "results.json").read_text())["rounds"]
+    results = json.loads((out_dir / "results.json").read_text())
+    rounds = results["rounds"]
     scored: dict[int, dict[str, Any]] = {}
-    row: dict[str, Any] = {}
+    # What the run really used (the product's defaults fill what an arm leaves out).
+    row: dict[str, Any] = {"hard_negatives_used": results["config"]["hard-negatives"]}
     for signal in SIGNALS:
         choice = select_round(rounds, signal)
         if choice is None:  # no site reported it: the last round stands

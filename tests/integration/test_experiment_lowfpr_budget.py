@@ -25,11 +25,12 @@ def test_one_run_per_arm_and_seed_summarised_per_arm(tiny_run) -> None:
         (arm.label, arm.local_steps, seed) for arm in budget.arms for seed in budget.seeds
     ]
     assert {row["run_config"] for row in rows} == {
-        "defaults",
+        "hard-negatives=0",
         "hard-negatives=48",
         "hard-negatives=48, num-rounds=3",
     }
     for row in rows:
+        assert (row["hard_negatives_used"] > 0) == (row["arm"] == "hard negatives")
         assert row["rounds"] == (3 if row["knob"] == "num-rounds=3" else budget.rounds)
         assert row["samples_per_site"] == row["rounds"] * row["local_steps"] * budget.batch
         assert row["rounds_completed"] == row["rounds"] and row["site_failures"] == 0
