@@ -40,17 +40,26 @@ class Size:
     shape: str  # the lowfpr size whose split this one reuses
 
 
+RESIDUAL = "B-ResNet class"
 _SPECS = (
     ("default", {}),
     ("half width", {"filters_per_width": 32, "hidden": 32}),
     ("wide", {"embedding_dim": 64, "filters_per_width": 128, "hidden": 128}),
+    # Another architecture, not a CharCNN spec: experiments/residual.py.
+    (RESIDUAL, {"channels": 128}),
     ("wide, widths 2-7", {"filters_per_width": 128, "hidden": 128, "widths": (2, 3, 4, 5, 6, 7)}),
 )
 SIZES = {
-    "tiny": Size(steps=20, batch=32, seeds=(0,), specs=_SPECS[:2], shape="tiny"),
+    "tiny": Size(
+        steps=20,
+        batch=32,
+        seeds=(0,),
+        specs=(_SPECS[0], _SPECS[1], (RESIDUAL, {"channels": 16})),
+        shape="tiny",
+    ),
     # 5,760 steps x 128 = 737,280 samples: what the default federation's 4 sites see in 8
     # rounds of 180 local steps.
-    "default": Size(steps=5_760, batch=128, seeds=(0, 1), specs=_SPECS[:3], shape="default"),
+    "default": Size(steps=5_760, batch=128, seeds=(0, 1), specs=_SPECS[:4], shape="default"),
     "full": Size(steps=5_760, batch=128, seeds=(0, 1, 2), specs=_SPECS, shape="default"),
 }
 
@@ -63,6 +72,7 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
     """`run` once the real-dev folder is known (what tests and other code call)."""
     from common.model import ModelSpec, build_model, parameter_count
     from common.training import TrainConfig, predict_scores, train_model
+    from experiments.residual import ResidualCNN
     from experiments.value import one_torch_thread
 
     plan = SIZES[size]
@@ -82,11 +92,14 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
     rows: list[dict[str, Any]] = []
     with one_torch_thread():
         for label, fields in plan.specs:
-            spec = ModelSpec(**fields)
+            spec = ModelSpec() if label == RESIDUAL else ModelSpec(**fields)
             domains = spec.encode(corpus.names[train].tolist())
             test_domains = spec.encode(corpus.names[np.flatnonzero(split.test)].tolist())
             for seed in plan.seeds:
-                model = build_model(spec, seed=seed)
+                if label == RESIDUAL:
+                    model = ResidualCNN(spec, seed=seed, **fields)
+                else:
+                    model = build_model(spec, seed=seed)
                 config = TrainConfig(steps=plan.steps, batch_size=plan.batch)
                 started = time.perf_counter()
                 train_model(
@@ -169,7 +182,10 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
         f"({', '.join(map(str, payload['seeds']))}); scored on {payload['test_dga']:,} DGA and "
         f"{payload['test_benign']:,} benign held-out names ({payload['test_benign_clean']:,} "
         f"without {lowfpr.CONTAMINATED_SOURCE}). The default spec is fedsec's model; the "
-        "others change only the fields in their name."
+        "CharCNN specs change only the fields in their name (half width: 32 filters and hidden "
+        "32; wide: embedding 64, 128 filters, hidden 128). B-ResNet class is another "
+        "architecture (experiments/residual.py, after Drichel et al. 2020): embedding 128, one "
+        "residual block of two 128-channel convolutions of width 3, max pooling, hidden 64."
     )
     results.write_table_md(size=payload["size"], command=COMMAND, intro=intro)
 
