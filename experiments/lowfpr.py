@@ -135,8 +135,8 @@ SIZES = {
     ),
     "default": Size(
         sites=4,
-        rounds=8,
-        local_steps=180,  # the product's default (docs/training.md: the budget curve)
+        rounds=16,  # the product's defaults (docs/training.md: the budget curve)
+        local_steps=180,
         batch=128,
         test_benign=60_000,
         site_test_fraction=0.05,
