@@ -90,6 +90,12 @@ def simulate(
         truth = truth_evaluation(run_dir=out, data_dir=data)
     print_site_table(results, truth=truth)
     typer.echo(f"results: {out / 'results.json'}   model: {out / 'model.npz'}")
+    selection = results.get("selection")
+    if selection:
+        typer.echo(
+            f"selected model: {out / selection['file']} (round {selection['round']}, "
+            f"select-by {selection['signal']})"
+        )
     print_report_paths(out, data, len(results.get("rounds", [])))
 
 

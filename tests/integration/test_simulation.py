@@ -56,7 +56,12 @@ def runs(volume_federation, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     found = {}
     for mode in ("secagg", "fedavg"):
         out = base / mode
-        found[mode] = (out, _simulate(volume_federation, out, base, "--mode", mode))
+        found[mode] = (
+            out,
+            _simulate(
+                volume_federation, out, base, "--mode", mode, "--set", "select-by=pauc_fpr_1e-3"
+            ),
+        )
     return found
 
 
@@ -94,6 +99,12 @@ def test_every_site_every_round_in_results(runs, volume_federation, mode):
         assert (out / "checkpoints" / f"round-{entry['round']:03d}.npz").is_file()
     assert (out / "model.npz").is_file()
     stdout = results["_stdout"]
+    selected = results["selection"]
+    assert selected["signal"] == "pauc_fpr_1e-3" and 1 <= selected["round"] <= ROUNDS
+    assert (out / "model-selected.npz").read_bytes() == (
+        out / "checkpoints" / f"round-{selected['round']:03d}.npz"
+    ).read_bytes()
+    assert f"selected model: {out / 'model-selected.npz'} (round {selected['round']}" in stdout
     assert re.search(rf"round {ROUNDS}/{ROUNDS}: 4 sites, mean AUC", stdout)
     assert "per-site fragility" in stdout and "federation report:" in stdout
     assert (out / "report.html").is_file() and (out / "report.json").is_file()
