@@ -109,6 +109,14 @@ def test_without_the_figure_the_last_round_is_saved_and_the_record_says_why(
     assert "model selection: no completed round carried pauc_fpr_1e-3" in caplog.text
 
 
+def test_a_run_stopped_before_its_first_round_writes_nothing(tmp_path, caplog) -> None:
+    store = CheckpointStore(tmp_path / "checkpoints", spec=ModelSpec())
+    with caplog.at_level(logging.WARNING, logger="fedsec.server"):
+        record = save_selected([], signal="auc", checkpoints=store, path=tmp_path / "s.npz")
+    assert record is None and not (tmp_path / "s.npz").exists()
+    assert "no completed round, so no s.npz" in caplog.text
+
+
 def test_the_report_shows_the_choice(tmp_path) -> None:
     store = _store(tmp_path, 2)
     rounds = [_round(n, {"a": {"auc": auc}}) for n, auc in ((1, 0.9), (2, 0.8))]
