@@ -9,6 +9,7 @@ import json
 import pytest
 
 from experiments import lowfpr_budget, repeats
+from server.selection import SIGNALS
 from tests.integration.test_experiment_lowfpr import leaked_names, run_on_stand_in
 
 
@@ -31,6 +32,9 @@ def test_one_run_per_arm_and_seed_summarised_per_arm(tiny_run) -> None:
     }
     for row in rows:
         assert (row["hard_negatives_used"] > 0) == (row["arm"] == "hard negatives")
+        for signal in SIGNALS:  # the round each selection signal picks, and its checkpoint
+            assert 1 <= row[f"round_by_{signal}"] <= row["rounds"]
+            assert 0.0 <= row[f"auc_by_{signal}"] <= 1.0
         assert row["rounds"] == (3 if row["knob"] == "num-rounds=3" else budget.rounds)
         assert row["samples_per_site"] == row["rounds"] * row["local_steps"] * budget.batch
         assert row["rounds_completed"] == row["rounds"] and row["site_failures"] == 0
@@ -54,6 +58,7 @@ def test_one_run_per_arm_and_seed_summarised_per_arm(tiny_run) -> None:
         with open(out / name, newline="") as handle:
             assert len(list(csv.DictReader(handle))) == count
     assert (out / "budget.png").stat().st_size > 0
+    assert "### Model selection" in (out / "table.md").read_text()
 
 
 def test_resolvability_follows_the_benign_count(tiny_run) -> None:
