@@ -90,11 +90,17 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
     clean = test.sources != lowfpr.CONTAMINATED_SOURCE
     labels = (corpus.labels[train] == 1).astype(np.int64)
     rows: list[dict[str, Any]] = []
+    encoded: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}  # per view of a name
     with one_torch_thread():
         for label, fields in plan.specs:
             spec = ModelSpec() if label == RESIDUAL else ModelSpec(**fields)
-            domains = spec.encode(corpus.names[train].tolist())
-            test_domains = spec.encode(corpus.names[np.flatnonzero(split.test)].tolist())
+            view = (spec.reads, spec.max_chars)
+            if view not in encoded:
+                encoded[view] = (
+                    spec.encode(corpus.names[train].tolist()),
+                    spec.encode(corpus.names[np.flatnonzero(split.test)].tolist()),
+                )
+            domains, test_domains = encoded[view]
             for seed in plan.seeds:
                 if label == RESIDUAL:
                     model = ResidualCNN(spec, seed=seed, **fields)

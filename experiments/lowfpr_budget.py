@@ -124,6 +124,7 @@ def run(*, size: str, root: Path = lab.RESULTS_ROOT, real_dev: str | Path | None
 
 def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
     """`run` once the real-dev folder is known (what tests and other code call)."""
+    from common.training import predict_scores
     from experiments.value import one_torch_thread
 
     budget = SIZES[size]
@@ -156,9 +157,10 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
                     local_steps=arm.local_steps,
                     extra={**dict(arm.extra), "seed": seed},
                 )
-                rows.append(_row(model, test, clean, arm=arm, budget=budget, info=info))
+                scores = predict_scores(model, domains=test.encoded)
+                rows.append(_row(scores, test, clean, arm=arm, budget=budget, info=info))
                 rows[-1]["seed"] = seed
-                rows[-1].update(selected(out_dir, test))
+                rows[-1].update(selected(out_dir, test, last_scores=scores))
                 shutil.rmtree(out_dir)  # its checkpoints: 8 models a run add up
                 log.info(
                     "budget: %s, seed %d, %d rounds in %.0f s: TPR@1e-4 %.3f (%s)",
@@ -192,10 +194,9 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
     return payload
 
 
-def _row(model, test, clean: np.ndarray, *, arm: Arm, budget: Budget, info) -> dict[str, Any]:
-    from common.training import predict_scores
-
-    scores = predict_scores(model, domains=test.encoded)
+def _row(
+    scores: np.ndarray, test, clean: np.ndarray, *, arm: Arm, budget: Budget, info
+) -> dict[str, Any]:
     row: dict[str, Any] = {
         "arm": arm.label,
         "local_steps": arm.local_steps,
@@ -219,24 +220,23 @@ SELECTED = tuple(
 )
 
 
-def selected(out_dir: Path, test) -> dict[str, Any]:
+def selected(out_dir: Path, test, *, last_scores: np.ndarray) -> dict[str, Any]:
     """For each selection signal: the round the sites' own figures choose
     (server.selection) and that round's checkpoint scored on the pooled test names (all
-    benign), beside the last round's model that the rest of the row scores."""
+    benign), beside the last round's model that the rest of the row scores (`last_scores`:
+    its scores, so the last round is not scored twice)."""
     from common.model import model_from_bytes
     from common.training import predict_scores
 
     results = json.loads((out_dir / "results.json").read_text())
     rounds = results["rounds"]
-    scored: dict[int, dict[str, Any]] = {}
+    last = max(int(entry["round"]) for entry in rounds)
+    scored = {last: lowfpr.operating_points(last_scores, test.labels)}
     # What the run really used (the product's defaults fill what an arm leaves out).
     row: dict[str, Any] = {"hard_negatives_used": results["config"]["hard-negatives"]}
     for signal in SIGNALS:
         choice = select_round(rounds, signal)
-        if choice is None:  # no site reported it: the last round stands
-            choice_round = max(int(entry["round"]) for entry in rounds)
-        else:
-            choice_round = choice.round
+        choice_round = last if choice is None else choice.round  # None: nobody reported it
         if choice_round not in scored:
             path = out_dir / "checkpoints" / f"round-{choice_round:03d}.npz"
             model, _ = model_from_bytes(path.read_bytes())
@@ -287,10 +287,7 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
         "(all benign)",
         rows,
         [
-            Column("arm", "arm"),
-            Column("run_config", "run config"),
-            Column("local_steps", "local steps", "{:,}"),
-            Column("rounds", "rounds", "{:,}"),
+            *columns[:4],  # arm, run config, rounds, local steps
             Column("tpr_at_fpr_1e-3_shown", "last round: TPR@1e-3"),
             Column("tpr_at_fpr_1e-4_shown", "TPR@1e-4"),
             *(

@@ -17,13 +17,13 @@ the figure are never chosen.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.files import write_atomic
+from server.rounds import is_number
 
 if TYPE_CHECKING:
     from server.checkpoints import CheckpointStore
@@ -54,10 +54,6 @@ class Selection:
         }
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def round_signal(entry: Mapping[str, Any], signal: str) -> tuple[float, float] | None:
     """(mean of `signal` over the sites that reported it, their number) for one results.json
     round entry, or None when none did."""
@@ -67,13 +63,13 @@ def round_signal(entry: Mapping[str, Any], signal: str) -> tuple[float, float] |
     total, count = 0.0, 0.0
     for figures in (entry.get("sites") or {}).values():
         value = figures.get(signal)
-        if _finite(value) and (flag is None or figures.get(flag, 1.0) == 1.0):
+        if is_number(value) and (flag is None or figures.get(flag, 1.0) == 1.0):
             total, count = total + float(value), count + 1
     # An aggregate site's TPR enters the masked sum only where resolvable (client side), so its
     # federation mean is over resolvable sites; contributors says how many.
     means = entry.get("federation_means") or {}
     contributors = (entry.get("federation_contributors") or {}).get(signal, 0)
-    if _finite(means.get(signal)) and _finite(contributors) and contributors > 0:
+    if is_number(means.get(signal)) and is_number(contributors) and contributors > 0:
         total += float(means[signal]) * contributors
         count += contributors
     return (total / count, count) if count else None
