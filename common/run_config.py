@@ -74,6 +74,15 @@ class RunSettings(BaseModel):
     select_by: Literal["last", "pauc_fpr_1e-3", "tpr_at_fpr_1e-3", "auc"] = Field(
         default="last", alias="select-by"
     )
+    # Server momentum (FedAvgM, server/momentum.py): the coordinator keeps a velocity
+    # v <- momentum * v + mean delta and moves the model by server-learning-rate * v.
+    # 0 and 1 are plain FedAvg; docs/training.md has the measured arms.
+    server_momentum: float = Field(
+        default=0.0, ge=0, lt=1, allow_inf_nan=False, alias="server-momentum"
+    )
+    server_learning_rate: float = Field(
+        default=1.0, gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False, alias="server-learning-rate"
+    )
     delta_clip_norm: float = Field(
         default=10.0, gt=0, le=MAX_CLIP_NORM, allow_inf_nan=False, alias="delta-clip-norm"
     )

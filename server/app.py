@@ -55,7 +55,10 @@ def main(grid: Grid, context: Context) -> None:
         out_dir,
         config=settings.to_run_config(),
         num_rounds=settings.num_rounds,
-        on_checkpoint=checkpoints.save,
+        # The strategy exists by the first checkpoint; its velocity (server momentum) resumes.
+        on_checkpoint=lambda server_round, arrays: checkpoints.save(
+            server_round, arrays, velocity=strategy.momentum.velocity
+        ),
     )
     ledger = privacy_ledger(settings)
     first_round = 1
@@ -70,6 +73,8 @@ def main(grid: Grid, context: Context) -> None:
     strategy = DeltaFedAvg(
         settings=settings, initial_arrays=initial, recorder=recorder, ledger=ledger
     )
+    if completed:
+        strategy.momentum.restore(checkpoints.load_velocity(completed[-1]))
     legacy_context = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=settings.round_timeout),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import re
@@ -22,7 +23,8 @@ _ROUND_FILE = re.compile(r"^round-(\d{3,})\.npz$")
 
 
 class CheckpointStore:
-    """`checkpoints/round-NNN.npz`: the global model after round NNN."""
+    """`checkpoints/round-NNN.npz`: the global model after round NNN (with server momentum on,
+    `velocity-NNN.npz` beside it: the coordinator's velocity after that round)."""
 
     def __init__(self, directory: Path, *, spec: ModelSpec) -> None:
         self.directory = directory
@@ -31,10 +33,24 @@ class CheckpointStore:
     def path_for(self, server_round: int) -> Path:
         return self.directory / f"round-{server_round:03d}.npz"
 
-    def save(self, server_round: int, arrays: list[np.ndarray]) -> Path:
-        """The model after a completed round, then its state file (the commit point)."""
+    def velocity_path(self, server_round: int) -> Path:
+        return self.directory / f"velocity-{server_round:03d}.npz"
+
+    def save(
+        self,
+        server_round: int,
+        arrays: list[np.ndarray],
+        *,
+        velocity: list[np.ndarray] | None = None,
+    ) -> Path:
+        """The model after a completed round (and the server velocity, if any), then its state
+        file (the commit point)."""
         path = self.path_for(server_round)
         write_atomic(path, model_to_bytes(ndarrays_to_model(arrays, spec=self.spec)))
+        if velocity is not None:
+            buffer = io.BytesIO()
+            np.savez(buffer, *velocity)
+            write_atomic(self.velocity_path(server_round), buffer.getvalue())
         # Python's `random` drives SecAgg+'s neighbour shuffle; keep it so a resumed run
         # draws what an uninterrupted one would have drawn.
         state = {"round": server_round, "python_random": _jsonable(random.getstate())}
@@ -52,6 +68,14 @@ class CheckpointStore:
         state = json.loads(self.path_for(server_round).with_suffix(".state.json").read_text())
         random.setstate(_tupled(state["python_random"]))
         return model_to_ndarrays(model)
+
+    def load_velocity(self, server_round: int) -> list[np.ndarray] | None:
+        """The server velocity saved with a completed round; None if that run kept none."""
+        path = self.velocity_path(server_round)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as saved:
+            return [saved[f"arr_{index}"] for index in range(len(saved.files))]
 
     def save_final(self, arrays: list[np.ndarray], path: Path) -> Path:
         write_atomic(path, model_to_bytes(ndarrays_to_model(arrays, spec=self.spec)))

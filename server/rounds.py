@@ -39,6 +39,7 @@ class TrainOutcome:
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)
     failure_reasons: list[str] = field(default_factory=list)
     mean_delta_norm: float | None = None
+    step_norm: float | None = None  # what the model moved by, when server momentum is on
     rejected: dict[str, str] = field(default_factory=dict)  # site -> why its delta was left out
     notes: list[str] = field(default_factory=list)  # e.g. a site id two replies shared
     problem: str | None = None  # why the round's delta was rejected (status "failed")
@@ -61,6 +62,8 @@ class TrainOutcome:
         }
         if self.mean_delta_norm is not None:
             document["mean_delta_norm"] = self.mean_delta_norm
+        if self.step_norm is not None:
+            document["step_norm"] = self.step_norm
         if self.rejected:
             document["rejected"] = dict(self.rejected)
         if self.notes:

@@ -34,6 +34,7 @@ from server.defences import (
     screen_replies,
     unique_site_ids,
 )
+from server.momentum import ServerMomentum
 from server.privacy import PrivacyLedger
 from server.rounds import EvaluateOutcome, RoundRecorder, RoundState, TrainOutcome
 
@@ -41,7 +42,8 @@ Failure = tuple[ClientProxy, Any] | BaseException
 
 
 class DeltaFedAvg(FedAvg):
-    """Clients reply `local - global`; the new global model is `global + weighted mean delta`.
+    """Clients reply `local - global`; the new global model is `global + weighted mean delta`
+    (with `server-momentum`, `global + server-learning-rate * velocity`: server/momentum.py).
 
     Under SecAgg+ the workflow hands `aggregate_fit` the already-unmasked weighted mean as
     every result's parameters (and `masked_round` what else the unmask stage learnt). A round
@@ -70,6 +72,9 @@ class DeltaFedAvg(FedAvg):
         self.recorder = recorder
         self.ledger = ledger  # differential privacy on: what each released sum cost
         self.global_arrays = [array.copy() for array in initial_arrays]
+        self.momentum = ServerMomentum(
+            momentum=settings.server_momentum, learning_rate=settings.server_learning_rate
+        )
         self.round: RoundState | None = None
         self.masked: MaskedRound | None = None  # this round's, from SecAgg+'s unmask stage
 
@@ -119,8 +124,11 @@ class DeltaFedAvg(FedAvg):
         )
         mean_delta = self._round_delta(state.train, keys, results) if results else None
         if mean_delta is not None:
-            self.global_arrays = weights.add(self.global_arrays, mean_delta)
+            step = self.momentum.step(mean_delta)
+            self.global_arrays = weights.add(self.global_arrays, step)
             state.train.mean_delta_norm = weights.global_norm(mean_delta)
+            if not self.momentum.is_plain:
+                state.train.step_norm = weights.global_norm(step)
         if self.ledger is not None:
             state.privacy = self._spend(state, survivors=len(results))
         self.recorder.trained(state)
