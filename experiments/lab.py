@@ -42,6 +42,7 @@ EXPERIMENTS = {
     "noniid": "experiments.noniid",
     "lowfpr": "experiments.lowfpr",
     "lowfpr-budget": "experiments.lowfpr_budget",
+    "lowfpr-momentum": "experiments.lowfpr_momentum",
     "capacity": "experiments.capacity",
     "dp-utility": "experiments.dp_utility",
     "poisoning": "experiments.poisoning",

@@ -79,6 +79,17 @@ class Budget:
     shape: str  # the lowfpr size whose split parameters this one reuses
 
 
+@dataclass(frozen=True)
+class Curve:
+    """An experiment that runs budgets on the lowfpr sites: its results folder, title, command
+    and sizes (`lowfpr-budget` itself; `lowfpr-momentum` reuses everything else)."""
+
+    name: str
+    title: str
+    command: str
+    sizes: dict[str, Budget]
+
+
 SIZES = {
     "tiny": Budget(
         rounds=2,
@@ -117,17 +128,22 @@ SIZES = {
 }
 
 
+BUDGET = Curve(NAME, TITLE, COMMAND, SIZES)
+
+
 def run(*, size: str, root: Path = lab.RESULTS_ROOT, real_dev: str | Path | None = None) -> dict:
     """Split the real names, run the federation once per budget, write the curve."""
     return lowfpr.run_real_dev(measure, SIZES, size=size, root=root, real_dev=real_dev)
 
 
-def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
+def measure(
+    folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT, curve: Curve = BUDGET
+) -> dict:
     """`run` once the real-dev folder is known (what tests and other code call)."""
     from common.training import predict_scores
     from experiments.value import one_torch_thread
 
-    budget = SIZES[size]
+    budget = curve.sizes[size]
     shape = lowfpr.SIZES[budget.shape]
     rows: list[dict[str, Any]] = []
     with one_torch_thread(), tempfile.TemporaryDirectory(prefix="fedsec-budget-") as temp:
@@ -190,7 +206,7 @@ def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
         "rows": rows,
         "arms": summarise(rows),
     }
-    write_outputs(Results(NAME, TITLE, root), payload)
+    write_outputs(Results(curve.name, curve.title, root), payload, command=curve.command)
     return payload
 
 
@@ -233,7 +249,12 @@ def selected(out_dir: Path, test, *, last_scores: np.ndarray) -> dict[str, Any]:
     last = max(int(entry["round"]) for entry in rounds)
     scored = {last: lowfpr.operating_points(last_scores, test.labels)}
     # What the run really used (the product's defaults fill what an arm leaves out).
-    row: dict[str, Any] = {"hard_negatives_used": results["config"]["hard-negatives"]}
+    config = results["config"]
+    row: dict[str, Any] = {
+        "hard_negatives_used": config["hard-negatives"],
+        "server_momentum_used": config["server-momentum"],
+        "server_learning_rate_used": config["server-learning-rate"],
+    }
     for signal in SIGNALS:
         choice = select_round(rounds, signal)
         choice_round = last if choice is None else choice.round  # None: nobody reported it
@@ -260,7 +281,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
 
 
-def write_outputs(results: Results, payload: dict[str, Any]) -> None:
+def write_outputs(results: Results, payload: dict[str, Any], *, command: str = COMMAND) -> None:
     results.write_json(payload)
     results.write_csv(payload["rows"], "runs.csv")
     results.write_csv(payload["arms"], "arms.csv")
@@ -314,7 +335,7 @@ def write_outputs(results: Results, payload: dict[str, Any]) -> None:
     )
     plot = results.plot("budget.png", lambda figure: _draw(figure, payload["arms"]))
     results.write_table_md(
-        size=payload["size"], command=COMMAND, intro=intro_text(payload), plots=[plot.name]
+        size=payload["size"], command=command, intro=intro_text(payload), plots=[plot.name]
     )
 
 

@@ -104,7 +104,7 @@ def experiment(
         str,
         typer.Argument(
             help="value | secagg-cost | dropouts | scale | ray | noniid | lowfpr | lowfpr-budget"
-            " | capacity | dp-utility"
+            " | lowfpr-momentum | capacity | dp-utility"
             " | poisoning | analyst-loop"
         ),
     ],

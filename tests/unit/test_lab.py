@@ -84,6 +84,7 @@ def test_every_registered_experiment_is_a_module_with_run():
         "noniid",
         "lowfpr",
         "lowfpr-budget",
+        "lowfpr-momentum",
         "capacity",
         "dp-utility",
         "poisoning",
