@@ -380,6 +380,9 @@ def prepare_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSit
 
 SITE_CACHE_ENV = "FEDSEC_SITE_CACHE_MIB"
 DEFAULT_SITE_CACHE_MIB = 512
+SITE_CACHE_STATS_ENV = "FEDSEC_SITE_CACHE_STATS"
+"""A folder: each process that prepares a site writes its cache counters to `PID.json` there
+(the scale experiment reads its Ray actors' that way). Unset: nothing is written."""
 ENCODED_BYTES_PER_NAME = 64  # one uint8 id per character (common.features.MAX_DOMAIN_CHARS)
 
 
@@ -445,6 +448,7 @@ class SiteCache:
         self._entries: OrderedDict[tuple, tuple[tuple, PreparedSite, int]] = OrderedDict()
         self._evicted: set[tuple] = set()
         self.bytes = 0
+        self.reads = 0  # sites prepared (first reads and re-reads)
         self.rereads = 0
         self.lock = threading.Lock()
 
@@ -459,6 +463,7 @@ class SiteCache:
         old = self._entries.pop(key, None)
         if old is not None:
             self.bytes -= old[2]
+        self.reads += 1
         if key in self._evicted:
             self.rereads += 1
             self._evicted.discard(key)
@@ -473,6 +478,15 @@ class SiteCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "reads": self.reads,
+            "rereads": self.rereads,
+            "evicted": len(self._evicted),
+            "cached": len(self._entries),
+            "cached_bytes": self.bytes,
+        }
 
 
 _cache = SiteCache()
@@ -523,4 +537,13 @@ def load_site(site_dir: Path, *, work_dir: Path | None = None) -> PreparedSite:
             clear_name_caches()
             site = prepare_site(site_dir, work_dir=work_dir)
             _cache.put(key, fingerprint, site)
+            _write_cache_counters()
         return site
+
+
+def _write_cache_counters() -> None:
+    folder = os.environ.get(SITE_CACHE_STATS_ENV, "").strip()
+    if folder:
+        from common.files import write_json
+
+        write_json(Path(folder) / f"{os.getpid()}.json", _cache.counters(), indent=None)

@@ -21,12 +21,16 @@ Sites render no HTML page (by default each renders one, once per run, at the las
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -35,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from client.pipeline import SITE_CACHE_STATS_ENV
 from experiments.lab import (
     RESULTS_ROOT,
     Column,
@@ -213,6 +218,9 @@ class TreeSampler:
         self.interval = interval
         self.actor_peak_bytes: dict[int, int] = {}
         self.peak_pss_bytes = 0
+        # Where the peak sits: this process (driver and ServerApp), the ClientApp actors, and
+        # the rest of the tree (Ray's raylet, GCS and agents).
+        self.peak_pss_parts: dict[str, int] = {"driver": 0, "actors": 0, "ray": 0}
         self.cpu: list[tuple[float, float]] = []  # (epoch seconds, tree CPU seconds)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tree-sampler", daemon=True)
@@ -236,7 +244,7 @@ class TreeSampler:
 
         root = psutil.Process()
         total = 0.0
-        pss = 0
+        parts = {"driver": 0, "actors": 0, "ray": 0}
         # PSS reads each process's page tables (~0.5 of a core if done every 0.5 s at 500
         # sites, charged to the tree it measures): every PSS_EVERY-th sample only.
         with_pss = len(self.cpu) % PSS_EVERY == 0
@@ -244,9 +252,11 @@ class TreeSampler:
             try:
                 times = process.cpu_times()
                 total += times.user + times.system
+                actor = process is not root and "ClientAppActor" in " ".join(process.cmdline())
                 if with_pss:
-                    pss += process.memory_full_info().pss
-                if process is not root and "ClientAppActor" in " ".join(process.cmdline()):
+                    kind = "driver" if process is root else "actors" if actor else "ray"
+                    parts[kind] += process.memory_full_info().pss
+                if actor:
                     rss = process.memory_info().rss
                     self.actor_peak_bytes[process.pid] = max(
                         rss, self.actor_peak_bytes.get(process.pid, 0)
@@ -254,7 +264,9 @@ class TreeSampler:
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         self.cpu.append((time.time(), total))
-        self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
+        if sum(parts.values()) > self.peak_pss_bytes:
+            self.peak_pss_bytes = sum(parts.values())
+            self.peak_pss_parts = parts
 
     def cpu_at(self, epoch: float) -> float:
         times, totals = zip(*self.cpu, strict=True)
@@ -295,8 +307,15 @@ def _one_run(data: Path, out: Path, *, plan: Plan, mode: str, n_sites: int) -> d
         overrides["num-shares"] = plan.secagg_shares
     log.info("scale: %s over %d sites, %d rounds ...", mode, n_sites, plan.num_rounds)
     _clear_work(data)
-    with PeakRss() as rss, TreeSampler() as tree, stopwatch() as wall:
+    counters = out.parent / f"{out.name}-cache-counters"
+    with (
+        PeakRss() as rss,
+        TreeSampler() as tree,
+        stopwatch() as wall,
+        _environment(SITE_CACHE_STATS_ENV, str(counters)),
+    ):
         results, _ = run_federation(data, out, site_html=SITE_HTML, **overrides)
+    site_reads = _site_reads(counters)
     cpu_s = _cpu_per_round(tree, out, plan.num_rounds)
     steady = steady_rounds(plan.num_rounds)
     later = [entry for entry in results["rounds"] if entry["round"] in steady] or results["rounds"]
@@ -321,6 +340,8 @@ def _one_run(data: Path, out: Path, *, plan: Plan, mode: str, n_sites: int) -> d
         "wall_s": wall["seconds"],
         "peak_rss_mib": rss.peak_mib,
         "peak_pss_mib": tree.peak_pss_bytes / 2**20,
+        **{f"peak_pss_{kind}_mib": value / 2**20 for kind, value in tree.peak_pss_parts.items()},
+        **site_reads,
         "added_rss_mib": rss.added_mib,
         "actors": len(tree.actor_peak_bytes),
         "max_actor_rss_mib": tree.max_actor_mib,
@@ -342,6 +363,31 @@ def _one_run(data: Path, out: Path, *, plan: Plan, mode: str, n_sites: int) -> d
     )
     shutil.rmtree(out, ignore_errors=True)
     return row
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """`name=value` for the duration (Ray's workers inherit it from this process)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _site_reads(folder: Path) -> dict[str, int]:
+    """Every actor's site-cache counters (client.pipeline), summed: how often a site was
+    prepared, and how often again after its eviction. The driver prepares none."""
+    found = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    return {
+        "site_reads": sum(item["reads"] for item in found),
+        "site_rereads": sum(item["rereads"] for item in found),
+        "processes_reading": len(found),
+    }
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -477,9 +523,14 @@ COLUMNS = (
     Column("cpu_s", "CPU s/round (tree)", "{:.1f}"),
     Column("cpu_per_site_ratio", "CPU per site vs smallest", "{:.2f}x"),
     Column("peak_pss_mib", "peak PSS MiB (tree)", "{:,.0f}"),
+    Column("peak_pss_driver_mib", "of it: driver", "{:,.0f}"),
+    Column("peak_pss_actors_mib", "ClientApp actors", "{:,.0f}"),
+    Column("peak_pss_ray_mib", "Ray daemons", "{:,.0f}"),
     Column("peak_rss_mib", "peak RSS MiB (tree, sum)", "{:,.0f}"),
     Column("actors", "actors", "{:d}"),
     Column("max_actor_rss_mib", "largest actor MiB", "{:,.0f}"),
+    Column("site_reads", "sites prepared", "{:,d}"),
+    Column("site_rereads", "of them re-reads", "{:,d}"),
 )
 GEN_COLUMNS = (
     Column("sites", "sites kept", "{:d}"),

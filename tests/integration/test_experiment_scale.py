@@ -35,6 +35,12 @@ def test_scale_runs_every_size_and_writes_its_table(tmp_path):
         assert row["actors"] >= 1
         assert row["peak_rss_mib"] > row["max_actor_rss_mib"] > 0
         assert 0 < row["peak_pss_mib"] <= row["peak_rss_mib"] * 1.05  # PSS shares what RSS repeats
+        parts = [row[f"peak_pss_{kind}_mib"] for kind in ("driver", "actors", "ray")]
+        assert all(part > 0 for part in parts)
+        assert sum(parts) == pytest.approx(row["peak_pss_mib"])
+        # The actors' own counters: each site prepared at least once, in the actors only.
+        assert row["site_reads"] >= row["sites"] and 1 <= row["processes_reading"] <= row["actors"]
+        assert 0 <= row["site_rereads"] <= row["site_reads"] - row["sites"]
         assert row["per_site_ratio"] > 0 and row["cpu_per_site_ratio"] > 0
         assert 0 < row["cpu_s"] < (os.cpu_count() or 1) * row["round_s"] + 5  # sampling slack
     assert rows[0]["per_site_ratio"] == pytest.approx(1.0)

@@ -74,6 +74,25 @@ def test_load_site_serves_many_sites_within_the_bound(sites, tmp_path, monkeypat
     assert pipeline._cache.rereads >= len(sites)  # the second pass read every site again
 
 
+def test_the_counters_reach_a_file_only_when_asked(sites, tmp_path, monkeypatch):
+    """What the scale experiment reads from its Ray actors: reads, re-reads, what is cached."""
+    import json
+    import os
+
+    first = prepare_site(sites[0], work_dir=tmp_path / "probe")
+    monkeypatch.setattr(pipeline, "_cache", SiteCache(limit_bytes=site_footprint(first)))
+    monkeypatch.delenv("FEDSEC_SITE_CACHE_STATS", raising=False)
+    load_site(sites[0], work_dir=tmp_path / "quiet")
+    stats = tmp_path / "stats"
+    assert not stats.exists()
+    monkeypatch.setenv("FEDSEC_SITE_CACHE_STATS", str(stats))
+    for site in [*sites, sites[0]]:
+        load_site(site, work_dir=tmp_path / site.name)
+    counters = json.loads((stats / f"{os.getpid()}.json").read_text())
+    assert counters["reads"] == len(sites) + 2 and counters["rereads"] == 1
+    assert counters["cached"] == 1 and counters["cached_bytes"] == pipeline._cache.bytes
+
+
 @pytest.mark.parametrize("text", ["lots", "-1", "nan"])
 def test_a_bad_cache_size_is_one_line_naming_the_variable(text, monkeypatch):
     monkeypatch.setenv("FEDSEC_SITE_CACHE_MIB", text)
