@@ -85,7 +85,12 @@ PLANS = {
     # scale.run(size='mid')"); --full adds 1,000 sites and a SecAgg+ run.
     "mid": Plan(sizes=(20, 100, 500), num_rounds=2, cache_sites=300),
     "full": Plan(sizes=(100, 500, 1000), num_rounds=2, secagg_sites=100, cache_sites=300),
+    # The per-site CPU from 100 to 1,000 sites alone, in its own folder (scale-check/) beside
+    # the full table: python -c "from experiments import scale; scale.run(size='check')".
+    "check": Plan(sizes=(100, 1000), num_rounds=2, cache_sites=300),
 }
+OWN_FOLDER = ("mid", "check")
+"""Sizes that write `results/scale-SIZE/` instead of replacing the committed scale table."""
 
 
 def run(*, size: str = "default", root: Path = RESULTS_ROOT) -> dict[str, Any]:
@@ -133,7 +138,10 @@ def run(*, size: str = "default", root: Path = RESULTS_ROOT) -> dict[str, Any]:
         "cache": cache,
         "summary": summary,
     }
-    _write(Results(NAME, TITLE, root), payload, size=size)
+    if size in OWN_FOLDER:
+        _write(Results(f"{NAME}-{size}", f"{TITLE} ({size} size)", root), payload, size=size)
+    else:
+        _write(Results(NAME, TITLE, root), payload, size=size)
     return payload
 
 

@@ -23,6 +23,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from common import weights
+from common.memory import release_free_heap
 from common.protocol import AGGREGATE_ONLY, NUM_EXAMPLES, SERVER_ROUND, SITE_ERRORS, SITE_ID
 from common.run_config import RunSettings
 from server.defences import (
@@ -97,6 +98,9 @@ class DeltaFedAvg(FedAvg):
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
+        # The last phase's replies (a model-sized delta or a report per site) are garbage by
+        # now: give their pages back, so the coordinator's memory does not grow with the sites.
+        release_free_heap()
         self.round = RoundState(server_round)
         self.masked = None
         self.global_arrays = parameters_to_ndarrays(parameters)
@@ -186,6 +190,7 @@ class DeltaFedAvg(FedAvg):
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        release_free_heap()  # the train replies, as in configure_fit
         state = self._state(server_round)
         if state.train is None:  # SecAgg+ halted (too few survivors): the model is unchanged
             state.train = TrainOutcome(status="halted", mode=self.settings.mode)
