@@ -84,6 +84,11 @@ def _workers(services: dict[str, Service]) -> list[str]:
     return sorted(name for name, s in services.items() if s.command[:2] == ("fedsec", "worker"))
 
 
+def _launchers(services: dict[str, Service]) -> list[str]:
+    """Each data holder's launcher (deploy/launcher.py): `fedsec-launcher` services."""
+    return sorted(name for name, s in services.items() if s.command[0] == "fedsec-launcher")
+
+
 def _require(program: str) -> str:
     found = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
     if found is None:
@@ -221,6 +226,30 @@ def test_every_data_holder_has_a_warm_worker_on_its_own_site_and_work_folder():
         assert command[command.index("--work-dir") + 1] == "/work"
     spec = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
     assert all(spec[name].get("network_mode") == "none" for name in workers)
+
+
+def test_every_data_holder_has_a_launcher_in_its_network_without_its_key():
+    """The launcher's children are the node's ClientApps: they reach its ClientAppIo port on
+    localhost (the SuperNode's network) and read what a ClientApp reads (site, approval
+    file, work volume where the socket lives), read-only but the work volume; not the key."""
+    services = load_compose(env={})
+    launchers = _launchers(services)
+    assert launchers == [f"{site}-launcher" for site in SITES]
+    spec = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    for site, name in zip(SITES, launchers, strict=True):
+        assert spec[name]["network_mode"] == f"service:{site}"
+        node = {m.target: m for m in services[site].mounts}
+        mounts = {m.target: m for m in services[name].mounts}
+        assert "/keys/node.key" not in mounts and "/certs/ca.crt" not in mounts
+        shared = set(mounts) - {"/tmp", services[name].environment["FLWR_HOME"]}
+        assert all(mounts[t] == node[t] for t in shared), name
+        assert {t for t, m in mounts.items() if m.kind == "volume"} == {"/work"}
+        assert all(m.read_only for m in mounts.values() if m.kind == "bind"), name
+        # The SuperNode hands its messages to this socket, in the volume both mount.
+        command = services[name].command
+        socket_path = command[command.index("--socket") + 1]
+        assert services[site].environment["FEDSEC_LAUNCHER"] == socket_path
+        assert socket_path.startswith("/work/")
 
 
 def test_node_keys_come_from_the_data_holders_folders_not_the_coordinators(tmp_path):
@@ -594,11 +623,14 @@ def federation(tmp_path_factory) -> Iterator[Federation]:
             federation.registered_fingerprints[site] = _fingerprint_in(printed.getvalue())
         # Each data holder's warm worker first: it loads torch and the site while nodes start.
         workers = [federation.start(local[name]) for name in _workers(services)]
+        launchers = [federation.start(local[name]) for name in _launchers(services)]
         nodes = [federation.start(local[site]) for site in SITES]
         for node in nodes:
             node.wait_for_log(r"SuperNode ID", timeout=START_SECONDS)
         for worker in workers:
             worker.wait_for_log(r"fedsec-worker ready", timeout=START_SECONDS)
+        for started in launchers:
+            started.wait_for_log(r"fedsec-launcher ready", timeout=START_SECONDS)
         yield federation
     finally:
         processes.stop()
@@ -673,6 +705,15 @@ def test_secagg_round_over_tls_through_the_proxy(federation, tmp_path):
         assert (
             f"approved app sha256:{federation.app_hash}" in federation.processes.get(site).log()
         ), site
+    # ... each message in a child of the data holder's launcher, never cold: its streams
+    # (the line above is in the SuperNode's log) and environment (FEDSEC_APP_LOG) were the
+    # SuperNode's.
+    for site in SITES:
+        launched = federation.processes.get(f"{site}-launcher").log()
+        assert launched.count("message started") >= 2, site  # train and evaluate
+        assert "runs cold" not in federation.processes.get(site).log(), site
+        decisions = federation.root / "volumes" / f"{site}-work" / "app-approvals.log"
+        assert f"approved app sha256:{federation.app_hash}" in decisions.read_text(), site
 
 
 def _https_status(port: int, ca: Path, method: str, raw_path: str) -> int:
