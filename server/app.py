@@ -15,6 +15,7 @@ from common.model import ModelSpec, build_model, model_to_ndarrays
 from common.run_config import RunSettings
 from server.checkpoints import CheckpointStore
 from server.federation import EvaluationSum
+from server.polling import prompt_replies
 from server.privacy import PrivacyLedger
 from server.quiet import quiet_site_refusals
 from server.report import write_federation_report
@@ -36,6 +37,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    grid = prompt_replies(grid)
     settings = RunSettings.from_run_config(context.run_config)
     if settings.mode == "secagg":
         settings.check_secagg_capacity(num_nodes=settings.min_nodes)

@@ -1,0 +1,79 @@
+"""The ServerApp collects replies as they arrive (server/polling.py), not on a 3-second beat."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from server import polling
+from server.polling import prompt_replies, prompt_send_and_receive
+
+
+class FakeGrid:
+    """Replies land at fixed times on a fake clock; every pull is recorded."""
+
+    def __init__(self, arrivals: dict[str, float], clock: list[float]) -> None:
+        self.arrivals, self.clock, self.pulls = arrivals, clock, []
+
+    def push_messages(self, messages):
+        return list(messages)
+
+    def pull_messages(self, message_ids):
+        now = self.clock[0]
+        self.pulls.append((now, set(message_ids)))
+        return [
+            SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=m))
+            for m in message_ids
+            if self.arrivals[m] <= now
+        ]
+
+
+def _run(arrivals: dict[str, float], timeout: float | None = None):
+    clock = [0.0]
+    grid = FakeGrid(arrivals, clock)
+
+    def sleep(seconds: float) -> None:
+        assert seconds >= 0
+        clock[0] += seconds
+
+    replies = prompt_send_and_receive(
+        grid, list(arrivals), timeout=timeout, sleep=sleep, clock=lambda: clock[0]
+    )
+    return replies, grid, clock[0]
+
+
+def test_every_reply_is_collected_soon_after_it_lands():
+    arrivals = {"a": 0.3, "b": 2.2, "c": 7.9}
+    replies, grid, ended = _run(arrivals)
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["a", "b", "c"]
+    # flwr's own loop would return at 9 s (its next 3-second poll); here within the backoff cap.
+    assert ended - max(arrivals.values()) <= polling.MAX_POLL_S
+    # Each reply is pulled once: a pull never asks again for one that already came.
+    asked = [ids for _, ids in grid.pulls]
+    assert all("a" not in ids for ids in asked[asked.index({"b", "c"}) :])
+
+
+def test_empty_polls_back_off_to_about_one_a_second():
+    _, grid, ended = _run({"slow": 60.0})
+    assert ended >= 60.0
+    gaps = [b[0] - a[0] for a, b in zip(grid.pulls, grid.pulls[1:], strict=False)]
+    assert gaps[0] == pytest.approx(polling.FIRST_POLL_S * polling.BACKOFF)
+    assert max(gaps) == pytest.approx(polling.MAX_POLL_S)
+    assert len(grid.pulls) < 80  # ~1 request a second for a 60-second phase
+
+
+def test_a_timeout_returns_what_arrived_and_stops_on_time():
+    replies, _, ended = _run({"a": 0.5, "never": 1e9}, timeout=5.0)
+    assert [r.metadata.reply_to_message_id for r in replies] == ["a"]
+    assert ended == pytest.approx(5.0)
+
+
+def test_only_the_deployment_grid_is_changed():
+    from flwr.superlink.grid.http_grid import HttpGrid
+
+    other = FakeGrid({}, [0.0])
+    assert prompt_replies(other) is other and "send_and_receive" not in vars(other)
+    deployed = HttpGrid.__new__(HttpGrid)  # no connection: only the method is swapped
+    assert prompt_replies(deployed) is deployed
+    assert deployed.send_and_receive.func is prompt_send_and_receive
