@@ -37,6 +37,7 @@ from client.audit import make_reply_guard
 from client.errors import make_error_guard
 from client.site import find_site_dirs
 from client.worker import forward, warm_names
+from common import weights
 from common.masks import use_cryptographic_masks
 from common.protocol import SERVER_ROUND, SITE_ID, TASK, TASK_EVALUATION_SUM
 from common.run_config import RunSettings
@@ -145,11 +146,9 @@ def _fit(msg: Message, context: Context) -> Message:
     settings = RunSettings.from_run_config(context.run_config)
     site = _site(context)
     server_round = int(fit_ins.config.get(SERVER_ROUND, 0))
+    global_arrays, packed = _received_model(fit_ins.parameters)
     reply = train_round(
-        site,
-        global_arrays=parameters_to_ndarrays(fit_ins.parameters),
-        settings=settings,
-        server_round=server_round,
+        site, global_arrays=global_arrays, settings=settings, server_round=server_round
     )
     level = site.config.share.level
     masked = RECORD_KEY_CONFIGS in msg.content.config_records
@@ -160,7 +159,7 @@ def _fit(msg: Message, context: Context) -> Message:
         )
     fit_res = FitRes(
         status=Status(code=Code.OK, message=""),
-        parameters=ndarrays_to_parameters(delta),
+        parameters=ndarrays_to_parameters(weights.pack(delta) if packed else delta),
         # SecAgg+'s mod reads the true weight from here to scale the masked vector; `train`
         # replaces it by what the share level allows once the vector is masked.
         num_examples=reply.weight
@@ -169,6 +168,17 @@ def _fit(msg: Message, context: Context) -> Message:
         metrics={SITE_ID: site.site_id, **share_train_metrics(reply.metrics, level=level)},
     )
     return Message(compat.fitres_to_recorddict(fit_res, keep_input=False), reply_to=msg)
+
+
+def _received_model(parameters) -> tuple[list[np.ndarray], bool]:
+    """The global model's arrays, and whether they came packed in one vector (then the reply
+    goes back packed too: common/weights.py, `pack`)."""
+    from client.local import SPEC
+    from common.model import array_shapes
+
+    layout = array_shapes(SPEC)
+    received = parameters_to_ndarrays(parameters)
+    return weights.unpack(received, layout=layout), weights.is_packed(received, layout=layout)
 
 
 def _secagg_threshold(context: Context) -> int:
@@ -249,7 +259,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     evaluate_ins = compat.recorddict_to_evaluateins(msg.content, keep_input=True)
     report = evaluate_round(
         site,
-        global_arrays=parameters_to_ndarrays(evaluate_ins.parameters),
+        global_arrays=_received_model(evaluate_ins.parameters)[0],
         settings=settings,
         server_round=int(evaluate_ins.config.get(SERVER_ROUND, 0)),
     )

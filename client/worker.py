@@ -287,9 +287,11 @@ class Worker:
         torch.set_num_threads(1)
         self.handlers = _handlers()
         site = load_site(self.site_dir, work_dir=self.work_dir)
-        if site.data is not None:  # the model's inputs too (else the first message encodes)
-            from client.local import SPEC
+        from client.local import SPEC
+        from common.model import array_shapes
 
+        array_shapes(SPEC)  # the model's layout (a meta model, ~2 s the first time)
+        if site.data is not None:  # the model's inputs too (else the first message encodes)
             site.encoded(SPEC)
         return time.monotonic() - started
 

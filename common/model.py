@@ -233,6 +233,11 @@ def _meta_model(spec: ModelSpec) -> CharCNN:
         return CharCNN(spec)
 
 
+def array_shapes(spec: ModelSpec = ModelSpec()) -> list[tuple[int, ...]]:
+    """The shapes of model_to_ndarrays' arrays for `spec`, in order (no weights made)."""
+    return [tuple(t.shape) for t in _meta_model(spec).state_dict().values()]
+
+
 def _empty_model(spec: ModelSpec) -> CharCNN:
     """A CharCNN with uninitialised CPU storage (~2 ms: a copy of the meta template)."""
     return copy.deepcopy(_meta_model(spec)).to_empty(device="cpu")

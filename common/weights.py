@@ -98,3 +98,43 @@ def weighted_mean(
             accumulated += weight * np.asarray(arrays[position], dtype=np.float64)
         means.append((accumulated / total).astype(np.float32))
     return means
+
+
+# ---------------------------------------------------------------- wire form of a model
+
+
+def pack(arrays: Arrays) -> list[np.ndarray]:
+    """All arrays as one float32 vector, in a one-item list: how a model or delta travels.
+
+    flwr's Fleet API turns every array of a message into two objects and fetches each with
+    its own HTTP request: the default model's 13 arrays made a train or evaluate message 30
+    objects, ~100 requests per site per round through the proxy. Packed, a message is 6.
+    The values are the same, in state-dict order; `unpack` gives the arrays back.
+    """
+    return [np.concatenate([np.asarray(a, dtype=np.float32).ravel() for a in arrays])]
+
+
+def unpack(received: Arrays, *, layout: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+    """Arrays of the shapes in `layout` from `received`: a packed vector (`pack`), or a list
+    that already has one array per shape (a peer that sends arrays one by one), as it is."""
+    if len(received) == len(layout):
+        return [np.asarray(array) for array in received]
+    sizes = [math.prod(shape) for shape in layout]
+    if len(received) != 1 or np.ndim(received[0]) != 1 or np.size(received[0]) != sum(sizes):
+        shapes = [tuple(np.shape(array)) for array in received[:3]]
+        raise ValueError(
+            f"received {len(received)} arrays (first shapes {shapes}); expected {len(layout)} "
+            f"arrays or one packed vector of {sum(sizes)} values from the same ModelSpec"
+        )
+    flat = np.asarray(received[0])
+    parts = np.split(flat, np.cumsum(sizes)[:-1])
+    return [part.reshape(shape) for part, shape in zip(parts, layout, strict=True)]
+
+
+def is_packed(received: Arrays, *, layout: Sequence[tuple[int, ...]]) -> bool:
+    """True when `received` is `pack`'s form for a model of more than one array."""
+    return len(received) == 1 and len(layout) != 1
+
+
+def shapes(arrays: Arrays) -> list[tuple[int, ...]]:
+    return [tuple(np.shape(array)) for array in arrays]

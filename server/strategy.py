@@ -66,7 +66,7 @@ class DeltaFedAvg(FedAvg):
             min_fit_clients=nodes,
             min_evaluate_clients=nodes,
             min_available_clients=nodes,
-            initial_parameters=ndarrays_to_parameters(initial_arrays),
+            initial_parameters=ndarrays_to_parameters(weights.pack(initial_arrays)),
             accept_failures=True,
         )
         self.settings = settings
@@ -90,6 +90,19 @@ class DeltaFedAvg(FedAvg):
     def __repr__(self) -> str:
         return f"DeltaFedAvg(mode={self.settings.mode}, nodes={self.settings.min_nodes})"
 
+    def _arrays(self, parameters: Parameters, *, lenient: bool = False) -> list[np.ndarray]:
+        """Arrays shaped like the model from `parameters`: packed in one vector, as the model
+        and deltas travel (common/weights.py, `pack`), or one array per layer. `lenient`: a
+        site's reply that fits neither comes back as sent, for screening to leave it out with
+        the reason, instead of failing the round."""
+        received = parameters_to_ndarrays(parameters)
+        try:
+            return weights.unpack(received, layout=weights.shapes(self.global_arrays))
+        except ValueError:
+            if lenient:
+                return received
+            raise
+
     def _state(self, server_round: int) -> RoundState:
         if self.round is None or self.round.server_round != server_round:
             self.round = RoundState(server_round)
@@ -103,7 +116,7 @@ class DeltaFedAvg(FedAvg):
         release_free_heap()
         self.round = RoundState(server_round)
         self.masked = None
-        self.global_arrays = parameters_to_ndarrays(parameters)
+        self.global_arrays = self._arrays(parameters)
         instructions = super().configure_fit(server_round, parameters, client_manager)
         self.round.sampled = len(instructions)
         for _, fit_ins in instructions:
@@ -138,7 +151,7 @@ class DeltaFedAvg(FedAvg):
         self.recorder.trained(state)
         if mean_delta is None:
             return None, {}
-        return ndarrays_to_parameters(self.global_arrays), {"sites": len(results)}
+        return ndarrays_to_parameters(weights.pack(self.global_arrays)), {"sites": len(results)}
 
     def _round_delta(
         self, outcome: TrainOutcome, keys: list[str], results: list[tuple[ClientProxy, FitRes]]
@@ -146,11 +159,11 @@ class DeltaFedAvg(FedAvg):
         """The checked delta that moves the model, or None (outcome marked "failed")."""
         masked = None
         if self.settings.mode == "secagg":  # every result carries the same unmasked mean
-            mean_delta = parameters_to_ndarrays(results[0][1].parameters)
+            mean_delta = self._arrays(results[0][1].parameters)
             masked = self.masked
         else:
             replies = [
-                SiteReply(key, parameters_to_ndarrays(res.parameters), int(res.num_examples))
+                SiteReply(key, self._arrays(res.parameters, lenient=True), int(res.num_examples))
                 for key, (_, res) in zip(keys, results, strict=True)
             ]
             screened = screen_replies(

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
+from common import weights
 from common.config import ConfigError
 from common.model import ModelSpec, build_model, model_to_ndarrays
 from common.protocol import SITE_ID
@@ -64,8 +65,9 @@ def _strategy(tmp_path: Path, *, layout: list[np.ndarray] = LAYOUT, **config) ->
 def _round(strategy: DeltaFedAvg, replies) -> dict:
     parameters, _ = strategy.aggregate_fit(1, replies, [])
     if parameters is not None:
-        moved = parameters_to_ndarrays(parameters)
-        assert all(np.array_equal(a, b) for a, b in zip(moved, strategy.global_arrays, strict=True))
+        # The new model travels packed in one vector (common/weights.py, `pack`).
+        (moved,) = parameters_to_ndarrays(parameters)
+        assert np.array_equal(moved, weights.pack(strategy.global_arrays)[0])
     return strategy.recorder.rounds[1]["train"]
 
 

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from common import weights
 from common.weights import add, clip_by_global_norm, global_norm, subtract, weighted_mean
 
 A = [np.array([1.0, 2.0], dtype=np.float32), np.array([[3.0]], dtype=np.float32)]
@@ -111,3 +112,36 @@ def test_property_weighted_mean_of_copies_is_identity(
     mean = weighted_mean([values, values], weights=[weight, 2 * weight])
     for original, result in zip(values, mean, strict=True):
         np.testing.assert_allclose(result, original, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- wire form (pack/unpack)
+
+
+def test_a_model_travels_as_one_vector_and_comes_back_exactly():
+    from common.model import ModelSpec, array_shapes, build_model, model_to_ndarrays
+
+    arrays = model_to_ndarrays(build_model(ModelSpec(), seed=3))
+    layout = array_shapes(ModelSpec())
+    assert layout == weights.shapes(arrays) and len(layout) > 1
+    packed = weights.pack(arrays)
+    assert len(packed) == 1 and packed[0].dtype == np.float32
+    assert packed[0].size == sum(a.size for a in arrays)
+    assert weights.is_packed(packed, layout=layout)
+    back = weights.unpack(packed, layout=layout)
+    assert all(np.array_equal(a, b) for a, b in zip(arrays, back, strict=True))
+    # A peer that sends one array per layer is taken as it is.
+    assert not weights.is_packed(arrays, layout=layout)
+    assert weights.unpack(arrays, layout=layout)[0] is not None
+
+
+@pytest.mark.parametrize(
+    "received",
+    [
+        [np.zeros(6, np.float32)],  # too few values
+        [np.zeros((2, 3), np.float32)],  # not a vector
+        [np.zeros(3, np.float32), np.zeros(3, np.float32)],  # neither form
+    ],
+)
+def test_a_vector_that_fits_no_model_of_the_layout_is_refused_by_name(received):
+    with pytest.raises(ValueError, match="packed vector of 7 values"):
+        weights.unpack(received, layout=[(2, 2), (2,), (1, 1, 1)])
