@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import ssl
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,9 +82,12 @@ class _Client:
     """Requests on one kept-alive connection, as a SuperNode sends them; reconnects when
     nginx closes it (it does so after a few 502 answers), without counting a request twice."""
 
-    def __init__(self, port: int, ca: Path) -> None:
+    def __init__(self, port: int, ca: Path, *, node_key: str | None = None) -> None:
         self.port, self.context = port, ssl.create_default_context(cafile=str(ca))
         self.connection: http.client.HTTPSConnection | None = None
+        # What every authenticated SuperNode sends with each request (flwr 1.42's
+        # NodeAuthHttpInterceptor): the proxy's per-node budget is keyed by it.
+        self.headers = {"flwr-public-key": node_key} if node_key else {}
 
     def post(self, body: bytes) -> int:
         for _ in range(3):
@@ -92,7 +96,7 @@ class _Client:
                     "127.0.0.1", self.port, timeout=30, context=self.context
                 )
             try:
-                self.connection.request("POST", PATH, body=body)
+                self.connection.request("POST", PATH, body=body, headers=self.headers)
                 response = self.connection.getresponse()
                 response.read()
                 return response.status
@@ -108,16 +112,36 @@ class _Client:
 
 def test_a_flood_from_one_address_is_throttled_after_a_burst_of_whole_messages(proxy):
     port, ca = proxy
-    client = _Client(port, ca)
-    statuses: list[int] = []
-    try:
-        # Faster than the sustained rate: sooner or later the burst is spent.
-        while THROTTLED not in statuses and len(statuses) < 5000:
-            statuses.append(client.post(b"x"))
-    finally:
-        client.close()
+    # Faster than the sustained rate: sooner or later the burst is spent.
+    statuses = _until_throttled(_Client(port, ca))
     assert THROTTLED in statuses, Counter(statuses)
     # Two whole exchanges (every object pulled and pushed) always pass before that.
     first_throttled = statuses.index(THROTTLED)
     assert first_throttled >= 2 * MEASURED["most_requests_per_exchange"], first_throttled
     assert set(statuses[:first_throttled]) == {PASSED}, Counter(statuses)
+
+
+def _until_throttled(client: _Client, limit: int = 5000) -> list[int]:
+    statuses: list[int] = []
+    try:
+        while THROTTLED not in statuses and len(statuses) < limit:
+            statuses.append(client.post(b"x"))
+    finally:
+        client.close()
+    return statuses
+
+
+def test_each_node_has_its_own_budget_even_behind_one_address(proxy):
+    """Data holders behind one NAT (or on one test host) do not slow each other down: a node
+    that spent its burst is throttled, and the next node from the same address is not."""
+    port, ca = proxy
+    time.sleep(6)  # the address's budget (200/s, burst 1,040) refills after the test above
+    first = _until_throttled(_Client(port, ca, node_key="bm9kZS1h"))
+    spent = first.index(THROTTLED)
+    exchange = MEASURED["most_requests_per_exchange"]
+    assert 2 * exchange <= spent <= 10 * exchange, spent  # the per-node burst, not the address's
+    other = _Client(port, ca, node_key="bm9kZS1i")
+    try:
+        assert [other.post(b"x") for _ in range(exchange)] == [PASSED] * exchange
+    finally:
+        other.close()

@@ -204,16 +204,25 @@ def test_fleet_requests_are_rate_and_connection_limited_per_site_and_overall():
         zones[name] = (key, float(rate.removeprefix("rate=").removesuffix("r/s")))
     location = _fleet_location()
     applied = dict(re.findall(r"limit_req\s+zone=(\S+)\s+burst=(\d+)\s+nodelay;", location))
-    assert set(applied) == set(zones) and len(zones) == 2, (applied, zones)
-    per_site = next(name for name, (key, _) in zones.items() if key == "$binary_remote_addr")
-    overall = next(name for name in zones if name != per_site)
+    assert set(applied) == set(zones) and len(zones) == 3, (applied, zones)
+    by_key = {key: name for name, (key, _) in zones.items()}
+    # Per node by its signed public key (data holders behind one address keep their own
+    # budget), per address (what has no key, and many nodes), and everyone together.
+    per_node = by_key["$http_flwr_public_key"]
+    per_address = by_key["$binary_remote_addr"]
+    overall = by_key["$server_port"]
     exchange = measured["most_requests_per_exchange"]
     # A site pulls and pushes a whole message at once: the burst holds two, and more.
-    assert 2 * exchange <= int(applied[per_site]) <= 10 * exchange
-    # An idle SuperNode polls every 3 s and beats every 30 s: 10x that at least, not 100/s.
-    assert 10 * (1 / 3 + 1 / 30) <= zones[per_site][1] <= 100
-    # Overall: many sites at the per-site rate (the comment states how many).
-    sites = zones[overall][1] / zones[per_site][1]
+    assert 2 * exchange <= int(applied[per_node]) <= 10 * exchange
+    # An idle SuperNode polls every 3 s and beats every 30 s: 10x that at least, not 100/s;
+    # and a whole round's requests fit in a few seconds of budget, not ten.
+    assert 10 * (1 / 3 + 1 / 30) <= zones[per_node][1] <= 100
+    assert measured["requests_per_site_per_round"] / zones[per_node][1] <= 3
+    # An address carries several nodes.
+    assert zones[per_address][1] >= 2 * zones[per_node][1]
+    assert int(applied[per_address]) >= 2 * int(applied[per_node])
+    # Overall: many sites at the per-node rate (the comment states how many).
+    sites = zones[overall][1] / zones[per_node][1]
     assert sites >= 10 and int(applied[overall]) >= sites * exchange
     assert re.search(r"limit_conn\s+\S+\s+\d+;", location)
     # flwr's SuperNode retries 503 with backoff but gives up on 429: throttle, never fail.
