@@ -1,12 +1,18 @@
 """Benchmark the Deployment Engine path on this machine: docker-compose.yml run as processes.
 
-One federation (SuperLink, proxy, 3 data holders), then one `flwr run` per mode and worker
-setting: `warm` with each data holder's warm worker (client/worker.py, the `*-worker`
-services) running, `cold` with none (every message imports torch and reads the site again,
-as flwr's per-message ClientApp does). Prints start-up times, seconds per round (from
-results.json) and memory per data holder, and writes them all to one results file.
+One federation (SuperLink, proxy, 3 data holders), then one `flwr run` per mode and
+setting:
+- `warm`: each data holder's launcher (deploy/launcher.py, the `*-launcher` services) and
+  warm worker (client/worker.py, the `*-worker` services) running, as docker-compose.yml
+  starts them: each message's ClientApp is forked warm and hands its work to the worker;
+- `worker`: the worker only: every message's `flwr-clientapp` process imports flwr and the
+  app itself, then hands its work to the worker;
+- `cold`: neither: every message imports torch and reads the site again, as flwr's
+  per-message ClientApp does.
+Prints start-up times, seconds per round (from results.json), CPU per message and memory
+per data holder, and writes them all to one results file.
 
-    .venv/bin/python -m deploy.bench_rounds                       # fedavg+secagg, warm+cold
+    .venv/bin/python -m deploy.bench_rounds                       # fedavg+secagg, all three
     .venv/bin/python -m deploy.bench_rounds --modes secagg --workers warm --rounds 3
 
 `--app` runs another copy of the app (e.g. one with a change to measure); by default the
@@ -90,14 +96,17 @@ def _tree_mib(pids: list[int]) -> float:
 
 
 class Sampler(threading.Thread):
-    """Every 0.1 s: summed RSS of each data holder's process tree, and each flwr-clientapp's
-    RSS and CPU time (a process's last <0.1 s before it exits is missed)."""
+    """Every 0.1 s: summed RSS of each data holder's process tree; each flwr-clientapp's RSS
+    and CPU time, and each launcher child's (a process's last <0.1 s before it exits is
+    missed). A launcher child is the message's ClientApp; its flwr-clientapp only waits."""
 
-    def __init__(self, roots: dict[str, list[int]]) -> None:
+    def __init__(self, roots: dict[str, list[int]], launchers: list[int] = ()) -> None:
         super().__init__(daemon=True)
         self.roots, self.peak = roots, dict.fromkeys(roots, 0.0)
+        self.launchers = set(launchers)
         self.clientapp_peak = 0.0
         self.clientapp_cpu: dict[int, float] = {}
+        self.child_cpu: dict[int, float] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -109,6 +118,10 @@ class Sampler(threading.Thread):
                     if "flwr-clientapp" in _name(p):
                         self.clientapp_peak = max(self.clientapp_peak, _rss_mib(p))
                         self.clientapp_cpu[p] = max(self.clientapp_cpu.get(p, 0.0), _cpu_seconds(p))
+            for launcher in self.launchers:
+                for p in process_tree(launcher):
+                    if p != launcher:
+                        self.child_cpu[p] = max(self.child_cpu.get(p, 0.0), _cpu_seconds(p))
 
 
 def copy_app(target: Path) -> Path:
@@ -125,7 +138,7 @@ def copy_app(target: Path) -> Path:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", nargs="+", choices=["fedavg", "secagg"], default=MODES)
-    parser.add_argument("--workers", nargs="+", choices=["warm", "cold"], default=WORKERS)
+    parser.add_argument("--workers", nargs="+", choices=WORKERS, default=WORKERS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--local-steps", type=int, default=10)
     parser.add_argument("--scale", type=float, default=0.1)
@@ -140,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 MODES = ["fedavg", "secagg"]
-WORKERS = ["warm", "cold"]
+WORKERS = ["warm", "worker", "cold"]
 RESULTS = Path("experiments/results/deployment-rounds/rounds.json")
 
 
@@ -159,6 +172,7 @@ class Bench:
             n for n, s in self.services.items() if s.command[0] == "flower-supernode"
         )
         self.workers = {name: f"{name}-worker" for name in self.holders}
+        self.launchers = {name: f"{name}-launcher" for name in self.holders}
         write_pki(root / "pki", hosts=["superlink", "fleet-proxy", "localhost", "127.0.0.1"])
         # Each data holder's own key, where its compose service mounts it (`fedsec node keygen`).
         self.node_keys = {name: node_key_file(self.services[name]) for name in self.holders}
@@ -217,36 +231,45 @@ class Bench:
     def work_dir(self, holder: str) -> Path:
         return self.root / "volumes" / f"{holder}-work"
 
-    def warm_up(self) -> float:
-        """Start each data holder's worker; the seconds until all are ready."""
+    def running(self, names) -> list:
+        return [p for p in self.processes.started if p.name in names and p.popen.poll() is None]
+
+    def set_up(self, setting: str) -> float:
+        """Start or stop workers and launchers for `setting`; the seconds until all are ready."""
         t0 = time.monotonic()
-        procs = [self.start(worker) for worker in self.workers.values()]
+        want = {
+            "warm": [*self.workers.values(), *self.launchers.values()],
+            "worker": list(self.workers.values()),
+            "cold": [],
+        }[setting]
+        self.stop_others(keep=want)
+        have = {p.name for p in self.running(want)}
+        procs = [self.start(name) for name in want if name not in have]
         for proc in procs:
             proc.wait_for_log("ready", timeout=120)
         return time.monotonic() - t0
 
-    def cool_down(self) -> None:
-        """Stop the workers and remove their folders: the ClientApps run cold and quiet."""
+    def stop_others(self, *, keep: list[str]) -> None:
+        """Stop the workers and launchers not in `keep` and remove their folders."""
         from client.worker import socket_dir
 
-        started = [p for p in self.processes.started if p.name in self.workers.values()]
-        kill_pids([p.pid for p in started if p.popen.poll() is None])
+        others = {*self.workers.values(), *self.launchers.values()} - set(keep)
+        kill_pids([p.pid for p in self.running(others)])
         for holder in self.holders:
-            shutil.rmtree(socket_dir(self.work_dir(holder)), ignore_errors=True)
+            if self.workers[holder] in others:
+                shutil.rmtree(socket_dir(self.work_dir(holder)), ignore_errors=True)
+            if self.launchers[holder] in others:
+                shutil.rmtree(self.work_dir(holder) / "launch", ignore_errors=True)
 
     def roots(self, holder: str) -> list[int]:
-        roots = [self.nodes[holder].pid]
-        roots += [
-            p.pid
-            for p in self.processes.started
-            if p.name == self.workers[holder] and p.popen.poll() is None
-        ]
-        return roots
+        names = {self.workers[holder], self.launchers[holder]}
+        return [self.nodes[holder].pid, *(p.pid for p in self.running(names))]
 
     def run(self, app: Path, *, mode: str, args: argparse.Namespace, tag: str) -> dict:
         time.sleep(3)
         idle = {n: _tree_mib(self.roots(n)) for n in self.holders}
-        monitor = Sampler({n: self.roots(n) for n in self.holders})
+        launchers = [p.pid for p in self.running(set(self.launchers.values()))]
+        monitor = Sampler({n: self.roots(n) for n in self.holders}, launchers)
         monitor.start()
         out = self.root / f"run-{tag}"
         t_run = time.monotonic()
@@ -294,6 +317,9 @@ def _summary(rounds: list[dict], run_seconds: float, idle: dict, monitor: Sample
         "largest_clientapp_mib": monitor.clientapp_peak,
         "clientapp_processes": len(cpu),
         "clientapp_cpu_s_each": sum(cpu.values()) / max(1, len(cpu)),
+        "launched_children": len(monitor.child_cpu),
+        "launched_child_cpu_s_each": sum(monitor.child_cpu.values())
+        / max(1, len(monitor.child_cpu)),
     }
 
 
@@ -309,7 +335,7 @@ def _print_run(tag: str, run: dict) -> None:
     )
 
 
-def _document(args: argparse.Namespace, bench: Bench, runs: dict, warm_s: float | None) -> dict:
+def _document(args: argparse.Namespace, bench: Bench, runs: dict, ready_s: dict) -> dict:
     return {
         "command": "python -m deploy.bench_rounds --modes "
         + " ".join(args.modes)
@@ -318,10 +344,14 @@ def _document(args: argparse.Namespace, bench: Bench, runs: dict, warm_s: float 
         + f" --rounds {args.rounds} --local-steps {args.local_steps} --scale {args.scale}",
         "machine": {"cpus": os.cpu_count(), "load_average_1min_after": os.getloadavg()[0]},
         "data_holders": len(bench.holders),
-        "startup_s": {**bench.startup, "workers_ready": warm_s},
+        "startup_s": {**bench.startup, "ready_s": ready_s},
         "table": {
             tag: {
                 "mean_round_s_after_first": (run["mean_round_s_after_first"] or {}).get("total"),
+                "cpu_s_per_message": run["clientapp_cpu_s_each"]
+                + run["launched_child_cpu_s_each"]
+                * run["launched_children"]
+                / max(1, run["clientapp_processes"]),
                 "idle_mib_per_data_holder": max(run["idle_mib_per_data_holder"].values()),
                 "peak_mib_per_data_holder": max(run["peak_mib_per_data_holder"].values()),
                 "load_average_1min_after": run["load_average_1min_after"],
@@ -335,7 +365,7 @@ def _document(args: argparse.Namespace, bench: Bench, runs: dict, warm_s: float 
 def main() -> None:
     args = _parser().parse_args()
     runs: dict[str, dict] = {}
-    warm_s = None
+    ready_s: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="fedsec-bench-") as scratch:
         bench = Bench(Path(scratch), scale=args.scale)
         try:
@@ -346,20 +376,17 @@ def main() -> None:
             for name in bench.holders:
                 approve(approval_file(bench.services[name]), hashes=[digest])
             for workers in args.workers:
-                if workers == "warm":
-                    warm_s = bench.warm_up()
-                else:
-                    bench.cool_down()
+                ready_s[workers] = bench.set_up(workers)
                 for mode in args.modes:
                     tag = f"{mode}-{workers}"
                     runs[tag] = bench.run(app, mode=mode, args=args, tag=tag)
                     runs[tag]["load_average_1min_after"] = os.getloadavg()[0]
                     _print_run(tag, runs[tag])
                     # After every run: a run cut short still leaves the ones before it.
-                    write_json(args.out, _document(args, bench, runs, warm_s))
+                    write_json(args.out, _document(args, bench, runs, ready_s))
         finally:
             bench.processes.stop()
-    print(json.dumps(_document(args, bench, runs, warm_s)["table"], indent=1))
+    print(json.dumps(_document(args, bench, runs, ready_s)["table"], indent=1))
     print(f"results: {args.out}")
 
 
