@@ -22,8 +22,8 @@ COPY client /src/client
 COPY server /src/server
 COPY experiments /src/experiments
 COPY fedsec /src/fedsec
-COPY deploy/__init__.py deploy/app_guard.py deploy/launcher.py /src/deploy/
-RUN pip install /src && python -c "import torch, flwr, client.app, server.app, deploy.app_guard, deploy.launcher"
+COPY deploy/__init__.py deploy/app_guard.py deploy/launcher.py deploy/supernode.py /src/deploy/
+RUN pip install /src && python -c "import torch, flwr, client.app, server.app, deploy.app_guard, deploy.launcher, deploy.supernode"
 
 # ---- what both roles share: the virtualenv, a non-root user, quiet and offline flwr
 FROM ${PYTHON_IMAGE} AS base

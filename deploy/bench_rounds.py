@@ -37,6 +37,7 @@ from deploy.certs import write_pki
 from deploy.compose import (
     approval_file,
     connection_entry,
+    data_holders,
     default_executable,
     load_compose,
     local_services,
@@ -168,9 +169,7 @@ class Bench:
         self.services = load_compose(
             env={"FEDSEC_PKI": str(root / "pki"), "FEDSEC_SITES": str(root / "sites")}
         )
-        self.holders = sorted(
-            n for n, s in self.services.items() if s.command[0] == "flower-supernode"
-        )
+        self.holders = data_holders(self.services)
         self.workers = {name: f"{name}-worker" for name in self.holders}
         self.launchers = {name: f"{name}-launcher" for name in self.holders}
         write_pki(root / "pki", hosts=["superlink", "fleet-proxy", "localhost", "127.0.0.1"])

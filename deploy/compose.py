@@ -38,6 +38,8 @@ from common.files import write_atomic
 from deploy.app_guard import APPROVAL_ENV, GUARD_DIR, PROGRAM, SHIMS
 
 COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+SUPERNODE_PROGRAMS = ("flower-supernode", "fedsec-supernode")
+"""What a data holder's SuperNode service runs (deploy/supernode.py wraps flwr's)."""
 LOOPBACK = "127.0.0.1"
 FLWR_CONFIG_FILE = "config.toml"
 IMAGE_BIN = "/opt/fedsec/bin"
@@ -574,3 +576,8 @@ def node_register_command(
             command, cwd=scratch, env=_flwr_env(flwr_home), timeout=120, check=False
         )
     return result.returncode
+
+
+def data_holders(services: Mapping[str, Service]) -> list[str]:
+    """The data holders' SuperNode services, by name."""
+    return sorted(n for n, s in services.items() if s.command[0] in SUPERNODE_PROGRAMS)

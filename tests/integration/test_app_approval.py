@@ -21,6 +21,7 @@ from deploy.app_approval import app_hash, approve, load_signing_key, write_signi
 from deploy.app_guard import APPROVAL_ENV, GUARD_DIR, LOG_ENV, PROGRAM, SHIMS, sign_hash
 from deploy.compose import (
     approval_file,
+    data_holders,
     load_compose,
     local_services,
     materialise,
@@ -42,7 +43,7 @@ ROUND = "mode='fedavg' num-rounds=1 min-nodes={n} local-steps=2 site-html='off' 
 def test_every_data_holder_runs_the_guard_with_its_own_read_only_approval_file(tmp_path):
     env = {"FEDSEC_PKI": str(tmp_path / "pki"), "FEDSEC_SITES": str(tmp_path / "sites")}
     services = load_compose(env=env)
-    holders = [name for name, s in services.items() if s.command[0] == "flower-supernode"]
+    holders = data_holders(services)
     assert holders == list(SITES)
     files = set()
     for name in holders:

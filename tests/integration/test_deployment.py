@@ -42,6 +42,7 @@ from deploy.compose import (
     approval_file,
     command_flags,
     connection_entry,
+    data_holders,
     default_executable,
     load_compose,
     local_service,
@@ -76,7 +77,7 @@ def _compose_env(root: Path) -> dict[str, str]:
 
 
 def _data_holders(services: dict[str, Service]) -> list[str]:
-    return sorted(name for name, s in services.items() if s.command[0] == "flower-supernode")
+    return data_holders(services)
 
 
 def _workers(services: dict[str, Service]) -> list[str]:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from deploy import image_pins
-from deploy.compose import COMPOSE_FILE, load_compose
+from deploy.compose import COMPOSE_FILE, SUPERNODE_PROGRAMS, load_compose
 from tests.conftest import ROOT
 
 PROXY_CONF = ROOT / "deploy" / "nginx" / "fleet-proxy.conf"
@@ -40,7 +40,7 @@ def _services() -> dict[str, dict[str, Any]]:
 
 
 def _data_holders() -> list[str]:
-    return [name for name, spec in _services().items() if spec["command"][0] == "flower-supernode"]
+    return [name for name, spec in _services().items() if spec["command"][0] in SUPERNODE_PROGRAMS]
 
 
 def _bytes(size: str | int) -> int:

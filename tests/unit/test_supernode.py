@@ -1,0 +1,72 @@
+"""fedsec-supernode (deploy/supernode.py): flwr's SuperNode with its waits shortened in a run."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from deploy import supernode
+from deploy.supernode import PromptClock, check_flwr, install
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now, self.slept = 0.0, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _node(messages: list):
+    """A stand-in for flwr's module: its loop sleeps 3 s after a poll that brought nothing."""
+    module = SimpleNamespace(time=time, _pull_and_store_message=lambda: messages.pop(0))
+
+    def loop(polls: int) -> None:
+        for _ in range(polls):
+            if module._pull_and_store_message() is None:
+                module.time.sleep(3)
+
+    return module, loop
+
+
+def test_an_idle_node_polls_as_flwr_does_and_a_node_in_a_run_within_a_fifth_of_a_second():
+    fake = FakeTime()
+    clock = PromptClock(clock=fake.clock, sleep=fake.sleep)
+    module, loop = _node([None, None, 7, None, None])
+    install(module, clock)
+    loop(5)
+    # Before any message: flwr's 3 s; after run 7's message: 0.2 s.
+    assert fake.slept == [3, 3, supernode.ACTIVE_POLL_S, supernode.ACTIVE_POLL_S]
+    fake.now += supernode.ACTIVE_S  # a run long over: back to flwr's pace
+    module._pull_and_store_message = lambda: None
+    module.time.sleep(3)
+    assert fake.slept[-1] == 3
+
+
+def test_waits_for_the_local_clientapp_are_shortened_and_other_sleeps_kept():
+    fake = FakeTime()
+    clock = PromptClock(clock=fake.clock, sleep=fake.sleep)
+    clock.sleep(0.5)
+    clock.sleep(1.7)
+    assert fake.slept == [supernode.PROMPT_LOCAL_WAIT_S, 1.7]
+    assert clock.monotonic is time.monotonic  # everything else is the time module's
+
+
+def test_the_patched_names_exist_in_the_installed_flwr():
+    """If flwr renames them, the SuperNode must refuse to start, not quietly poll slowly."""
+    module = importlib.import_module("flwr.supernode.start_client_internal")
+    check_flwr(module)
+    assert "time.sleep(3)" in importlib.util.find_spec(module.__name__).loader.get_source(
+        module.__name__
+    )
+    renamed = SimpleNamespace(time=time)  # no _pull_and_store_message
+    with pytest.raises(SystemExit, match="fedsec-supernode: checked against flwr"):
+        check_flwr(renamed)
