@@ -177,8 +177,8 @@ def hand_over(socket_path: Path, argv: list[str]) -> int | None:
         sock.close()
     if last is None or "exit" not in last:
         print(
-            f"fedsec-clientapp: lost the launcher while its child (pid {first['pid']}) ran "
-            "this message",
+            f"fedsec-clientapp: the launcher stopped while its child (pid {first['pid']}) ran "
+            "this message; the child finishes it on its own",
             file=sys.stderr,
             flush=True,
         )
@@ -296,7 +296,9 @@ class Launcher:
     @staticmethod
     def preload() -> tuple[float, list[str]]:
         """Import PRELOAD; (seconds, the modules that could not be imported)."""
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one thread to carry over a fork
+        # No BLAS thread pool to carry over a fork: the children's numeric work is small (the
+        # warm worker trains), and torch keeps its own threads.
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
         started, missing = time.monotonic(), []
         for module in PRELOAD:
             try:

@@ -141,6 +141,28 @@ def test_killing_the_caller_kills_its_message(running, shim, tmp_path):
         kill_pids([caller.pid], grace_seconds=0.0)
 
 
+def test_a_launcher_that_dies_leaves_its_running_message_to_finish(running, shim, tmp_path):
+    """A crash of the launcher loses no message: its children do not depend on it."""
+    stderr = tmp_path / "stderr"  # a file: the child writes to it too, and keeps running
+    with stderr.open("w") as err:
+        caller = subprocess.Popen(
+            [str(shim), *UNREACHABLE, "--token", "t"],
+            env={**os.environ, launcher.ENV_SOCKET: str(running.socket_path)},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=tmp_path,
+        )
+    try:
+        wait_until(lambda: running.children(), timeout=30, what="the child")
+        (child,) = running.children()
+        os.kill(running.proc.pid, signal.SIGKILL)
+        assert caller.wait(timeout=30) == 1
+        assert "the child finishes it on its own" in stderr.read_text()
+        assert Path(f"/proc/{child}").exists()  # still at its message
+    finally:
+        kill_pids([caller.pid], grace_seconds=0.0)
+
+
 def test_garbage_on_the_socket_is_refused_and_the_launcher_keeps_serving(running, shim, tmp_path):
     def connect() -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
