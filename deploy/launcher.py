@@ -190,7 +190,7 @@ def clientapp_main() -> None:
     """`fedsec-clientapp` (also `flwr-clientapp` on a data holder's PATH): hand the message to
     the launcher when one is set up, else check and run it here (deploy/app_guard.py)."""
     path = os.environ.get(ENV_SOCKET)
-    if path and Path(sys.argv[0]).name == CLIENTAPP and Path(path).exists():
+    if path and Path(sys.argv[0]).name == CLIENTAPP:
         code = hand_over(Path(path), sys.argv)
         if code is not None:
             raise SystemExit(code)
@@ -345,29 +345,28 @@ class Launcher:
         self.selector.register(server, selectors.EVENT_READ, "accept")
         self.selector.register(self.wakeup_r, selectors.EVENT_READ, "reap")
 
-    def serve(self, *, max_launches: int | None = None) -> None:
-        """Until SIGTERM (or `max_launches` children have exited, for tests)."""
-        launched = finished = 0
-        while max_launches is None or finished < max_launches:
+    def serve(self) -> None:
+        """Until SIGTERM: requests, children's ends and callers that went away, as they come."""
+        while True:
             for key, _ in self.selector.select():
                 if key.data == "accept":
-                    launched += self._accept()
+                    self._accept()
                 elif key.data == "reap":
-                    finished += self._reap()
+                    self._reap()
                 else:
                     self._peer_gone(key.data)
 
-    def _accept(self) -> int:
+    def _accept(self) -> None:
         assert self.server is not None
         try:
             connection, _ = self.server.accept()
         except BlockingIOError:
-            return 0
+            return
         connection.setblocking(True)
         if _peer_uid(connection) != os.getuid():
             _line("refused a connection from another user")
             connection.close()
-            return 0
+            return
         connection.settimeout(READ_TIMEOUT_S)
         try:
             argv, env, cwd, fds = read_request(connection)
@@ -376,7 +375,7 @@ class Launcher:
             with contextlib.suppress(OSError):
                 connection.sendall(json.dumps({"error": str(error)}).encode() + b"\n")
             connection.close()
-            return 0
+            return
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -407,7 +406,6 @@ class Launcher:
         connection.setblocking(False)
         self.selector.register(connection, selectors.EVENT_READ, pid)
         _line(f"message started: ClientApp pid {pid}")
-        return 1
 
     def _drop_launcher_state(self, connection: socket.socket) -> None:
         """In the child: close the launcher's sockets, pipe and selector. Detached first, so
@@ -443,11 +441,10 @@ class Launcher:
         self._kill(pid)
         _line(f"the process that handed over ClientApp pid {pid} is gone: killed it")
 
-    def _reap(self) -> int:
+    def _reap(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while os.read(self.wakeup_r, 512):
                 pass
-        finished = 0
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -455,7 +452,6 @@ class Launcher:
                 break
             if pid == 0:
                 break
-            finished += 1
             code = os.waitstatus_to_exitcode(status)
             connection, started = self.children.pop(pid, (None, time.monotonic()))
             seconds = time.monotonic() - started
@@ -468,7 +464,6 @@ class Launcher:
                 connection.setblocking(True)
                 connection.sendall(json.dumps({"exit": code}).encode() + b"\n")
             connection.close()
-        return finished
 
     def close(self) -> None:
         for pid in list(self.children):

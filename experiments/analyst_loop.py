@@ -586,7 +586,8 @@ def run_arm(
     import client.app
     import server.app
     from client.local import SPEC
-    from common.model import ndarrays_to_model
+    from common import weights
+    from common.model import array_shapes, ndarrays_to_model
     from common.protocol import SERVER_ROUND
     from experiments.inprocess import LocalGrid
     from experiments.simulate import quiet_frameworks, run_settings
@@ -606,7 +607,9 @@ def run_arm(
         ins = compat.recorddict_to_evaluateins(message.content, keep_input=True)
         server_round = int(ins.config.get(SERVER_ROUND, 0))
         site_dir = client.app.site_location(context)[0].resolve()
-        model = ndarrays_to_model(parameters_to_ndarrays(ins.parameters), spec=SPEC)
+        received = parameters_to_ndarrays(ins.parameters)  # packed in one vector on the wire
+        arrays = weights.unpack(received, layout=array_shapes(SPEC))
+        model = ndarrays_to_model(arrays, spec=SPEC)
         meters[site_dir].measure(model, server_round)
         if analysts is None or server_round >= shape.rounds:
             return

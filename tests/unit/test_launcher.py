@@ -222,10 +222,12 @@ def test_without_a_launcher_the_message_runs_cold_after_one_line(shim, tmp_path)
     absent = tmp_path / "no-launcher" / "launcher.sock"
     absent.parent.mkdir()
     absent.write_text("")  # a stale path that is not a socket
-    cold = _hand(shim, absent, "--help", cwd=tmp_path)
-    assert cold.returncode == 0 and cold.stdout.startswith("usage: flwr-clientapp")
-    said = [line for line in cold.stderr.splitlines() if "launcher" in line]
-    assert len(said) == 1 and "runs cold" in said[0], cold.stderr
+    # A stale path that is no socket, and one that is not there (launcher never started).
+    for path in (absent, tmp_path / "never-started" / "launcher.sock"):
+        cold = _hand(shim, path, "--help", cwd=tmp_path)
+        assert cold.returncode == 0 and cold.stdout.startswith("usage: flwr-clientapp")
+        said = [line for line in cold.stderr.splitlines() if "launcher" in line]
+        assert len(said) == 1 and "runs cold" in said[0], cold.stderr
     unset = subprocess.run(
         [str(shim), "--help"],
         env={k: v for k, v in os.environ.items() if k != launcher.ENV_SOCKET},
