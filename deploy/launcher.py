@@ -19,13 +19,14 @@ What keeps it honest:
 - The launcher never imports the app's own packages (`APP_PACKAGES`): flwr loads the app
   from the approved bundle (FAB) in each child, as it would cold. flwr's `load_app` takes a
   module already in `sys.modules` as is, so a template that had imported `client.app` would
-  run that copy instead of the approved one; `serve` refuses to start if any is loaded.
+  run that copy instead of the approved one; `preload` refuses to go on if any is loaded.
 - One child per message, each its own process: nothing one message's app does stays for the
   next (the template does not run app code; its children exit).
 - The socket is 0600 in a 0700 folder and the launcher checks its peer's user id: only the
   data holder's own user hands over work, as it could start `flwr-clientapp` itself.
 - If the handing process dies (the SuperNode stopped, a kill), its connection closes and the
   launcher kills the child's process group: a child never outlives the process flwr started.
+  If the launcher itself dies, its running children finish their messages on their own.
 - If the launcher is not running or refuses, `clientapp_main` logs one line and runs the
   message cold in its own process: a launcher down costs seconds, never a round.
 """
@@ -442,9 +443,8 @@ class Launcher:
         _line(f"the process that handed over ClientApp pid {pid} is gone: killed it")
 
     def _reap(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.wakeup_r, 512):
-                pass
+        with contextlib.suppress(BlockingIOError):  # the wake-up bytes; waitpid says who ended
+            os.read(self.wakeup_r, 4096)
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
