@@ -14,9 +14,11 @@ import json
 import os
 import shutil
 import ssl
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -113,7 +115,7 @@ class _Client:
 def test_a_flood_from_one_address_is_throttled_after_a_burst_of_whole_messages(proxy):
     port, ca = proxy
     # Faster than the sustained rate: sooner or later the burst is spent.
-    statuses = _until_throttled(_Client(port, ca))
+    statuses = _until_throttled(lambda: _Client(port, ca))
     assert THROTTLED in statuses, Counter(statuses)
     # Two whole exchanges (every object pulled and pushed) always pass before that.
     first_throttled = statuses.index(THROTTLED)
@@ -121,13 +123,34 @@ def test_a_flood_from_one_address_is_throttled_after_a_burst_of_whole_messages(p
     assert set(statuses[:first_throttled]) == {PASSED}, Counter(statuses)
 
 
-def _until_throttled(client: _Client, limit: int = 5000) -> list[int]:
+FLOODERS = 4
+"""Connections flooding at once. One connection waits for each answer, so on a loaded
+machine it can fall below the 200/s it has to beat (measured: 185/s with the test suite
+running beside it); four keep the address well above it."""
+
+
+def _until_throttled(client: Callable[[], _Client], limit: int = 5000) -> list[int]:
+    """Statuses in the order they were answered, from FLOODERS connections of one address
+    posting until one is throttled (or `limit` requests in all)."""
     statuses: list[int] = []
-    try:
-        while THROTTLED not in statuses and len(statuses) < limit:
-            statuses.append(client.post(b"x"))
-    finally:
-        client.close()
+    lock = threading.Lock()
+
+    def flood() -> None:
+        own = client()
+        try:
+            while True:
+                with lock:
+                    if THROTTLED in statuses or len(statuses) >= limit:
+                        return
+                status = own.post(b"x")
+                with lock:
+                    statuses.append(status)
+        finally:
+            own.close()
+
+    with ThreadPoolExecutor(FLOODERS) as pool:
+        for done in [pool.submit(flood) for _ in range(FLOODERS)]:
+            done.result()
     return statuses
 
 
@@ -136,7 +159,7 @@ def test_each_node_has_its_own_budget_even_behind_one_address(proxy):
     that spent its burst is throttled, and the next node from the same address is not."""
     port, ca = proxy
     time.sleep(6)  # the address's budget (200/s, burst 1,040) refills after the test above
-    first = _until_throttled(_Client(port, ca, node_key="bm9kZS1h"))
+    first = _until_throttled(lambda: _Client(port, ca, node_key="bm9kZS1h"))
     spent = first.index(THROTTLED)
     exchange = MEASURED["most_requests_per_exchange"]
     assert 2 * exchange <= spent <= 10 * exchange, spent  # the per-node burst, not the address's
