@@ -46,11 +46,14 @@ import base64
 import binascii
 import hashlib
 import importlib.metadata
+import io
 import os
 import re
+import shutil
 import sys
 import time
 import tomllib
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +87,8 @@ SIGNED_PREFIX = b"fedsec-app-v1:"
 
 GUARD_DIR = "/opt/fedsec/guard"
 """The client image's folder, first on a data holder's PATH, of links to this program."""
+FAB_MANIFEST = ".info/CONTENT"
+"""The FAB's list of its files: path, SHA-256 and size per line (flwr 1.42's `flwr build`)."""
 GUARDED_PROGRAM = "flwr-clientapp"
 REFUSED_PROGRAMS = (
     "flwr-agentapp",
@@ -403,6 +408,53 @@ def log_verdict(verdict: Verdict, *, run_id: int) -> None:
 # ------------------------------------------------------------------ wrapping flwr-clientapp
 
 
+def _install_folder(run: Any, fab: Any) -> Path | None:
+    """Where flwr unpacks this app and then loads it from (run_clientapp's own call)."""
+    from flwr.common.config import get_project_dir
+
+    try:
+        return get_project_dir(run.fab_id, run.fab_version, fab.hash_str)
+    except (AttributeError, ValueError):  # no or a malformed app id: flwr's install decides
+        return None
+
+
+def _manifest(content: bytes) -> dict[str, str]:
+    """{path: SHA-256} of every file the FAB lists in its `.info/CONTENT`."""
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        text = archive.read(FAB_MANIFEST).decode("utf-8")
+    listed = {}
+    for line in text.strip().splitlines():
+        path, digest, _size = line.rsplit(",", 2)
+        listed[path] = digest
+    return listed
+
+
+def installed_as_approved(folder: Path, content: bytes) -> bool:
+    """True if `folder` holds exactly the files the approved FAB lists, each with its listed
+    SHA-256 (bytecode caches aside): then the app need not be unpacked again.
+
+    flwr 1.42 unpacks every message's FAB to a temporary folder, checks it, and then runs
+    whatever an earlier message left in the install folder. Checking the installed files
+    here saves the unpacking and closes that gap: a changed file is unpacked again.
+    """
+    try:
+        listed = _manifest(content)
+    except (KeyError, ValueError, UnicodeDecodeError, zipfile.BadZipFile):
+        return False
+    found = {}
+    try:
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = [name for name in dirs if name != "__pycache__"]
+            for name in files:
+                path = Path(root) / name
+                found[path.relative_to(folder).as_posix()] = hashlib.sha256(
+                    path.read_bytes()
+                ).hexdigest()
+    except OSError:
+        return False
+    return bool(listed) and found == listed
+
+
 def install_guard(
     module: ModuleType,
     *,
@@ -411,10 +463,10 @@ def install_guard(
     """Wrap `pull_task_input` and `install_from_fab` in flwr's run_clientapp module."""
     original_pull = module.pull_task_input
     original_install = module.install_from_fab
-    checked: dict[str, Any] = {"content": None, "refusal": None}
+    checked: dict[str, Any] = {"content": None, "refusal": None, "folder": None}
 
     def pull_task_input(client: Any) -> tuple[Any, Any, Any, Any]:
-        checked.update(content=None, refusal=None)
+        checked.update(content=None, refusal=None, folder=None)
         message, context, run, fab = original_pull(client)
         try:
             verdict = _check(fab, run)
@@ -428,6 +480,7 @@ def install_guard(
         log_verdict(verdict, run_id=run.run_id)
         if verdict.approved:
             checked["content"] = fab.content
+            checked["folder"] = _install_folder(run, fab)
         else:
             checked["refusal"] = verdict.refusal()
         return message, context, run, fab
@@ -454,6 +507,12 @@ def install_guard(
             # Not the bytes that were checked: nothing unchecked is ever unpacked.
             data = fab_file if isinstance(fab_file, bytes) else b""
             raise AppRefused("A3", hashlib.sha256(data).hexdigest())
+        folder = checked["folder"]
+        if folder is not None and folder.is_dir() and not args and set(kwargs) <= {"skip_prompt"}:
+            if installed_as_approved(folder, fab_file):
+                return folder  # this message runs the files the approved bytes list
+            # flwr would run the folder of that name as it is: unpack the approved files again.
+            shutil.rmtree(folder, ignore_errors=True)
         return original_install(fab_file, *args, **kwargs)
 
     module.pull_task_input = pull_task_input

@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy import launcher
 from deploy.compose import (
     COMPOSE_FILE,
     LocalService,
@@ -715,6 +716,10 @@ def test_secagg_round_over_tls_through_the_proxy(federation, tmp_path):
         assert "runs cold" not in federation.processes.get(site).log(), site
         decisions = federation.root / "volumes" / f"{site}-work" / "app-approvals.log"
         assert f"approved app sha256:{federation.app_hash}" in decisions.read_text(), site
+        # The children compiled the installed app once, into the launcher's bytecode cache.
+        cache = federation.root / "volumes" / f"{site}-work" / "launch" / launcher.PYCACHE
+        compiled = {path.name for path in cache.rglob("*.pyc")}
+        assert {"app.cpython-311.pyc", "worker.cpython-311.pyc"} <= compiled, site
 
 
 def _https_status(port: int, ca: Path, method: str, raw_path: str) -> int:

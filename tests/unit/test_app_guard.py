@@ -294,6 +294,63 @@ def test_every_flwr_task_program_is_linked_and_only_the_clientapp_runs(tmp_path)
     assert result.returncode == 2 and "refused to start flwr-agentapp" in result.stderr
 
 
+class _RealInstall(_FakeRunClientapp):
+    """run_clientapp's two names around a real FAB and flwr's own `install_from_fab`."""
+
+    def __init__(self, fab: bytes) -> None:
+        from flwr.common.config import get_fab_config, get_metadata_from_config
+
+        super().__init__(content=fab, sent=hashlib.sha256(fab).hexdigest())
+        fab_id, version = get_metadata_from_config(get_fab_config(fab))
+        self.run = SimpleNamespace(
+            run_id=42, override_config={}, fab_id=fab_id, fab_version=version
+        )
+        self.unpacked = 0
+
+    def install_from_fab(self, fab_file, *args, **kwargs):
+        from flwr.cli.install import install_from_fab
+
+        self.unpacked += 1
+        return install_from_fab(fab_file, *args, **kwargs)
+
+
+def test_an_installed_app_is_reused_only_while_it_holds_exactly_the_approved_files(
+    tmp_path, monkeypatch
+):
+    from flwr.cli.build import build_fab_from_disk
+
+    fab = build_fab_from_disk(_copy_app(tmp_path / "app"))
+    digest = hashlib.sha256(fab).hexdigest()
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(APPROVAL_ENV, str(tmp_path / "a.toml"))
+    (tmp_path / "a.toml").write_text(f'hashes = ["{digest}"]')
+    module = _RealInstall(fab)
+    install_guard(module)
+
+    def message() -> Path:
+        _, _, run, pulled = module.pull_task_input(None)
+        return Path(module.install_from_fab(pulled.content, skip_prompt=True))
+
+    folder = message()
+    assert module.unpacked == 1 and (folder / "client" / "app.py").is_file()
+    approved = (folder / "client" / "app.py").read_bytes()
+    (folder / "client" / "__pycache__").mkdir()
+    (folder / "client" / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"cache")
+    assert message() == folder and module.unpacked == 1  # the same files: not unpacked again
+    # flwr alone would run a changed or an added file; the guard unpacks the approved ones.
+    (folder / "client" / "app.py").write_bytes(approved + b"\nimport os  # changed\n")
+    assert message() == folder and module.unpacked == 2
+    assert (folder / "client" / "app.py").read_bytes() == approved
+    (folder / "client" / "extra.py").write_text("print('not in the app')\n")
+    assert message() == folder and module.unpacked == 3
+    assert not (folder / "client" / "extra.py").exists()
+    (folder / "server" / "app.py").unlink()
+    assert message() == folder and module.unpacked == 4
+    assert (folder / "server" / "app.py").is_file()
+    assert app_guard.installed_as_approved(folder, fab)
+    assert not app_guard.installed_as_approved(folder, b"not a zip")
+
+
 # ---------------------------------------------------------------- hashing and signing
 
 
