@@ -56,6 +56,7 @@ from deploy.procs import (
     process_tree,
     wait_until,
 )
+from deploy.supernode import ENV_ACTIVE_POLL, active_poll_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +91,19 @@ def _cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of `root`'s process tree: each living process's own and its reaped
+    children's (a launcher's finished children, flwr's finished ServerApp)."""
+    total = 0.0
+    for pid in process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _tree_mib(pids: list[int]) -> float:
@@ -271,6 +285,7 @@ class Bench:
         monitor = Sampler({n: self.roots(n) for n in self.holders}, launchers)
         monitor.start()
         out = self.root / f"run-{tag}"
+        cpu_before = self.service_cpu()
         t_run = time.monotonic()
         result = subprocess.run(
             [
@@ -290,13 +305,35 @@ class Bench:
             check=False,
         )
         run_seconds = time.monotonic() - t_run
+        cpu_after = self.service_cpu()
         monitor.stop.set()
         monitor.join()
         if result.returncode != 0:
             print(result.stdout[-3000:], result.stderr[-3000:], self.processes.tails())
             raise SystemExit(result.returncode)
         rounds = json.loads((out / "results.json").read_text())["rounds"]
-        return _summary(rounds, run_seconds, idle, monitor)
+        summary = _summary(rounds, run_seconds, idle, monitor)
+        summary["service_cpu_s_per_round"] = {
+            kind: round((cpu_after[kind] - cpu_before.get(kind, 0.0)) / len(rounds), 3)
+            for kind in cpu_after
+        }
+        return summary
+
+    def service_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each kind of long-running service, summed over data holders:
+        the coordinator (SuperLink, its SuperExec and ServerApps), the proxy, SuperNodes,
+        workers, launchers (their message children included)."""
+        kinds = {
+            "coordinator": ["superlink"],
+            "fleet_proxy": ["fleet-proxy"],
+            "supernodes": list(self.holders),
+            "workers": list(self.workers.values()),
+            "launchers": list(self.launchers.values()),
+        }
+        return {
+            kind: sum(_tree_cpu_seconds(p.pid) for p in self.running(set(names)))
+            for kind, names in kinds.items()
+        }
 
 
 def _summary(rounds: list[dict], run_seconds: float, idle: dict, monitor: Sampler) -> dict:
@@ -332,17 +369,22 @@ def _print_run(tag: str, run: dict) -> None:
         + "; peak: "
         + ", ".join(f"{n} {v:.0f}" for n, v in run["peak_mib_per_data_holder"].items())
     )
+    print("CPU s per round: " + str(run["service_cpu_s_per_round"]))
 
 
 def _document(args: argparse.Namespace, bench: Bench, runs: dict, ready_s: dict) -> dict:
+    poll = os.environ.get(ENV_ACTIVE_POLL)
     return {
-        "command": "python -m deploy.bench_rounds --modes "
+        "command": (f"{ENV_ACTIVE_POLL}={poll} " if poll else "")
+        + "python -m deploy.bench_rounds --modes "
         + " ".join(args.modes)
         + " --workers "
         + " ".join(args.workers)
         + f" --rounds {args.rounds} --local-steps {args.local_steps} --scale {args.scale}",
         "machine": {"cpus": os.cpu_count(), "load_average_1min_after": os.getloadavg()[0]},
         "data_holders": len(bench.holders),
+        # How often a SuperNode polls while a run is on (deploy/supernode.py).
+        "active_poll_s": active_poll_seconds(),
         "startup_s": {**bench.startup, "ready_s": ready_s},
         "table": {
             tag: {
@@ -353,6 +395,7 @@ def _document(args: argparse.Namespace, bench: Bench, runs: dict, ready_s: dict)
                 / max(1, run["clientapp_processes"]),
                 "idle_mib_per_data_holder": max(run["idle_mib_per_data_holder"].values()),
                 "peak_mib_per_data_holder": max(run["peak_mib_per_data_holder"].values()),
+                "cpu_s_per_round": round(sum(run["service_cpu_s_per_round"].values()), 2),
                 "load_average_1min_after": run["load_average_1min_after"],
             }
             for tag, run in runs.items()

@@ -37,18 +37,34 @@ def _node(messages: list):
     return module, loop
 
 
-def test_an_idle_node_polls_as_flwr_does_and_a_node_in_a_run_within_a_fifth_of_a_second():
+def test_an_idle_node_polls_as_flwr_does_and_a_node_in_a_run_within_half_a_second():
     fake = FakeTime()
     clock = PromptClock(clock=fake.clock, sleep=fake.sleep)
     module, loop = _node([None, None, 7, None, None])
     install(module, clock)
     loop(5)
-    # Before any message: flwr's 3 s; after run 7's message: 0.2 s.
+    # Before any message: flwr's 3 s; after run 7's message: ACTIVE_POLL_S.
     assert fake.slept == [3, 3, supernode.ACTIVE_POLL_S, supernode.ACTIVE_POLL_S]
     fake.now += supernode.ACTIVE_S  # a run long over: back to flwr's pace
     module._pull_and_store_message = lambda: None
     module.time.sleep(3)
     assert fake.slept[-1] == 3
+
+
+def test_the_active_poll_comes_from_the_environment_and_a_bad_value_is_one_line():
+    assert supernode.active_poll_seconds({}) == supernode.ACTIVE_POLL_S
+    assert supernode.active_poll_seconds({supernode.ENV_ACTIVE_POLL: " 0.5 "}) == 0.5
+    fake = FakeTime()
+    clock = PromptClock(clock=fake.clock, sleep=fake.sleep, active_poll=0.5)
+    module, loop = _node([7, None])
+    install(module, clock)
+    loop(2)
+    assert fake.slept == [0.5]
+    for bad in ("fast", "0", "4", "nan"):
+        with pytest.raises(SystemExit) as refused:
+            supernode.active_poll_seconds({supernode.ENV_ACTIVE_POLL: bad})
+        (line,) = str(refused.value).splitlines()
+        assert supernode.ENV_ACTIVE_POLL in line and "fix:" in line
 
 
 def test_waits_for_the_local_clientapp_are_shortened_and_other_sleeps_kept():
