@@ -27,6 +27,10 @@ namespace of `flwr.supernode.runtime.run_clientapp`, whose `run_clientapp` does:
   unset, and flwr then sends no reply at all (the model team would see only a timeout).
   From step 2 on, flwr turns the exception into an error reply whose reason carries its
   text, so the model team sees one fixed sentence and the app's hash (`REFUSALS`).
+  An app already unpacked by an earlier message is used again only if its folder holds
+  exactly the files the approved FAB lists, each with its listed hash
+  (`installed_as_approved`); otherwise the approved files are unpacked again. flwr alone
+  would load whatever that folder holds.
 
 The approval file is read again for every message, so a data holder's edit applies to the
 next message without restarting the node. A missing variable, a missing file or an
