@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import io
@@ -58,7 +60,7 @@ import sys
 import time
 import tomllib
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -433,6 +435,15 @@ def _manifest(content: bytes) -> dict[str, str]:
     return listed
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created if need be) for as long as the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def installed_as_approved(folder: Path, content: bytes) -> bool:
     """True if `folder` holds exactly the files the approved FAB lists, each with its listed
     SHA-256 (bytecode caches aside): then the app need not be unpacked again.
@@ -512,12 +523,17 @@ def install_guard(
             data = fab_file if isinstance(fab_file, bytes) else b""
             raise AppRefused("A3", hashlib.sha256(data).hexdigest())
         folder = checked["folder"]
-        if folder is not None and folder.is_dir() and not args and set(kwargs) <= {"skip_prompt"}:
-            if installed_as_approved(folder, fab_file):
-                return folder  # this message runs the files the approved bytes list
-            # flwr would run the folder of that name as it is: unpack the approved files again.
-            shutil.rmtree(folder, ignore_errors=True)
-        return original_install(fab_file, *args, **kwargs)
+        if folder is None or args or set(kwargs) - {"skip_prompt"}:
+            return original_install(fab_file, *args, **kwargs)
+        # One message at a time per app folder: another ClientApp of this node may be
+        # unpacking the same app right now, and a half-copied folder is not a changed one.
+        with _locked(folder.parent / f".{folder.name}.lock"):
+            if folder.is_dir():
+                if installed_as_approved(folder, fab_file):
+                    return folder  # this message runs the files the approved bytes list
+                # flwr would run the folder as it is: unpack the approved files again.
+                shutil.rmtree(folder, ignore_errors=True)
+            return original_install(fab_file, *args, **kwargs)
 
     module.pull_task_input = pull_task_input
     module.install_from_fab = install_from_fab

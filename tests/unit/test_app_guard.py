@@ -10,7 +10,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -349,6 +352,44 @@ def test_an_installed_app_is_reused_only_while_it_holds_exactly_the_approved_fil
     assert (folder / "server" / "app.py").is_file()
     assert app_guard.installed_as_approved(folder, fab)
     assert not app_guard.installed_as_approved(folder, b"not a zip")
+
+
+def test_a_second_message_waits_for_an_unpacking_in_progress_instead_of_undoing_it(
+    tmp_path, monkeypatch
+):
+    """Two ClientApps of one node get the same new app at once: the second finds the folder
+    half copied. It must wait for the first, then use its folder, not delete it midway."""
+    from flwr.cli.build import build_fab_from_disk
+
+    fab = build_fab_from_disk(_copy_app(tmp_path / "app"))
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(APPROVAL_ENV, str(tmp_path / "a.toml"))
+    (tmp_path / "a.toml").write_text(f'hashes = ["{hashlib.sha256(fab).hexdigest()}"]')
+    first, second = _RealInstall(fab), _RealInstall(fab)
+    real_install = first.install_from_fab
+    copying = threading.Event()
+
+    def slow_install(fab_file, *args, **kwargs):
+        folder = app_guard._install_folder(first.run, first.fab)
+        folder.mkdir(parents=True)
+        (folder / "pyproject.toml").write_text("half copied")
+        copying.set()
+        time.sleep(0.5)  # the second message arrives meanwhile
+        shutil.rmtree(folder)
+        return real_install(fab_file, *args, **kwargs)
+
+    first.install_from_fab = slow_install
+    for module in (first, second):
+        install_guard(module)
+        module.pull_task_input(None)
+    with ThreadPoolExecutor(2) as pool:
+        one = pool.submit(first.install_from_fab, fab, skip_prompt=True)
+        assert copying.wait(10)
+        two = pool.submit(second.install_from_fab, fab, skip_prompt=True)
+        folders = {Path(one.result(timeout=30)), Path(two.result(timeout=30))}
+    (folder,) = folders
+    assert first.unpacked == 1 and second.unpacked == 0  # the second used the first's folder
+    assert app_guard.installed_as_approved(folder, fab)
 
 
 # ---------------------------------------------------------------- hashing and signing
