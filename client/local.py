@@ -41,9 +41,11 @@ from common.protocol import (
 from common.run_config import RunSettings
 from common.training import (
     TrainConfig,
-    hardest_negatives,
+    missed_family_probabilities,
     predict_scores,
     required_capacity,
+    scored_benign,
+    top_scoring,
     train_model,
 )
 
@@ -56,7 +58,16 @@ def site_rng(*, seed: int, server_round: int, site_id: str, purpose: str) -> np.
     return np.random.default_rng([seed, server_round, int.from_bytes(digest[:8], "big")])
 
 
-def required_rows(
+@dataclass(frozen=True)
+class RoundDraws:
+    """What a round's local training draws besides its uniform batches: the rows every batch
+    schedule must carry, and the positives' draw probabilities (None: uniform)."""
+
+    required: np.ndarray
+    positive_probabilities: np.ndarray | None = None
+
+
+def round_draws(
     site: PreparedSite,
     model,
     settings: RunSettings,
@@ -64,20 +75,28 @@ def required_rows(
     config: TrainConfig,
     server_round: int,
     purpose: str,
-) -> np.ndarray:
-    """Training rows this round's batches must carry: the analysts' verdict rows first, then
-    the `hard-negatives` benign rows the incoming model scores highest (mined afresh every
-    round, never more than the batches' room for required rows leaves)."""
+) -> RoundDraws:
+    """Judge the incoming model on the site's own training names, once, for both kinds of
+    mining.
+
+    Required rows: the analysts' verdict rows first, then the `hard-negatives` benign rows the
+    model scores highest (mined afresh every round, never more than the batches' room for
+    required rows leaves). Positive draws: with `hard-families` > 0, that share of them goes
+    to the families the model misses at FPR 1e-3 (`missed_family_probabilities`). The benign
+    names are scored once for both; nothing here leaves the site.
+    """
     data = site.require_data()
     verdicts = data.verdict_rows
     room = required_capacity(config) - verdicts.size
-    if settings.hard_negatives == 0 or room <= 0:
-        return verdicts
-    mined = hardest_negatives(
+    mining = settings.hard_negatives > 0 and room > 0
+    if not mining and settings.hard_families == 0:
+        return RoundDraws(required=verdicts)
+    domains = site.encoded(SPEC).train
+    labels = data.train.labels
+    benign, benign_scores = scored_benign(
         model,
-        domains=site.encoded(SPEC).train,
-        labels=data.train.labels,
-        count=min(settings.hard_negatives, room),
+        domains=domains,
+        labels=labels,
         generator=site_rng(
             seed=settings.seed,
             server_round=server_round,
@@ -86,7 +105,20 @@ def required_rows(
         ),
         exclude=verdicts,
     )
-    return np.union1d(verdicts, mined)
+    required = verdicts
+    if mining:
+        mined = top_scoring(benign, benign_scores, count=min(settings.hard_negatives, room))
+        required = np.union1d(verdicts, mined)
+    chances = None
+    if settings.hard_families > 0:
+        chances = missed_family_probabilities(
+            labels=labels,
+            families=data.train.families,
+            positive_scores=_scores(model, domains[labels == 1]),
+            benign_scores=benign_scores,
+            share=settings.hard_families,
+        )
+    return RoundDraws(required=required, positive_probabilities=chances)
 
 
 @dataclass(frozen=True)
@@ -119,15 +151,17 @@ def train_round(
     rng = site_rng(
         seed=settings.seed, server_round=server_round, site_id=data.site_id, purpose="train"
     )
+    draws = round_draws(
+        site, model, settings, config=config, server_round=server_round, purpose="train"
+    )
     summary = train_model(
         model,
         domains=site.encoded(SPEC).train,
         labels=data.train.labels,
         config=config,
         generator=rng,
-        required_rows=required_rows(
-            site, model, settings, config=config, server_round=server_round, purpose="train"
-        ),
+        required_rows=draws.required,
+        positive_probabilities=draws.positive_probabilities,
     )
     delta = weights.subtract(model_to_ndarrays(model), global_arrays)
     raw_norm = weights.global_norm(delta)
@@ -278,7 +312,7 @@ class LocalOnlyModel:
                 site_id=site.site_id,
                 purpose="local-only",
             )
-            required = required_rows(
+            draws = round_draws(
                 site, model, settings, config=config, server_round=catch_up, purpose="local-only"
             )
             train_model(
@@ -287,7 +321,8 @@ class LocalOnlyModel:
                 labels=site.require_data().train.labels,
                 config=config,
                 generator=rng,
-                required_rows=required,
+                required_rows=draws.required,
+                positive_probabilities=draws.positive_probabilities,
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_bytes(model_to_bytes(model))

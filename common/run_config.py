@@ -68,6 +68,12 @@ class RunSettings(BaseModel):
     hard_negatives: int = Field(
         default=5760, ge=0, le=MAX_LOCAL_STEPS * MAX_BATCH_SIZE, alias="hard-negatives"
     )
+    # Hard families: this share of the positive draws goes to the families the incoming model
+    # misses at FPR 1e-3 on the site's own training names, re-judged every round (0 = off:
+    # positives drawn uniformly); docs/training.md.
+    hard_families: float = Field(
+        default=0.0, ge=0, le=1, allow_inf_nan=False, alias="hard-families"
+    )
     # Model selection (server/selection.py, docs/training.md): "last" deploys the last round's
     # model; a site figure makes the coordinator also write model-selected.npz, the round
     # whose mean of that figure over the sites' own held-out days is highest.

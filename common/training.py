@@ -91,11 +91,13 @@ def draw_balanced_batch(
     batch_size: int,
     positive_fraction: float,
     generator: np.random.Generator,
+    positive_cdf: np.ndarray | None = None,
 ) -> np.ndarray:
     """Row indices for one minibatch: each draw is a positive with probability positive_fraction.
 
     Draws are with replacement inside each class, so a site with 3 positives still fills
-    its share. When one class is empty every draw comes from the other.
+    its share. When one class is empty every draw comes from the other. Positives are drawn
+    uniformly, or by `positive_cdf` (cumulative weights aligned with `positives`) when given.
     """
     if positives.size == 0 and negatives.size == 0:
         raise ValueError("cannot draw a batch from an empty data set")
@@ -108,8 +110,11 @@ def draw_balanced_batch(
     is_positive = generator.random(batch_size) < fraction
     n_positive = int(is_positive.sum())
     batch = np.empty(batch_size, dtype=np.int64)
-    if n_positive:
+    if n_positive and positive_cdf is None:
         batch[is_positive] = positives[generator.integers(0, positives.size, size=n_positive)]
+    elif n_positive:
+        drawn = np.searchsorted(positive_cdf, generator.random(n_positive) * positive_cdf[-1])
+        batch[is_positive] = positives[np.minimum(drawn, positives.size - 1)]
     if n_positive < batch_size:
         batch[~is_positive] = negatives[
             generator.integers(0, negatives.size, size=batch_size - n_positive)
@@ -168,6 +173,7 @@ def train_model(
     generator: np.random.Generator,
     sample_weights: np.ndarray | None = None,
     required_rows: np.ndarray | None = None,
+    positive_probabilities: np.ndarray | None = None,
 ) -> TrainSummary:
     """Train `model` in place for config.steps AdamW steps; all randomness comes from `generator`.
 
@@ -177,6 +183,8 @@ def train_model(
     a zero-step summary with NaN losses and leaves the model unchanged.
     required_rows: rows every call trains on at least once (an analyst's verdicts: a false
     positive judged benign must not wait for a lucky draw), see `required_schedule`.
+    positive_probabilities: optional draw probability per row [n] (only the positives' entries
+    are read; see `missed_family_probabilities`); positives are drawn uniformly without it.
     The same model weights, data, config and generator state give identical weights.
     """
     domains = np.asarray(domains)
@@ -188,6 +196,14 @@ def train_model(
 
     positives = np.flatnonzero(labels == 1)
     negatives = np.flatnonzero(labels == 0)
+    positive_cdf = None
+    if positive_probabilities is not None:
+        chances = np.asarray(positive_probabilities, dtype=np.float64)
+        if chances.shape != labels.shape or not np.all(np.isfinite(chances) & (chances >= 0)):
+            raise ValueError("positive_probabilities must be finite, >= 0 and one per row")
+        positive_cdf = np.cumsum(chances[positives])
+        if positives.size and not positive_cdf[-1] > 0:
+            raise ValueError("positive_probabilities give every positive row zero chance")
     # One tensor view of the ids (no copy): indexing it per step is ~1.17x faster than
     # copying numpy rows; each batch is widened to int64 by the model.
     domain_ids = torch.from_numpy(np.ascontiguousarray(domains))
@@ -212,6 +228,7 @@ def train_model(
                 batch_size=config.batch_size,
                 positive_fraction=config.positive_fraction,
                 generator=generator,
+                positive_cdf=positive_cdf,
             )
             if schedule:
                 place_required(rows, schedule[step], labels=labels)
@@ -274,6 +291,41 @@ MINING_POOL = 200_000
 names scores a fresh random sample this large (~4 s at ~50,000 names/s on one thread)."""
 
 
+def scored_benign(
+    model: CharCNN,
+    *,
+    domains: np.ndarray,
+    labels: np.ndarray,
+    generator: np.random.Generator,
+    exclude: np.ndarray | None = None,
+    pool: int = MINING_POOL,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Benign rows and the model's scores for them: every benign row, or a random `pool` of
+    them when there are more; rows in `exclude` (an analyst's verdict rows, already required)
+    are skipped. Draws from `generator` only when it samples a pool."""
+    if pool < 1:
+        raise ValueError(f"pool must be >= 1, got {pool}")
+    negatives = np.flatnonzero(np.asarray(labels) == 0)
+    if exclude is not None and np.asarray(exclude).size:
+        negatives = np.setdiff1d(negatives, np.asarray(exclude, dtype=np.int64))
+    if negatives.size > pool:
+        negatives = np.sort(generator.choice(negatives, size=pool, replace=False))
+    if negatives.size == 0:
+        return negatives, np.zeros(0, dtype=np.float64)
+    return negatives, predict_scores(model, domains=np.asarray(domains)[negatives])
+
+
+def top_scoring(rows: np.ndarray, scores: np.ndarray, *, count: int) -> np.ndarray:
+    """The `count` rows with the highest scores, sorted (all of them when there are fewer)."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    if count >= rows.size:
+        return rows
+    return np.sort(rows[np.argpartition(-scores, count - 1)[:count]])
+
+
 def hardest_negatives(
     model: CharCNN,
     *,
@@ -284,23 +336,69 @@ def hardest_negatives(
     exclude: np.ndarray | None = None,
     pool: int = MINING_POOL,
 ) -> np.ndarray:
-    """The `count` benign rows the model scores highest (hard-negative mining), sorted.
-
-    Scores every benign row, or a random `pool` of them when there are more; rows in `exclude`
-    (an analyst's verdict rows, already required) are skipped. Draws from `generator` only when
-    it samples a pool.
-    """
-    if count < 0 or pool < 1:
-        raise ValueError(f"count must be >= 0 and pool >= 1, got {count} and {pool}")
-    negatives = np.flatnonzero(np.asarray(labels) == 0)
-    if exclude is not None and np.asarray(exclude).size:
-        negatives = np.setdiff1d(negatives, np.asarray(exclude, dtype=np.int64))
-    if count == 0 or negatives.size == 0:
+    """The `count` benign rows the model scores highest (hard-negative mining), sorted; the
+    rows scored are `scored_benign`'s."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    if count == 0:
         return np.zeros(0, dtype=np.int64)
-    if negatives.size > pool:
-        negatives = np.sort(generator.choice(negatives, size=pool, replace=False))
-    scores = predict_scores(model, domains=np.asarray(domains)[negatives])
-    if count >= negatives.size:
-        return negatives
-    top = np.argpartition(-scores, count - 1)[:count]
-    return np.sort(negatives[top])
+    rows, scores = scored_benign(
+        model, domains=domains, labels=labels, generator=generator, exclude=exclude, pool=pool
+    )
+    return top_scoring(rows, scores, count=count)
+
+
+MISS_FPR = 1e-3
+"""The operating point `missed_family_probabilities` judges a family's misses at."""
+
+
+def missed_family_probabilities(
+    *,
+    labels: np.ndarray,
+    families: np.ndarray,
+    positive_scores: np.ndarray,
+    benign_scores: np.ndarray,
+    share: float,
+    fpr: float = MISS_FPR,
+) -> np.ndarray:
+    """Draw probability per row [n] that sends `share` of the positive draws to the families
+    the model misses (hard families), the rest uniformly over the positives as before.
+
+    A family's miss rate is the fraction of its positive rows (`positive_scores`, aligned with
+    `labels == 1`) that score no higher than the benign score at `fpr` (the k-th highest of
+    `benign_scores`, k = max(1, floor(fpr x benign))). Family f then draws
+    (1 - share) x n_f / N + share x miss_f / (sum of the miss rates) of the positives, spread
+    evenly over its rows: a family detected whole gets only its uniform part, a small family
+    that is missed gets as much of `share` as a large one. Negatives get 0. Nothing missed
+    (or no benign scores): the uniform draw. Groups are the `families` strings as they are
+    (an analyst's positives are one family).
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    labels = np.asarray(labels)
+    positives = np.flatnonzero(labels == 1)
+    positive_scores = np.asarray(positive_scores, dtype=np.float64)
+    if positive_scores.shape != positives.shape:
+        raise ValueError(
+            f"positive_scores must hold one score per positive row ({positives.size}), "
+            f"got {positive_scores.shape}"
+        )
+    chances = np.zeros(labels.shape[0], dtype=np.float64)
+    if positives.size == 0:
+        return chances
+    chances[positives] = 1.0 / positives.size
+    benign_scores = np.asarray(benign_scores, dtype=np.float64)
+    if share == 0.0 or benign_scores.size == 0:
+        return chances
+    k = max(1, math.floor(fpr * benign_scores.size))
+    threshold = np.partition(benign_scores, benign_scores.size - k)[benign_scores.size - k]
+    names, group = np.unique(np.asarray(families)[positives].astype(str), return_inverse=True)
+    sizes = np.bincount(group, minlength=names.size).astype(np.float64)
+    missed = np.bincount(group, weights=positive_scores <= threshold, minlength=names.size)
+    if not missed.sum() > 0:
+        return chances
+    family_share = (1.0 - share) * sizes / sizes.sum() + share * (missed / sizes) / (
+        missed / sizes
+    ).sum()
+    chances[positives] = (family_share / sizes)[group]
+    return chances

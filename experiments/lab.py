@@ -43,6 +43,7 @@ EXPERIMENTS = {
     "lowfpr": "experiments.lowfpr",
     "lowfpr-budget": "experiments.lowfpr_budget",
     "lowfpr-momentum": "experiments.lowfpr_momentum",
+    "lowfpr-families": "experiments.lowfpr_families",
     "capacity": "experiments.capacity",
     "dp-utility": "experiments.dp_utility",
     "poisoning": "experiments.poisoning",

@@ -225,7 +225,7 @@ def _row(
         "rounds_completed": info["rounds_completed"],
         "site_failures": info["site_failures"],
     }
-    row.update(repeats.scope_points(scores, test.labels, clean))
+    row.update(repeats.scope_points(scores, test.labels, clean, test.families))
     return row
 
 
@@ -252,6 +252,7 @@ def selected(out_dir: Path, test, *, last_scores: np.ndarray) -> dict[str, Any]:
     config = results["config"]
     row: dict[str, Any] = {
         "hard_negatives_used": config["hard-negatives"],
+        "hard_families_used": config["hard-families"],
         "server_momentum_used": config["server-momentum"],
         "server_learning_rate_used": config["server-learning-rate"],
     }
@@ -277,7 +278,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         group=lambda row: (row["arm"], row["local_steps"], row["run_config"]),
         carry=("arm", "knob", "local_steps", "run_config", "rounds", "samples_per_site"),
         mean_of=("wall_s", "train_phase_s", *(f"round_by_{signal}" for signal in SIGNALS)),
-        metrics=(*repeats.METRICS, *SELECTED),
+        metrics=(*repeats.METRICS, *repeats.FAMILY_METRICS, *SELECTED),
     )
 
 
@@ -300,7 +301,7 @@ def write_outputs(results: Results, payload: dict[str, Any], *, command: str = C
         results.add_table(
             f"SecAgg+ on the pooled test names, {label}",
             rows,
-            [*columns, *repeats.metric_columns(suffix)],
+            [*columns, *repeats.metric_columns(suffix, families=True)],
             notes=[repeats.table_note(lowfpr.CONTAMINATED_SOURCE)],
         )
     results.add_table(

@@ -21,10 +21,19 @@ METRICS = tuple(
 )
 
 
-def scope_points(scores: np.ndarray, labels: np.ndarray, clean: np.ndarray) -> dict[str, Any]:
+FAMILY_METRICS = tuple(
+    f"{name}{suffix}" for suffix in ("", "_clean") for name in ("families_below_0.5",)
+)
+"""With the test names' families: how many families fall below 0.5 recall at FPR 1e-3."""
+
+
+def scope_points(
+    scores: np.ndarray, labels: np.ndarray, clean: np.ndarray, families: np.ndarray | None = None
+) -> dict[str, Any]:
     """AUC, and TPR, resolvability and k per target FPR, over all benign names (no suffix)
-    and over the clean ones only (`_clean`)."""
-    from experiments.lowfpr import operating_points
+    and over the clean ones only (`_clean`); with `families` (one per test name), also the
+    families whose recall at the FPR 1e-3 threshold is below 0.5 (how many, and which)."""
+    from experiments.lowfpr import TARGETS, family_recall, operating_points
 
     row: dict[str, Any] = {}
     for suffix, keep in (("", np.ones_like(clean, dtype=bool)), ("_clean", clean)):
@@ -33,6 +42,13 @@ def scope_points(scores: np.ndarray, labels: np.ndarray, clean: np.ndarray) -> d
         for tag in TAGS:
             for key in ("tpr_at_fpr", "resolvable", "k"):
                 row[f"{key}_{tag}{suffix}"] = points[f"{key}_{tag}"]
+        if families is not None:
+            recall = family_recall(
+                scores[keep], labels[keep], families[keep], points["threshold_1e-3"]
+            )
+            below = sorted(f for f, r in recall.items() if r < TARGETS["family_recall"])
+            row[f"families_below_0.5{suffix}"] = len(below)
+            row[f"families_below_0.5_names{suffix}"] = ",".join(below)
     return row
 
 
@@ -70,7 +86,7 @@ def summarise(
 
 
 def _shown(row: dict[str, Any], metric: str) -> str:
-    digits = 4 if metric.startswith("auc") else 3
+    digits = 4 if metric.startswith("auc") else 1 if metric.startswith("families_") else 3
     text = (
         f"{row[metric]:.{digits}f} ({row[f'{metric}_min']:.{digits}f}-"
         f"{row[f'{metric}_max']:.{digits}f})"
@@ -82,8 +98,9 @@ def _shown(row: dict[str, Any], metric: str) -> str:
     return text
 
 
-def metric_columns(suffix: str) -> list:
-    """The table columns of one scope: AUC, then each TPR with its k."""
+def metric_columns(suffix: str, *, families: bool = False) -> list:
+    """The table columns of one scope: AUC, then each TPR with its k (and with `families`,
+    how many families fall below 0.5 recall at FPR 1e-3)."""
     from experiments.lab import Column
 
     columns = [Column(f"auc{suffix}_shown", "AUC")]
@@ -92,6 +109,8 @@ def metric_columns(suffix: str) -> list:
             Column(f"tpr_at_fpr_{tag}{suffix}_shown", f"TPR@{tag}"),
             Column(f"k_{tag}{suffix}", "k", "{:,}"),
         ]
+    if families:
+        columns.append(Column(f"families_below_0.5{suffix}_shown", "families < 0.5 @1e-3"))
     return columns
 
 

@@ -1,4 +1,4 @@
-"""Hard-negative mining: common.training.hardest_negatives and client.local.required_rows."""
+"""Hard-negative mining: common.training.hardest_negatives and client.local.round_draws."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from client.local import SPEC, required_rows
+from client.local import SPEC, round_draws
 from common.features import encode_domains
 from common.model import ModelSpec, build_model
 from common.run_config import RunSettings
@@ -86,7 +86,9 @@ def test_a_pool_bounds_the_scoring_to_a_random_sample() -> None:
 
 def _site(names, labels, verdicts):
     data = SimpleNamespace(
-        site_id="site-00", train=SimpleNamespace(labels=labels), verdict_rows=np.asarray(verdicts)
+        site_id="site-00",
+        train=SimpleNamespace(labels=labels, families=np.where(labels == 1, "fam", "")),
+        verdict_rows=np.asarray(verdicts),
     )
     encoded = SimpleNamespace(train=SPEC.encode(names))
     return SimpleNamespace(require_data=lambda: data, encoded=lambda spec: encoded)
@@ -99,12 +101,15 @@ def test_required_rows_put_the_analysts_verdicts_first_then_mine() -> None:
     model = build_model(SPEC, seed=0)
     config = TrainConfig(steps=2, batch_size=40)  # room for 2 x 10 = 20 required rows
     off = RunSettings(**{"hard-negatives": 0})
-    off = required_rows(site, model, off, config=config, server_round=1, purpose="train")
-    assert np.array_equal(off, verdicts)
+    off = round_draws(site, model, off, config=config, server_round=1, purpose="train")
+    assert np.array_equal(off.required, verdicts) and off.positive_probabilities is None
     settings = RunSettings(**{"hard-negatives": 1000})
-    rows = required_rows(site, model, settings, config=config, server_round=1, purpose="train")
+    rows = round_draws(site, model, settings, config=config, server_round=1, purpose="train")
+    rows = rows.required
     assert set(verdicts) <= set(rows) and rows.size == required_capacity(config) == 20
     assert np.all(labels[rows] == 0)
     # Refreshed from the model each round: the same model and round give the same rows.
-    again = required_rows(site, model, settings, config=config, server_round=1, purpose="train")
+    again = round_draws(
+        site, model, settings, config=config, server_round=1, purpose="train"
+    ).required
     assert np.array_equal(rows, again)

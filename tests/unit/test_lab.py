@@ -85,6 +85,7 @@ def test_every_registered_experiment_is_a_module_with_run():
         "lowfpr",
         "lowfpr-budget",
         "lowfpr-momentum",
+        "lowfpr-families",
         "capacity",
         "dp-utility",
         "poisoning",
