@@ -85,25 +85,21 @@ def _name(pid: int) -> str:
     return " ".join(Path(p.decode()).name for p in parts[:2])
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """CPU seconds (user + system) of a process, and of its reaped children if asked (fields
+    14-17 of /proc/PID/stat); 0 for a process that is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    used = (11, 12, 13, 14) if reaped_children else (11, 12)
+    return sum(int(fields[i]) for i in used) / os.sysconf("SC_CLK_TCK")
 
 
 def _tree_cpu_seconds(root: int) -> float:
     """CPU seconds of `root`'s process tree: each living process's own and its reaped
     children's (a launcher's finished children, flwr's finished ServerApp)."""
-    total = 0.0
-    for pid in process_tree(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(_cpu_seconds(pid, reaped_children=True) for pid in process_tree(root))
 
 
 def _tree_mib(pids: list[int]) -> float:
@@ -396,6 +392,14 @@ def _document(args: argparse.Namespace, bench: Bench, runs: dict, ready_s: dict)
                 "idle_mib_per_data_holder": max(run["idle_mib_per_data_holder"].values()),
                 "peak_mib_per_data_holder": max(run["peak_mib_per_data_holder"].values()),
                 "cpu_s_per_round": round(sum(run["service_cpu_s_per_round"].values()), 2),
+                # How many of the machine's cores the federation kept busy over the run, on
+                # average: well under the core count means its steps wait on each other.
+                "cores_busy": round(
+                    sum(run["service_cpu_s_per_round"].values())
+                    * len(run["rounds"])
+                    / run["flwr_run_s"],
+                    2,
+                ),
                 "load_average_1min_after": run["load_average_1min_after"],
             }
             for tag, run in runs.items()
