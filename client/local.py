@@ -146,7 +146,7 @@ def train_round(
     config = TrainConfig(
         steps=settings.local_steps,
         batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
+        learning_rate=settings.round_learning_rate(server_round),
     )
     rng = site_rng(
         seed=settings.seed, server_round=server_round, site_id=data.site_id, purpose="train"
@@ -300,12 +300,12 @@ class LocalOnlyModel:
             model, _ = model_from_bytes(self.path.read_bytes())
         else:  # a new run (or a rerun of an earlier round): start from the global init
             trained, model = 0, build_model(self.spec, seed=settings.seed)
-        config = TrainConfig(
-            steps=settings.local_steps,
-            batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate,
-        )
         for catch_up in range(trained + 1, server_round + 1):
+            config = TrainConfig(
+                steps=settings.local_steps,
+                batch_size=settings.batch_size,
+                learning_rate=settings.round_learning_rate(catch_up),
+            )
             rng = site_rng(
                 seed=settings.seed,
                 server_round=catch_up,

@@ -62,6 +62,11 @@ class RunSettings(BaseModel):
     learning_rate: float = Field(
         default=0.003, gt=0, le=MAX_LEARNING_RATE, allow_inf_nan=False, alias="learning-rate"
     )
+    # Local learning rate decay over the run: the rate at the last round, as a fraction of
+    # learning-rate, rounds between on a cosine (1 = constant); docs/training.md.
+    learning_rate_final: float = Field(
+        default=1.0, gt=0, le=1, allow_inf_nan=False, alias="learning-rate-final"
+    )
     # Hard-negative mining: each round a site's batches carry the benign training names the
     # incoming model scores highest, this many (0 = off). The default fills the batches' room
     # for required rows at the default steps and batch (180 x 128 / 4); docs/training.md.
@@ -185,6 +190,16 @@ class RunSettings(BaseModel):
 
     def to_run_config(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True)
+
+    def round_learning_rate(self, server_round: int) -> float:
+        """The local learning rate of a round: `learning-rate` at round 1, falling on a cosine
+        to `learning-rate` x `learning-rate-final` at `num-rounds` (and after it, when a run
+        is resumed for more rounds)."""
+        if self.learning_rate_final == 1.0 or self.num_rounds == 1:
+            return self.learning_rate
+        progress = min(max(server_round - 1, 0), self.num_rounds - 1) / (self.num_rounds - 1)
+        final = self.learning_rate_final
+        return self.learning_rate * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def site_html_at(self, server_round: int) -> bool:
         """Does a site render its HTML report in this round?"""

@@ -44,6 +44,7 @@ EXPERIMENTS = {
     "lowfpr-budget": "experiments.lowfpr_budget",
     "lowfpr-momentum": "experiments.lowfpr_momentum",
     "lowfpr-families": "experiments.lowfpr_families",
+    "lowfpr-decay": "experiments.lowfpr_decay",
     "capacity": "experiments.capacity",
     "dp-utility": "experiments.dp_utility",
     "poisoning": "experiments.poisoning",

@@ -131,6 +131,30 @@ SIZES = {
 BUDGET = Curve(NAME, TITLE, COMMAND, SIZES)
 
 
+def curve_entry_points(curve: Curve, *, module: str, doc: str | None):
+    """`run`, `measure` and `main` of an experiment that is another set of arms on this
+    runner (lowfpr-momentum, lowfpr-families, lowfpr-decay): what `fedsec experiment NAME`,
+    tests and `python -m MODULE` call."""
+
+    def run_curve(
+        *, size: str, root: Path = lab.RESULTS_ROOT, real_dev: str | Path | None = None
+    ) -> dict:
+        """Split the real names, run the federation once per arm and seed, write the tables."""
+        return lowfpr.run_real_dev(
+            measure_curve, curve.sizes, size=size, root=root, real_dev=real_dev
+        )
+
+    def measure_curve(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
+        """`run` once the real-dev folder is known (what tests and other code call)."""
+        return measure(folder, size=size, root=root, curve=curve)
+
+    def main_curve(argv: list[str] | None = None) -> None:
+        """`python -m MODULE --real-dev PATH [--tiny] [--out ROOT]`."""
+        lowfpr.real_dev_main(module, doc, measure_curve, argv)
+
+    return run_curve, measure_curve, main_curve
+
+
 def run(*, size: str, root: Path = lab.RESULTS_ROOT, real_dev: str | Path | None = None) -> dict:
     """Split the real names, run the federation once per budget, write the curve."""
     return lowfpr.run_real_dev(measure, SIZES, size=size, root=root, real_dev=real_dev)
@@ -253,6 +277,7 @@ def selected(out_dir: Path, test, *, last_scores: np.ndarray) -> dict[str, Any]:
     row: dict[str, Any] = {
         "hard_negatives_used": config["hard-negatives"],
         "hard_families_used": config["hard-families"],
+        "learning_rate_final_used": config["learning-rate-final"],
         "server_momentum_used": config["server-momentum"],
         "server_learning_rate_used": config["server-learning-rate"],
     }

@@ -17,11 +17,7 @@ arm is a second, independent measurement. Same runner and tables as lowfpr-budge
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from experiments import lab, lowfpr
-from experiments.lowfpr_budget import Budget, Curve, _mining
-from experiments.lowfpr_budget import measure as measure_curve
+from experiments.lowfpr_budget import Budget, Curve, _mining, curve_entry_points
 
 NAME = "lowfpr-families"
 TITLE = "Hard families and server momentum against low-FPR detection on real development names"
@@ -53,20 +49,7 @@ SIZES = {
 SIZES["full"] = SIZES["default"]
 FAMILIES = Curve(NAME, TITLE, COMMAND, SIZES)
 
-
-def run(*, size: str, root: Path = lab.RESULTS_ROOT, real_dev: str | Path | None = None) -> dict:
-    """Split the real names, run the federation once per arm and seed, write the tables."""
-    return lowfpr.run_real_dev(measure, SIZES, size=size, root=root, real_dev=real_dev)
-
-
-def measure(folder: Path, *, size: str, root: Path = lab.RESULTS_ROOT) -> dict:
-    """`run` once the real-dev folder is known (what tests and other code call)."""
-    return measure_curve(folder, size=size, root=root, curve=FAMILIES)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m experiments.lowfpr_families --real-dev PATH [--tiny] [--out ROOT]`."""
-    lowfpr.real_dev_main("experiments.lowfpr_families", __doc__, measure, argv)
+run, measure, main = curve_entry_points(FAMILIES, module="experiments.lowfpr_families", doc=__doc__)
 
 
 if __name__ == "__main__":

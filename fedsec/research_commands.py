@@ -104,7 +104,8 @@ def experiment(
         str,
         typer.Argument(
             help="value | secagg-cost | dropouts | scale | ray | noniid | lowfpr | lowfpr-budget"
-            " | lowfpr-momentum | lowfpr-families | capacity | dp-utility"
+            " | lowfpr-momentum | lowfpr-families | lowfpr-decay"
+            " | capacity | dp-utility"
             " | poisoning | analyst-loop"
         ),
     ],

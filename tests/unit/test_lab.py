@@ -86,6 +86,7 @@ def test_every_registered_experiment_is_a_module_with_run():
         "lowfpr-budget",
         "lowfpr-momentum",
         "lowfpr-families",
+        "lowfpr-decay",
         "capacity",
         "dp-utility",
         "poisoning",
