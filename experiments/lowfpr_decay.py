@@ -10,8 +10,9 @@ differ this much needs a falling local rate to settle at all (Li et al. 2020, "O
 convergence of FedAvg on non-IID data"): a constant one leaves the global model drifting
 between the sites' optima, which shows at the top of the benign scores first. This runs the
 product's defaults (16 rounds x 180 steps, mining on) with a constant rate and with the rate
-falling on a cosine to a tenth of it by the last round (`learning-rate-final = 0.1`), 3 run
-seeds other than the other curves', through lowfpr-budget's runner and tables.
+falling on a cosine to a tenth of it by the last round (`learning-rate-final = 0.1`, the
+default since this measurement), 3 run seeds other than the other curves', through
+lowfpr-budget's runner and tables.
 """
 
 from __future__ import annotations
@@ -21,20 +22,22 @@ from experiments.lowfpr_budget import Budget, Curve, _mining, curve_entry_points
 NAME = "lowfpr-decay"
 TITLE = "Local learning rate decay against low-FPR detection on real development names"
 COMMAND = "FEDSEC_REAL_DEV=PATH fedsec experiment lowfpr-decay"
+# Both explicit: the decayed rate is the product's default since this measurement.
+CONSTANT = ("learning-rate-final", 1.0)
 DECAY = ("learning-rate-final", 0.1)
 
 SIZES = {
     "tiny": Budget(
         rounds=3,
         batch=32,
-        arms=(_mining(6, 32), _mining(6, 32, DECAY)),
+        arms=(_mining(6, 32, CONSTANT), _mining(6, 32, DECAY)),
         seeds=(0,),
         shape="tiny",
     ),
     "default": Budget(
         rounds=16,
         batch=128,
-        arms=(_mining(180, 128), _mining(180, 128, DECAY)),
+        arms=(_mining(180, 128, CONSTANT), _mining(180, 128, DECAY)),
         seeds=(6, 7, 8),
         shape="default",
     ),

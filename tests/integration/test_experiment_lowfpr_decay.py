@@ -19,9 +19,7 @@ def test_each_arm_runs_with_its_final_learning_rate(tiny_run) -> None:
     budget = lowfpr_decay.SIZES["tiny"]
     rows = payload["rows"]
     assert [row["learning_rate_final_used"] for row in rows] == [
-        dict(arm.extra).get("learning-rate-final", 1.0)
-        for arm in budget.arms
-        for _ in budget.seeds
+        dict(arm.extra)["learning-rate-final"] for arm in budget.arms for _ in budget.seeds
     ]
     assert all(row["rounds_completed"] == budget.rounds for row in rows)
     # A falling rate moves the model less in later rounds: a different model.

@@ -14,8 +14,11 @@ from common.model import build_model, model_to_ndarrays
 from common.run_config import RunSettings
 
 
-def test_constant_by_default_and_cosine_from_the_rate_to_its_final_fraction() -> None:
-    constant = RunSettings(**{"num-rounds": 16, "learning-rate": 0.003})
+def test_a_tenth_by_default_and_cosine_from_the_rate_to_its_final_fraction() -> None:
+    default = RunSettings(**{"num-rounds": 16, "learning-rate": 0.003})
+    assert default.round_learning_rate(1) == 0.003
+    assert default.round_learning_rate(16) == pytest.approx(0.0003)
+    constant = RunSettings(**{"num-rounds": 16, "learning-rate": 0.003, "learning-rate-final": 1.0})
     assert {constant.round_learning_rate(r) for r in range(1, 20)} == {0.003}
     decayed = RunSettings(**{"num-rounds": 5, "learning-rate": 0.004, "learning-rate-final": 0.25})
     rates = [decayed.round_learning_rate(r) for r in range(1, 6)]
