@@ -45,6 +45,7 @@ EXPERIMENTS = {
     "lowfpr-momentum": "experiments.lowfpr_momentum",
     "lowfpr-families": "experiments.lowfpr_families",
     "lowfpr-decay": "experiments.lowfpr_decay",
+    "lowfpr-combined": "experiments.lowfpr_combined",
     "capacity": "experiments.capacity",
     "dp-utility": "experiments.dp_utility",
     "poisoning": "experiments.poisoning",

@@ -87,6 +87,7 @@ def test_every_registered_experiment_is_a_module_with_run():
         "lowfpr-momentum",
         "lowfpr-families",
         "lowfpr-decay",
+        "lowfpr-combined",
         "capacity",
         "dp-utility",
         "poisoning",
