@@ -141,6 +141,9 @@ def test_a_resumed_run_ends_on_the_uninterrupted_runs_model(tiny_sites, tmp_path
         "mode": "fedavg",
         "local-steps": 2,
         "server-momentum": 0.9,
+        # The interruption is simulated by a shorter num-rounds, which would also change a
+        # decaying local rate's schedule (it follows num-rounds); hold the rate constant.
+        "learning-rate-final": 1.0,
         "site-html": "off",
         "report-html": False,
     }
