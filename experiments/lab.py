@@ -46,6 +46,7 @@ EXPERIMENTS = {
     "lowfpr-families": "experiments.lowfpr_families",
     "lowfpr-decay": "experiments.lowfpr_decay",
     "lowfpr-combined": "experiments.lowfpr_combined",
+    "lowfpr-rate": "experiments.lowfpr_rate",
     "capacity": "experiments.capacity",
     "dp-utility": "experiments.dp_utility",
     "poisoning": "experiments.poisoning",

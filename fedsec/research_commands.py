@@ -104,7 +104,7 @@ def experiment(
         str,
         typer.Argument(
             help="value | secagg-cost | dropouts | scale | ray | noniid | lowfpr | lowfpr-budget"
-            " | lowfpr-momentum | lowfpr-families | lowfpr-decay | lowfpr-combined"
+            " | lowfpr-momentum | lowfpr-families | lowfpr-decay | lowfpr-combined | lowfpr-rate"
             " | capacity | dp-utility"
             " | poisoning | analyst-loop"
         ),

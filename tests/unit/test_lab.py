@@ -88,6 +88,7 @@ def test_every_registered_experiment_is_a_module_with_run():
         "lowfpr-families",
         "lowfpr-decay",
         "lowfpr-combined",
+        "lowfpr-rate",
         "capacity",
         "dp-utility",
         "poisoning",

@@ -12,9 +12,17 @@ from experiments import (
     lowfpr_decay,
     lowfpr_families,
     lowfpr_momentum,
+    lowfpr_rate,
 )
 
-CURVES = (lowfpr_budget, lowfpr_momentum, lowfpr_families, lowfpr_decay, lowfpr_combined)
+CURVES = (
+    lowfpr_budget,
+    lowfpr_momentum,
+    lowfpr_families,
+    lowfpr_decay,
+    lowfpr_combined,
+    lowfpr_rate,
+)
 
 
 @pytest.mark.parametrize("module", CURVES, ids=lambda module: module.NAME)
@@ -29,10 +37,10 @@ def test_every_arm_is_a_valid_run_config(module) -> None:
 
 def test_the_later_curves_run_seeds_no_earlier_curve_used() -> None:
     # momentum and budget share 0-2 (their baselines are the same runs' settings of their day);
-    # families (3-5), decay (6-8) and combined (9-11) each add new seeds.
+    # families (3-5), decay (6-8), combined (9-11) and rate (12-14) each add new seeds.
     seen: set[int] = set(lowfpr_budget.SIZES["default"].seeds)
     assert set(lowfpr_momentum.SIZES["default"].seeds) == seen
-    for module in (lowfpr_families, lowfpr_decay, lowfpr_combined):
+    for module in (lowfpr_families, lowfpr_decay, lowfpr_combined, lowfpr_rate):
         seeds = set(module.SIZES["default"].seeds)
         assert not seeds & seen, module.NAME
         seen |= seeds
