@@ -326,28 +326,6 @@ def top_scoring(rows: np.ndarray, scores: np.ndarray, *, count: int) -> np.ndarr
     return np.sort(rows[np.argpartition(-scores, count - 1)[:count]])
 
 
-def hardest_negatives(
-    model: CharCNN,
-    *,
-    domains: np.ndarray,
-    labels: np.ndarray,
-    count: int,
-    generator: np.random.Generator,
-    exclude: np.ndarray | None = None,
-    pool: int = MINING_POOL,
-) -> np.ndarray:
-    """The `count` benign rows the model scores highest (hard-negative mining), sorted; the
-    rows scored are `scored_benign`'s."""
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
-    if count == 0:
-        return np.zeros(0, dtype=np.int64)
-    rows, scores = scored_benign(
-        model, domains=domains, labels=labels, generator=generator, exclude=exclude, pool=pool
-    )
-    return top_scoring(rows, scores, count=count)
-
-
 MISS_FPR = 1e-3
 """The operating point `missed_family_probabilities` judges a family's misses at."""
 

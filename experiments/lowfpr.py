@@ -633,6 +633,11 @@ def family_recall(
     }
 
 
+def families_below(recall: dict[str, float]) -> list[str]:
+    """The families whose recall misses the target (0.5 at FPR 1e-3), sorted."""
+    return sorted(family for family, value in recall.items() if value < TARGETS["family_recall"])
+
+
 def bootstrap_tpr(
     scores: np.ndarray, labels: np.ndarray, *, fpr: float, reps: int, seed: int
 ) -> dict[str, float]:
@@ -757,7 +762,7 @@ def evaluate_arms(
                 values, labels, fpr=BOOTSTRAP_FPR, reps=shape.bootstrap, seed=SEED
             )
             boot[(arm, scope)] = interval
-            below = sorted(f for f, r in recall.items() if r < TARGETS["family_recall"])
+            below = families_below(recall)
             arm_rows.append(
                 {
                     "arm": arm,

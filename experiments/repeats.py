@@ -33,7 +33,7 @@ def scope_points(
     """AUC, and TPR, resolvability and k per target FPR, over all benign names (no suffix)
     and over the clean ones only (`_clean`); with `families` (one per test name), also the
     families whose recall at the FPR 1e-3 threshold is below 0.5 (how many, and which)."""
-    from experiments.lowfpr import TARGETS, family_recall, operating_points
+    from experiments.lowfpr import families_below, family_recall, operating_points
 
     row: dict[str, Any] = {}
     for suffix, keep in (("", np.ones_like(clean, dtype=bool)), ("_clean", clean)):
@@ -46,7 +46,7 @@ def scope_points(
             recall = family_recall(
                 scores[keep], labels[keep], families[keep], points["threshold_1e-3"]
             )
-            below = sorted(f for f, r in recall.items() if r < TARGETS["family_recall"])
+            below = families_below(recall)
             row[f"families_below_0.5{suffix}"] = len(below)
             row[f"families_below_0.5_names{suffix}"] = ",".join(below)
     return row

@@ -1,4 +1,5 @@
-"""Hard-negative mining: common.training.hardest_negatives and client.local.round_draws."""
+"""Hard-negative mining: common.training.scored_benign and top_scoring (the rows a round mines)
+and client.local.round_draws."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from client.local import SPEC, round_draws
 from common.features import encode_domains
 from common.model import ModelSpec, build_model
 from common.run_config import RunSettings
-from common.training import TrainConfig, hardest_negatives, predict_scores, required_capacity
+from common.training import (
+    TrainConfig,
+    predict_scores,
+    required_capacity,
+    scored_benign,
+    top_scoring,
+)
 
 SMALL = ModelSpec(embedding_dim=8, filters_per_width=8, widths=(2, 3), hidden=8, max_chars=24)
 
@@ -24,6 +31,15 @@ def _data(seed: int, n: int = 400):
     ]
     labels = (rng.random(n) < 0.3).astype(np.int64)
     return names, labels
+
+
+def hardest_negatives(model, *, domains, labels, count, generator, exclude=None, pool=None):
+    # How client.local.round_draws mines: score the benign rows (or a pool), keep the top.
+    extra = {} if pool is None else {"pool": pool}
+    rows, scores = scored_benign(
+        model, domains=domains, labels=labels, generator=generator, exclude=exclude, **extra
+    )
+    return top_scoring(rows, scores, count=count)
 
 
 def test_the_hardest_negatives_are_the_top_scoring_benign_rows() -> None:
