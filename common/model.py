@@ -225,22 +225,24 @@ def _dropout(
 
 
 @functools.lru_cache(maxsize=8)
-def _meta_model(spec: ModelSpec) -> CharCNN:
-    # On the meta device: construction neither allocates nor touches the global RNG. Building
-    # under the meta device mode costs ~90 ms (every op passes a Python dispatch hook), and a
-    # model is built for every message that carries one, so each spec is built once per process.
-    with torch.device("meta"):
+def _template(spec: ModelSpec) -> CharCNN:
+    # Built once per spec and process, then copied: a model is needed for every message that
+    # carries one. Built on the CPU with the global RNG saved and restored around it (its
+    # initial weights are never used: build_model draws them from the run's seed). Not on the
+    # meta device: the first initialiser call there imports torch._dynamo, ~1.3-2 CPU s in
+    # every fresh process (the ServerApp, each cold ClientApp, each actor), against ~15 ms here.
+    with torch.random.fork_rng(devices=[]):
         return CharCNN(spec)
 
 
 def array_shapes(spec: ModelSpec = ModelSpec()) -> list[tuple[int, ...]]:
     """The shapes of model_to_ndarrays' arrays for `spec`, in order (no weights made)."""
-    return [tuple(t.shape) for t in _meta_model(spec).state_dict().values()]
+    return [tuple(t.shape) for t in _template(spec).state_dict().values()]
 
 
 def _empty_model(spec: ModelSpec) -> CharCNN:
-    """A CharCNN with uninitialised CPU storage (~2 ms: a copy of the meta template)."""
-    return copy.deepcopy(_meta_model(spec)).to_empty(device="cpu")
+    """A CharCNN with uninitialised CPU storage (~2 ms: a copy of the template)."""
+    return copy.deepcopy(_template(spec)).to_empty(device="cpu")
 
 
 def build_model(spec: ModelSpec = ModelSpec(), *, seed: int) -> CharCNN:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from common.features import encode_domains
 from common.model import (
     CharCNN,
     ModelSpec,
+    _template,
     build_model,
     model_from_bytes,
     model_to_bytes,
@@ -61,9 +64,28 @@ def test_build_model_is_deterministic_and_seed_sensitive() -> None:
 
 
 def test_build_model_leaves_global_torch_rng_alone() -> None:
+    _template.cache_clear()  # the first build of a spec makes its template too
     state = torch.random.get_rng_state()
     build_model(SMALL, seed=3)
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_a_fresh_process_builds_and_scores_without_importing_torch_dynamo() -> None:
+    # torch._dynamo costs a fresh process 1.3-2 CPU s; a ServerApp or an evaluation never
+    # needs it (only torch.optim's first parameter group imports it, for training).
+    code = (
+        "import sys\n"
+        "from common.model import ModelSpec, build_model, model_to_ndarrays, ndarrays_to_model\n"
+        "from common.training import predict_scores\n"
+        "from common.features import encode_domains\n"
+        "model = ndarrays_to_model(model_to_ndarrays(build_model(ModelSpec(), seed=0)))\n"
+        "predict_scores(model, domains=encode_domains(['a.com'], max_chars=64))\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "False", done.stderr
 
 
 def test_ndarrays_are_float32_copies_in_state_dict_order() -> None:
