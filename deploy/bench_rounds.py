@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -278,6 +279,7 @@ class Bench:
         time.sleep(3)
         idle = {n: _tree_mib(self.roots(n)) for n in self.holders}
         launchers = [p.pid for p in self.running(set(self.launchers.values()))]
+        worker_logs = {name: len(self._log(name)) for name in self.workers.values()}
         monitor = Sampler({n: self.roots(n) for n in self.holders}, launchers)
         monitor.start()
         out = self.root / f"run-{tag}"
@@ -309,11 +311,19 @@ class Bench:
             raise SystemExit(result.returncode)
         rounds = json.loads((out / "results.json").read_text())["rounds"]
         summary = _summary(rounds, run_seconds, idle, monitor)
+        # What the warm workers themselves spent per message (their log's "handled in" lines).
+        summary["worker_handled_s"] = _handled_seconds(
+            self._log(name)[offset:] for name, offset in worker_logs.items()
+        )
         summary["service_cpu_s_per_round"] = {
             kind: round((cpu_after[kind] - cpu_before.get(kind, 0.0)) / len(rounds), 3)
             for kind in cpu_after
         }
         return summary
+
+    def _log(self, name: str) -> str:
+        running = self.running({name})
+        return running[0].log() if running else ""
 
     def service_cpu(self) -> dict[str, float]:
         """CPU seconds so far of each kind of long-running service, summed over data holders:
@@ -332,6 +342,35 @@ class Bench:
         }
 
 
+HANDLED = re.compile(r"fedsec-worker (\w+) handled in ([0-9.]+)s")
+
+
+def _handled_seconds(logs) -> dict[str, dict[str, float]]:
+    """Mean and max seconds per handled message, by handler, over the workers' new log text."""
+    seen: dict[str, list[float]] = {}
+    for text in logs:
+        for handler, seconds in HANDLED.findall(text):
+            seen.setdefault(handler, []).append(float(seconds))
+    return {
+        handler: {"messages": len(values), "mean": sum(values) / len(values), "max": max(values)}
+        for handler, values in seen.items()
+    }
+
+
+def _message_means(rounds: list[dict]) -> dict[str, dict[str, float]]:
+    """Each `messages` figure of results.json (server/polling.py), averaged over the rounds
+    after the first."""
+    sums: dict[str, dict[str, list[float]]] = {}
+    for entry in rounds[1:]:
+        for phase, figures in entry.get("messages", {}).items():
+            for key, value in figures.items():
+                sums.setdefault(phase, {}).setdefault(key, []).append(float(value))
+    return {
+        phase: {key: sum(values) / len(values) for key, values in figures.items()}
+        for phase, figures in sums.items()
+    }
+
+
 def _summary(rounds: list[dict], run_seconds: float, idle: dict, monitor: Sampler) -> dict:
     later = [entry["seconds"] for entry in rounds[1:] if entry.get("seconds")]
     cpu = monitor.clientapp_cpu
@@ -344,6 +383,9 @@ def _summary(rounds: list[dict], run_seconds: float, idle: dict, monitor: Sample
         }
         if later
         else None,
+        # Per phase: exchanges, push seconds, and each reply's round trip split into out (to
+        # the reply's creation at the node) and back (to the ServerApp's collection).
+        "messages_after_first": _message_means(rounds),
         "idle_mib_per_data_holder": idle,
         "peak_mib_per_data_holder": dict(monitor.peak),
         "largest_clientapp_mib": monitor.clientapp_peak,
@@ -366,6 +408,16 @@ def _print_run(tag: str, run: dict) -> None:
         + ", ".join(f"{n} {v:.0f}" for n, v in run["peak_mib_per_data_holder"].items())
     )
     print("CPU s per round: " + str(run["service_cpu_s_per_round"]))
+    for phase, figures in run["messages_after_first"].items():
+        print(
+            f"{phase}: {figures.get('exchanges', 0):.0f} exchanges, push "
+            f"{figures.get('push_s_mean', float('nan')):.2f}s, round trip "
+            f"{figures.get('round_trip_s_mean', float('nan')):.2f}s = out "
+            f"{figures.get('out_s_mean', float('nan')):.2f}s + back "
+            f"{figures.get('back_s_mean', float('nan')):.2f}s"
+        )
+    for handler, figures in run["worker_handled_s"].items():
+        print(f"worker {handler}: {figures['messages']} messages, {figures['mean']:.2f}s each")
 
 
 def _document(args: argparse.Namespace, bench: Bench, runs: dict, ready_s: dict) -> dict:

@@ -15,7 +15,7 @@ from common.model import ModelSpec, build_model, model_to_ndarrays
 from common.run_config import RunSettings
 from server.checkpoints import CheckpointStore
 from server.federation import EvaluationSum
-from server.polling import prompt_replies
+from server.polling import MessageTimes, prompt_replies
 from server.privacy import PrivacyLedger
 from server.quiet import quiet_site_refusals
 from server.report import write_federation_report
@@ -37,7 +37,8 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    grid = prompt_replies(grid)
+    times = MessageTimes()
+    grid = prompt_replies(grid, times=times)
     settings = RunSettings.from_run_config(context.run_config)
     if settings.mode == "secagg":
         settings.check_secagg_capacity(num_nodes=settings.min_nodes)
@@ -61,6 +62,7 @@ def main(grid: Grid, context: Context) -> None:
         on_checkpoint=lambda server_round, arrays: checkpoints.save(
             server_round, arrays, velocity=strategy.momentum.velocity
         ),
+        message_times=times,
     )
     ledger = privacy_ledger(settings)
     first_round = 1

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from common.files import write_json
+from server.polling import MessageTimes
 
 log = logging.getLogger("fedsec.server")
 
@@ -171,11 +172,14 @@ class RoundRecorder:
         config: dict[str, Any],
         num_rounds: int,
         on_checkpoint: Callable[[int, list[np.ndarray]], object],
+        message_times: MessageTimes | None = None,
     ) -> None:
         self.path = Path(out_dir) / "results.json"
         self.config = dict(config)
         self.num_rounds = num_rounds
         self.on_checkpoint = on_checkpoint
+        # Where each phase's seconds went, message by message (deployment only: server/polling.py).
+        self.message_times = message_times
         self.rounds: dict[int, dict[str, Any]] = {}
         self.privacy_stop: dict[str, Any] | None = None
         self.selection: dict[str, Any] | None = None  # server/selection.py, after the run
@@ -232,6 +236,9 @@ class RoundRecorder:
         entry["aggregate"] = state.evaluation.aggregate()
         seconds = state.seconds()
         entry["seconds"] = seconds
+        drained = self.message_times.drain() if self.message_times is not None else {}
+        if drained:  # the simulation's grid records none
+            entry["messages"] = drained
         self.flush()
         self.on_checkpoint(state.server_round, global_arrays)
         line = progress_line(
@@ -259,6 +266,9 @@ class RoundRecorder:
         entry["federation_sum"] = outcome.to_json()
         entry["federation_means"] = dict(outcome.means)
         entry["federation_contributors"] = dict(outcome.contributors)
+        drained = self.message_times.drain(as_one="evaluation_sum") if self.message_times else {}
+        if drained:
+            entry.setdefault("messages", {}).update(drained)
         if outcome.seconds is not None:
             seconds = entry.setdefault("seconds", {})
             seconds["federation_sum"] = outcome.seconds

@@ -698,6 +698,17 @@ def test_secagg_round_over_tls_through_the_proxy(federation, tmp_path):
     assert sorted(entry["sites"]) == list(SITES)
     for metrics in entry["sites"].values():
         assert 0.0 <= metrics["auc"] <= 1.0
+    # Where the round's seconds went, message by message (server/polling.py): SecAgg+'s
+    # four train exchanges and the evaluation, each reply's round trip split at its creation.
+    messages = entry["messages"]
+    assert messages["train"]["exchanges"] >= 4 and messages["evaluate"]["exchanges"] == 1
+    for phase in ("train", "evaluate"):
+        times = messages[phase]
+        assert times["replies"] >= len(SITES)
+        assert 0.0 < times["out_s_mean"] < times["round_trip_s_mean"] <= entry["seconds"]["total"]
+        assert times["round_trip_s_mean"] == pytest.approx(
+            times["out_s_mean"] + times["back_s_mean"]
+        )
     # The SuperNodes' traffic really went through the proxy.
     access = federation.processes.get("fleet-proxy").log()
     assert re.search(r'"POST /v1/fleet/push-messages HTTP/1\.1" 200', access)

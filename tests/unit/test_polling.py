@@ -77,3 +77,70 @@ def test_only_the_deployment_grid_is_changed():
     deployed = HttpGrid.__new__(HttpGrid)  # no connection: only the method is swapped
     assert prompt_replies(deployed) is deployed
     assert deployed.send_and_receive.func is prompt_send_and_receive
+
+
+class TimedGrid(FakeGrid):
+    """Each reply is created `answer` s after the push and lands `travel` s later; the push
+    itself takes `push` s of the clock."""
+
+    def __init__(self, answers: dict[str, float], *, travel: float, push: float, clock) -> None:
+        super().__init__({m: a + travel for m, a in answers.items()}, clock)
+        self.answers, self.push = answers, push
+
+    def push_messages(self, messages):
+        self.clock[0] += self.push
+        return [m.metadata.message_id for m in messages]
+
+    def pull_messages(self, message_ids):
+        return [
+            SimpleNamespace(
+                metadata=SimpleNamespace(
+                    reply_to_message_id=reply.metadata.reply_to_message_id,
+                    message_type="train",
+                    created_at=self.push + self.answers[reply.metadata.reply_to_message_id],
+                )
+            )
+            for reply in super().pull_messages(message_ids)
+        ]
+
+
+def _timed_exchange(times: polling.MessageTimes, answers: dict[str, float]) -> None:
+    clock = [0.0]
+    grid = TimedGrid(answers, travel=0.25, push=0.5, clock=clock)
+    asks = [
+        SimpleNamespace(metadata=SimpleNamespace(message_id=m, message_type="train"))
+        for m in answers
+    ]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    prompt_send_and_receive(
+        grid, asks, sleep=sleep, clock=lambda: clock[0], wall=lambda: clock[0], times=times
+    )
+
+
+def test_each_replys_seconds_split_at_its_creation_and_drained_once():
+    times = polling.MessageTimes()
+    _timed_exchange(times, {"a": 1.0, "b": 3.0})
+    _timed_exchange(times, {"c": 2.0})
+    summary = times.drain()
+    train = summary["train"]
+    assert train["exchanges"] == 2 and train["replies"] == 3
+    assert train["push_s_mean"] == pytest.approx(0.5)
+    assert train["out_s_mean"] == pytest.approx(2.0) and train["out_s_max"] == pytest.approx(3.0)
+    # Back = travel + the wait for the next poll: at least the travel, at most one poll more.
+    assert 0.25 <= train["back_s_mean"] <= 0.25 + polling.MAX_POLL_S
+    assert train["round_trip_s_mean"] == pytest.approx(train["out_s_mean"] + train["back_s_mean"])
+    assert times.drain() == {}  # each round reports its own messages only
+    _timed_exchange(times, {"d": 1.0})
+    assert set(times.drain(as_one="evaluation_sum")) == {"evaluation_sum"}
+
+
+def test_a_reply_without_a_creation_time_still_counts_its_round_trip():
+    times = polling.MessageTimes()
+    times.pushed("evaluate", 0.1)
+    times.replied("evaluate", pushed=10.0, created=float("nan"), pulled=12.0)
+    entry = times.drain()["evaluate"]
+    assert entry["round_trip_s_mean"] == pytest.approx(2.0)
+    assert "out_s_mean" not in entry and "back_s_mean" not in entry
