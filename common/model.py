@@ -379,7 +379,7 @@ def _model_from_archive(data: bytes, *, source: str) -> tuple[CharCNN, ModelSpec
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         members = _checked_members(archive, source=source)
         spec = _read_spec(archive, members, source=source)
-        expected = {name: tuple(tensor.shape) for name, tensor in _meta_state_shapes(spec).items()}
+        expected = _state_shapes(spec)
         present = set(members) - {_SPEC_KEY}
         missing, unexpected = sorted(set(expected) - present), sorted(present - set(expected))
         if missing or unexpected:
@@ -519,7 +519,9 @@ def _read_array(
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
-def _meta_state_shapes(spec: ModelSpec) -> dict[str, torch.Tensor]:
-    """The model's state_dict on the meta device: names and shapes, no memory."""
-    with torch.device("meta"):
-        return CharCNN(spec).state_dict()
+def _state_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of the model's state_dict. Built on the CPU, not the meta device
+    (see `_template`), and not cached: the spec may come from a file, and its weights are
+    bounded by MAX_PARAMETERS (16 MiB), freed on return."""
+    with torch.random.fork_rng(devices=[]):
+        return {name: tuple(tensor.shape) for name, tensor in CharCNN(spec).state_dict().items()}

@@ -70,7 +70,7 @@ def test_build_model_leaves_global_torch_rng_alone() -> None:
     assert torch.equal(state, torch.random.get_rng_state())
 
 
-def test_a_fresh_process_builds_and_scores_without_importing_torch_dynamo() -> None:
+def test_a_fresh_process_builds_loads_and_scores_without_importing_torch_dynamo() -> None:
     # torch._dynamo costs a fresh process 1.3-2 CPU s; a ServerApp or an evaluation never
     # needs it (only torch.optim's first parameter group imports it, for training).
     code = (
@@ -78,7 +78,9 @@ def test_a_fresh_process_builds_and_scores_without_importing_torch_dynamo() -> N
         "from common.model import ModelSpec, build_model, model_to_ndarrays, ndarrays_to_model\n"
         "from common.training import predict_scores\n"
         "from common.features import encode_domains\n"
+        "from common.model import model_from_bytes, model_to_bytes\n"
         "model = ndarrays_to_model(model_to_ndarrays(build_model(ModelSpec(), seed=0)))\n"
+        "model, _ = model_from_bytes(model_to_bytes(model))\n"
         "predict_scores(model, domains=encode_domains(['a.com'], max_chars=64))\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
