@@ -47,20 +47,26 @@ def test_every_reply_is_collected_soon_after_it_lands():
     arrivals = {"a": 0.3, "b": 2.2, "c": 7.9}
     replies, grid, ended = _run(arrivals)
     assert sorted(r.metadata.reply_to_message_id for r in replies) == ["a", "b", "c"]
-    # flwr's own loop would return at 9 s (its next 3-second poll); here within the backoff cap.
-    assert ended - max(arrivals.values()) <= polling.MAX_POLL_S
+    # flwr's own loop would return at 9 s (its next 3-second poll); here within the prompt cap.
+    assert ended - max(arrivals.values()) <= polling.PROMPT_MAX_POLL_S
     # Each reply is pulled once: a pull never asks again for one that already came.
     asked = [ids for _, ids in grid.pulls]
     assert all("a" not in ids for ids in asked[asked.index({"b", "c"}) :])
 
 
-def test_empty_polls_back_off_to_about_one_a_second():
+def test_empty_polls_stay_prompt_while_replies_are_due_then_back_off_to_one_a_second():
     _, grid, ended = _run({"slow": 60.0})
     assert ended >= 60.0
-    gaps = [b[0] - a[0] for a, b in zip(grid.pulls, grid.pulls[1:], strict=False)]
-    assert gaps[0] == pytest.approx(polling.FIRST_POLL_S * polling.BACKOFF)
-    assert max(gaps) == pytest.approx(polling.MAX_POLL_S)
-    assert len(grid.pulls) < 80  # ~1 request a second for a 60-second phase
+    gaps = [(a[0], b[0] - a[0]) for a, b in zip(grid.pulls, grid.pulls[1:], strict=False)]
+    assert gaps[0][1] == pytest.approx(polling.FIRST_POLL_S * polling.BACKOFF)
+    early = [gap for at, gap in gaps if at + gap <= polling.PROMPT_S]
+    late = [gap for at, gap in gaps if at >= polling.PROMPT_S + polling.MAX_POLL_S]
+    assert max(early) == pytest.approx(polling.PROMPT_MAX_POLL_S)
+    assert late and all(gap == pytest.approx(polling.MAX_POLL_S) for gap in late)
+    # ~5 requests a second while small sites' replies are due, ~1 a second after.
+    assert (
+        len(grid.pulls) < polling.PROMPT_S / polling.PROMPT_MAX_POLL_S + 60 - polling.PROMPT_S + 10
+    )
 
 
 def test_a_timeout_returns_what_arrived_and_stops_on_time():
@@ -84,7 +90,7 @@ class TimedGrid(FakeGrid):
     itself takes `push` s of the clock."""
 
     def __init__(self, answers: dict[str, float], *, travel: float, push: float, clock) -> None:
-        super().__init__({m: a + travel for m, a in answers.items()}, clock)
+        super().__init__({m: push + a + travel for m, a in answers.items()}, clock)
         self.answers, self.push = answers, push
 
     def push_messages(self, messages):
@@ -130,7 +136,7 @@ def test_each_replys_seconds_split_at_its_creation_and_drained_once():
     assert train["push_s_mean"] == pytest.approx(0.5)
     assert train["out_s_mean"] == pytest.approx(2.0) and train["out_s_max"] == pytest.approx(3.0)
     # Back = travel + the wait for the next poll: at least the travel, at most one poll more.
-    assert 0.25 <= train["back_s_mean"] <= 0.25 + polling.MAX_POLL_S
+    assert 0.25 <= train["back_s_mean"] <= 0.25 + polling.PROMPT_MAX_POLL_S
     assert train["round_trip_s_mean"] == pytest.approx(train["out_s_mean"] + train["back_s_mean"])
     assert times.drain() == {}  # each round reports its own messages only
     _timed_exchange(times, {"d": 1.0})
