@@ -6,11 +6,13 @@ poll waits up to 3 s more, and a FedAvg round has two phases (SecAgg+ five): sec
 every round were spent asleep. Here the ServerApp polls after 0.05 s, then backs off by half
 again each empty poll, and starts short again whenever a reply arrives (the rest of the
 phase's replies tend to follow). For the first `PROMPT_S` of a phase the interval stays at
-most `PROMPT_MAX_POLL_S` (0.2 s): that is when a small site's reply lands, and the 1 s the
-backoff reached by then cost every exchange ~0.5 s on average (measured with
-`MessageTimes`, below: the replies' way back took 0.8-1.0 s a message with 3 data holders).
-After it, up to 1 s. One pull asks for all outstanding replies at once, so a phase costs the
-SuperLink five small requests a second at first and one a second after.
+most `PROMPT_MAX_POLL_S` (0.2 s): that is when a small site's reply lands, and by then the
+backoff would have reached 0.8-1 s, up to ~0.5 s of waiting per exchange on average. After
+it, up to 1 s. One pull asks for all outstanding replies at once, so a phase costs the
+SuperLink five small requests a second at first and one a second after. Measured with
+`MessageTimes` (below) and 3 data holders, the replies' way back took 0.8-1.0 s a message
+before and 0.7-1.7 s after: the poll is not what that leg waits on
+(experiments/results/deployment-rounds/rounds-poll-1s.json against rounds.json).
 
 The simulation's in-memory grid is left as it is (experiments/simulate.py polls it its own
 way). Everything else about the call (push first, stop at `timeout`, return what arrived)
