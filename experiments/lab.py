@@ -47,6 +47,7 @@ EXPERIMENTS = {
     "lowfpr-decay": "experiments.lowfpr_decay",
     "lowfpr-combined": "experiments.lowfpr_combined",
     "lowfpr-rate": "experiments.lowfpr_rate",
+    "lowfpr-end": "experiments.lowfpr_end",
     "capacity": "experiments.capacity",
     "dp-utility": "experiments.dp_utility",
     "poisoning": "experiments.poisoning",

@@ -89,6 +89,7 @@ def test_every_registered_experiment_is_a_module_with_run():
         "lowfpr-decay",
         "lowfpr-combined",
         "lowfpr-rate",
+        "lowfpr-end",
         "capacity",
         "dp-utility",
         "poisoning",
