@@ -280,6 +280,7 @@ class Bench:
         idle = {n: _tree_mib(self.roots(n)) for n in self.holders}
         launchers = [p.pid for p in self.running(set(self.launchers.values()))]
         worker_logs = {name: len(self._log(name)) for name in self.workers.values()}
+        node_logs = {name: len(self._log(name)) for name in self.holders}
         monitor = Sampler({n: self.roots(n) for n in self.holders}, launchers)
         monitor.start()
         out = self.root / f"run-{tag}"
@@ -314,6 +315,11 @@ class Bench:
         # What the warm workers themselves spent per message (their log's "handled in" lines).
         summary["worker_handled_s"] = _handled_seconds(
             self._log(name)[offset:] for name, offset in worker_logs.items()
+        )
+        # Each reply at its SuperNode (deploy/supernode.py's line): how long after its creation
+        # the node had it, and how long its upload took; all of the run's rounds.
+        summary["supernode_sent_s"] = _sent_seconds(
+            self._log(name)[offset:] for name, offset in node_logs.items()
         )
         summary["service_cpu_s_per_round"] = {
             kind: round((cpu_after[kind] - cpu_before.get(kind, 0.0)) / len(rounds), 3)
@@ -354,6 +360,27 @@ def _handled_seconds(logs) -> dict[str, dict[str, float]]:
     return {
         handler: {"messages": len(values), "mean": sum(values) / len(values), "max": max(values)}
         for handler, values in seen.items()
+    }
+
+
+SENT = re.compile(
+    r"reply to a (\w+) message: at the node ([0-9.]+) s after its creation, sent in ([0-9.]+) s"
+)
+
+
+def _sent_seconds(logs) -> dict[str, dict[str, float]]:
+    """Mean seconds per reply, by message type, from the SuperNodes' new log text."""
+    seen: dict[str, list[tuple[float, float]]] = {}
+    for text in logs:
+        for kind, at_node, upload in SENT.findall(text):
+            seen.setdefault(kind, []).append((float(at_node), float(upload)))
+    return {
+        kind: {
+            "replies": len(rows),
+            "at_node_s_mean": sum(row[0] for row in rows) / len(rows),
+            "upload_s_mean": sum(row[1] for row in rows) / len(rows),
+        }
+        for kind, rows in seen.items()
     }
 
 
@@ -415,6 +442,11 @@ def _print_run(tag: str, run: dict) -> None:
             f"{figures.get('round_trip_s_mean', float('nan')):.2f}s = out "
             f"{figures.get('out_s_mean', float('nan')):.2f}s + back "
             f"{figures.get('back_s_mean', float('nan')):.2f}s"
+        )
+    for kind, figures in run["supernode_sent_s"].items():
+        print(
+            f"{kind} reply at its node {figures['at_node_s_mean']:.2f}s after creation, "
+            f"uploaded in {figures['upload_s_mean']:.2f}s ({figures['replies']} replies)"
         )
     for handler, figures in run["worker_handled_s"].items():
         print(f"worker {handler}: {figures['messages']} messages, {figures['mean']:.2f}s each")

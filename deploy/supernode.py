@@ -19,9 +19,15 @@ of that one module shortened:
   costs the SuperLink ~15 ms of CPU).
 - the waits for the ClientApp's reply and for an object's content (local state, no
   network): 0.05 s instead of 0.5 s.
+It also logs one line per reply it sends: how long after the ClientApp created it the node
+had it in hand (the ClientApp's mods, its hand-over to the node) and how long the upload to
+the SuperLink took (the message and its objects, one request each). With the ServerApp's
+per-message times (`results.json`, `messages`) that splits a reply's way back into the
+data holder's share, the upload and the coordinator's collection (`deploy/bench_rounds.py`).
 Everything else (what is pulled, when, retries, authentication) is flwr's. The patch reaches
-into that module's names (`time`, `_pull_and_store_message`); `check_flwr` refuses to start
-on a flwr whose module no longer has them, with the fix, rather than silently polling slowly.
+into that module's names (`time`, `_pull_and_store_message`, `_push_messages`);
+`check_flwr` refuses to start on a flwr whose module no longer has them, with the fix,
+rather than silently polling slowly.
 """
 
 from __future__ import annotations
@@ -97,11 +103,17 @@ def check_flwr(module: ModuleType) -> None:
     """Refuse a flwr this patch was not checked against, naming the fix."""
     version = importlib.metadata.version("flwr")
     pull = getattr(module, "_pull_and_store_message", None)
-    if version != FLWR_VERSION or getattr(module, "time", None) is not time or not callable(pull):
+    push = getattr(module, "_push_messages", None)
+    if (
+        version != FLWR_VERSION
+        or getattr(module, "time", None) is not time
+        or not callable(pull)
+        or not callable(push)
+    ):
         raise SystemExit(
-            f"fedsec-supernode: checked against flwr {FLWR_VERSION}'s {_MODULE} (its `time` "
-            f"and `_pull_and_store_message`), found flwr {version} (fix: install "
-            f"flwr=={FLWR_VERSION}, or run flwr's own `flower-supernode`)"
+            f"fedsec-supernode: checked against flwr {FLWR_VERSION}'s {_MODULE} (its `time`, "
+            f"`_pull_and_store_message` and `_push_messages`), found flwr {version} (fix: "
+            f"install flwr=={FLWR_VERSION}, or run flwr's own `flower-supernode`)"
         )
 
 
@@ -116,7 +128,40 @@ def install(module: ModuleType, clock: PromptClock) -> None:
         return run_id
 
     module._pull_and_store_message = pull_and_note
+    module._push_messages = timed_push(module._push_messages)
     module.time = clock
+
+
+SENT_LINE = "reply to a %s message: at the node %.3f s after its creation, sent in %.3f s"
+"""The line logged per reply sent (deploy/bench_rounds.py reads it)."""
+
+
+def timed_push(push, *, wall=time.time, log_line=None):
+    """flwr's `_push_messages`, logging `SENT_LINE` for the reply it sends."""
+    if log_line is None:
+        from logging import INFO
+
+        from flwr.common.logger import log
+
+        def log_line(*args: Any) -> None:
+            log(INFO, SENT_LINE, *args)
+
+    def push_and_time(**kwargs: Any) -> Any:
+        send = kwargs["send"]
+        marks: dict[str, Any] = {}
+
+        def timed_send(message, *args: Any) -> Any:
+            marks["type"] = message.metadata.message_type
+            marks["created"] = float(message.metadata.created_at)
+            marks["found"] = wall()
+            return send(message, *args)
+
+        result = push(**{**kwargs, "send": timed_send})
+        if marks:  # a reply went out (flwr sends one per call)
+            log_line(marks["type"], marks["found"] - marks["created"], wall() - marks["found"])
+        return result
+
+    return push_and_time
 
 
 def main() -> None:

@@ -709,6 +709,15 @@ def test_secagg_round_over_tls_through_the_proxy(federation, tmp_path):
         assert times["round_trip_s_mean"] == pytest.approx(
             times["out_s_mean"] + times["back_s_mean"]
         )
+    # Each data holder's SuperNode logged its replies' time at the node and upload.
+    for site in SITES:
+        node_log = federation.processes.get(site).log()
+        for kind in ("train", "evaluate"):
+            assert re.search(
+                rf"reply to a {kind} message: at the node [0-9.]+ s after its creation, "
+                r"sent in [0-9.]+ s",
+                node_log,
+            ), site
     # The SuperNodes' traffic really went through the proxy.
     access = federation.processes.get("fleet-proxy").log()
     assert re.search(r'"POST /v1/fleet/push-messages HTTP/1\.1" 200', access)

@@ -29,3 +29,19 @@ def test_message_figures_are_averaged_over_the_rounds_after_the_first() -> None:
         {"round": 4},  # a round without figures (the simulation's grid) counts for nothing
     ]
     assert _message_means(rounds) == {"train": {"round_trip_s_mean": 2.5, "exchanges": 1.0}}
+
+
+def test_supernode_lines_give_each_replys_time_at_the_node_and_upload() -> None:
+    from deploy.bench_rounds import _sent_seconds
+    from deploy.supernode import SENT_LINE
+
+    logs = [
+        "INFO :      " + SENT_LINE % ("train", 0.2, 0.3) + "\n"
+        "INFO :      " + SENT_LINE % ("evaluate", 0.5, 0.1) + "\n",
+        "INFO :      " + SENT_LINE % ("train", 0.4, 0.1) + "\n",
+    ]
+    got = _sent_seconds(logs)
+    assert got["train"]["replies"] == 2
+    assert got["train"]["at_node_s_mean"] == pytest.approx(0.3)
+    assert got["train"]["upload_s_mean"] == pytest.approx(0.2)
+    assert got["evaluate"] == {"replies": 1, "at_node_s_mean": 0.5, "upload_s_mean": 0.1}

@@ -27,7 +27,11 @@ class FakeTime:
 
 def _node(messages: list):
     """A stand-in for flwr's module: its loop sleeps 3 s after a poll that brought nothing."""
-    module = SimpleNamespace(time=time, _pull_and_store_message=lambda: messages.pop(0))
+    module = SimpleNamespace(
+        time=time,
+        _pull_and_store_message=lambda: messages.pop(0),
+        _push_messages=lambda **_: None,
+    )
 
     def loop(polls: int) -> None:
         for _ in range(polls):
@@ -86,3 +90,38 @@ def test_the_patched_names_exist_in_the_installed_flwr():
     renamed = SimpleNamespace(time=time)  # no _pull_and_store_message
     with pytest.raises(SystemExit, match="fedsec-supernode: checked against flwr"):
         check_flwr(renamed)
+    no_push = SimpleNamespace(time=time, _pull_and_store_message=module._pull_and_store_message)
+    with pytest.raises(SystemExit, match="_push_messages"):
+        check_flwr(no_push)
+
+
+def test_each_sent_reply_logs_when_the_node_had_it_and_how_long_its_upload_took():
+    now = [100.0]
+    lines = []
+
+    def push(*, state, object_store, send, push_object):  # flwr's, as far as timing goes
+        now[0] += 0.4  # the wait for the ClientApp's reply
+        message = SimpleNamespace(metadata=SimpleNamespace(message_type="train", created_at=99.9))
+        send(message, "tree", 0.1)
+        now[0] += 0.25  # the reply's objects, one request each
+        return "pushed"
+
+    sent = []
+    timed = supernode.timed_push(
+        push, wall=lambda: now[0], log_line=lambda *args: lines.append(args)
+    )
+    result = timed(
+        state=None, object_store=None, send=lambda *args: sent.append(args), push_object=None
+    )
+    assert result == "pushed" and len(sent) == 1  # flwr's own send, with its arguments
+    ((kind, at_node, upload),) = lines
+    assert kind == "train"
+    assert at_node == pytest.approx(100.4 - 99.9) and upload == pytest.approx(0.25)
+    assert supernode.SENT_LINE % lines[0]  # the format takes exactly these three
+
+
+def test_a_push_that_sent_nothing_logs_nothing():
+    lines = []
+    timed = supernode.timed_push(lambda **_: None, log_line=lambda *args: lines.append(args))
+    timed(state=None, object_store=None, send=None, push_object=None)
+    assert lines == []
