@@ -131,6 +131,21 @@ SIZES = {
 BUDGET = Curve(NAME, TITLE, COMMAND, SIZES)
 
 
+def mining_arm_sizes(
+    *extras: tuple[tuple[str, Any], ...], seeds: tuple[int, ...]
+) -> dict[str, Budget]:
+    """Sizes of a curve whose arms are the product's defaults (mining on) plus each of
+    `extras` (run-config pairs, `()` for the defaults alone): 16 rounds x 180 steps x batch 128
+    once per run seed, and a tiny size of 3 rounds x 6 steps x batch 32 on seed 0."""
+
+    def budget(rounds: int, steps: int, batch: int, shape: str, run_seeds) -> Budget:
+        arms = tuple(_mining(steps, batch, *extra) for extra in extras)
+        return Budget(rounds=rounds, batch=batch, arms=arms, seeds=run_seeds, shape=shape)
+
+    default = budget(16, 180, 128, "default", seeds)
+    return {"tiny": budget(3, 6, 32, "tiny", (0,)), "default": default, "full": default}
+
+
 def curve_entry_points(curve: Curve, *, module: str, doc: str | None):
     """`run`, `measure` and `main` of an experiment that is another set of arms on this
     runner (lowfpr-momentum, lowfpr-families, lowfpr-decay): what `fedsec experiment NAME`,

@@ -13,30 +13,14 @@ local rate falling to a tenth) alone and with server momentum at the best pair m
 
 from __future__ import annotations
 
-from experiments.lowfpr_budget import Budget, Curve, _mining, curve_entry_points
+from experiments.lowfpr_budget import Curve, curve_entry_points, mining_arm_sizes
 
 NAME = "lowfpr-combined"
 TITLE = "Today's defaults with server momentum on real development names (SecAgg+)"
 COMMAND = "FEDSEC_REAL_DEV=PATH fedsec experiment lowfpr-combined"
 MOMENTUM = (("server-momentum", 0.7), ("server-learning-rate", 0.9))
 
-SIZES = {
-    "tiny": Budget(
-        rounds=3,
-        batch=32,
-        arms=(_mining(6, 32), _mining(6, 32, *MOMENTUM)),
-        seeds=(0,),
-        shape="tiny",
-    ),
-    "default": Budget(
-        rounds=16,
-        batch=128,
-        arms=(_mining(180, 128), _mining(180, 128, *MOMENTUM)),
-        seeds=(9, 10, 11),
-        shape="default",
-    ),
-}
-SIZES["full"] = SIZES["default"]
+SIZES = mining_arm_sizes((), MOMENTUM, seeds=(9, 10, 11))
 COMBINED = Curve(NAME, TITLE, COMMAND, SIZES)
 
 run, measure, main = curve_entry_points(COMBINED, module="experiments.lowfpr_combined", doc=__doc__)

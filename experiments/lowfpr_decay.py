@@ -17,7 +17,7 @@ lowfpr-budget's runner and tables.
 
 from __future__ import annotations
 
-from experiments.lowfpr_budget import Budget, Curve, _mining, curve_entry_points
+from experiments.lowfpr_budget import Curve, curve_entry_points, mining_arm_sizes
 
 NAME = "lowfpr-decay"
 TITLE = "Local learning rate decay against low-FPR detection on real development names"
@@ -26,23 +26,7 @@ COMMAND = "FEDSEC_REAL_DEV=PATH fedsec experiment lowfpr-decay"
 CONSTANT = ("learning-rate-final", 1.0)
 DECAY = ("learning-rate-final", 0.1)
 
-SIZES = {
-    "tiny": Budget(
-        rounds=3,
-        batch=32,
-        arms=(_mining(6, 32, CONSTANT), _mining(6, 32, DECAY)),
-        seeds=(0,),
-        shape="tiny",
-    ),
-    "default": Budget(
-        rounds=16,
-        batch=128,
-        arms=(_mining(180, 128, CONSTANT), _mining(180, 128, DECAY)),
-        seeds=(6, 7, 8),
-        shape="default",
-    ),
-}
-SIZES["full"] = SIZES["default"]
+SIZES = mining_arm_sizes((CONSTANT,), (DECAY,), seeds=(6, 7, 8))
 DECAY_CURVE = Curve(NAME, TITLE, COMMAND, SIZES)
 
 run, measure, main = curve_entry_points(DECAY_CURVE, module="experiments.lowfpr_decay", doc=__doc__)

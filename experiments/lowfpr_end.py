@@ -13,30 +13,14 @@ runner and tables.
 
 from __future__ import annotations
 
-from experiments.lowfpr_budget import Budget, Curve, _mining, curve_entry_points
+from experiments.lowfpr_budget import Curve, curve_entry_points, mining_arm_sizes
 from experiments.lowfpr_rate import LOWER_END
 
 NAME = "lowfpr-end"
 TITLE = "The local rate ending at a thirtieth, measured again on real development names (SecAgg+)"
 COMMAND = "FEDSEC_REAL_DEV=PATH fedsec experiment lowfpr-end"
 
-SIZES = {
-    "tiny": Budget(
-        rounds=3,
-        batch=32,
-        arms=(_mining(6, 32), _mining(6, 32, *LOWER_END)),
-        seeds=(0,),
-        shape="tiny",
-    ),
-    "default": Budget(
-        rounds=16,
-        batch=128,
-        arms=(_mining(180, 128), _mining(180, 128, *LOWER_END)),
-        seeds=(15, 16, 17),
-        shape="default",
-    ),
-}
-SIZES["full"] = SIZES["default"]
+SIZES = mining_arm_sizes((), LOWER_END, seeds=(15, 16, 17))
 END = Curve(NAME, TITLE, COMMAND, SIZES)
 
 run, measure, main = curve_entry_points(END, module="experiments.lowfpr_end", doc=__doc__)

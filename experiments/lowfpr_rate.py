@@ -14,7 +14,7 @@ steps, mining on), 3 run seeds no other curve used, through lowfpr-budget's runn
 
 from __future__ import annotations
 
-from experiments.lowfpr_budget import Budget, Curve, _mining, curve_entry_points
+from experiments.lowfpr_budget import Curve, curve_entry_points, mining_arm_sizes
 
 NAME = "lowfpr-rate"
 TITLE = "Where the falling local rate starts and ends, on real development names (SecAgg+)"
@@ -23,21 +23,7 @@ LOWER_END = (("learning-rate-final", 0.03),)
 FASTER_START = (("learning-rate", 0.006), ("learning-rate-final", 0.05))
 
 
-def _arms(steps: int, batch: int):
-    return (
-        _mining(steps, batch),
-        _mining(steps, batch, *LOWER_END),
-        _mining(steps, batch, *FASTER_START),
-    )
-
-
-SIZES = {
-    "tiny": Budget(rounds=3, batch=32, arms=_arms(6, 32), seeds=(0,), shape="tiny"),
-    "default": Budget(
-        rounds=16, batch=128, arms=_arms(180, 128), seeds=(12, 13, 14), shape="default"
-    ),
-}
-SIZES["full"] = SIZES["default"]
+SIZES = mining_arm_sizes((), LOWER_END, FASTER_START, seeds=(12, 13, 14))
 RATE = Curve(NAME, TITLE, COMMAND, SIZES)
 
 run, measure, main = curve_entry_points(RATE, module="experiments.lowfpr_rate", doc=__doc__)
