@@ -590,6 +590,12 @@ def main() -> None:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     install_guard(module)
+    # The message's objects, pulled from the SuperNode: retried promptly (object_pulls.py).
+    from flwr.supercore.inflatable import inflatable_utils
+
+    from deploy.object_pulls import prompt_object_pulls
+
+    prompt_object_pulls(inflatable_utils)
     entry()
 
 

@@ -40,6 +40,8 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
+from deploy.object_pulls import prompt_object_pulls
+
 FLWR_VERSION = "1.42.0"
 IDLE_POLL_S = 3.0
 """flwr's sleep when a poll brought no message."""
@@ -130,6 +132,8 @@ def install(module: ModuleType, clock: PromptClock) -> None:
     module._pull_and_store_message = pull_and_note
     module._push_messages = timed_push(module._push_messages)
     module.time = clock
+    # A message's objects, pulled from the SuperLink: retried promptly (object_pulls.py).
+    prompt_object_pulls(module)
 
 
 SENT_LINE = "reply to a %s message: at the node %.3f s after its creation, sent in %.3f s"

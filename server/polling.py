@@ -142,8 +142,23 @@ def prompt_send_and_receive(
 def prompt_replies(grid: Grid, *, times: MessageTimes | None = None) -> Grid:
     """`grid`, its `send_and_receive` polling promptly (and recording into `times`) if it is
     the deployment's grid."""
-    from flwr.superlink.grid.http_grid import HttpGrid
+    from flwr.superlink.grid import http_grid
 
-    if isinstance(grid, HttpGrid):
+    if isinstance(grid, http_grid.HttpGrid):
         grid.send_and_receive = functools.partial(prompt_send_and_receive, grid, times=times)
+        prompt_object_pulls(http_grid)
     return grid
+
+
+OBJECT_RETRY_S = 0.05
+OBJECT_RETRY_CAP_S = 1.0
+
+
+def prompt_object_pulls(module) -> None:
+    """A reply is visible before its last object has landed; flwr 1.42 then pulls a missing
+    object again after 1 s, doubling to 10 s. Here after OBJECT_RETRY_S, doubling to
+    OBJECT_RETRY_CAP_S (the data holders' side does the same: deploy/object_pulls.py)."""
+    if not isinstance(module.pull_objects, functools.partial):
+        module.pull_objects = functools.partial(
+            module.pull_objects, initial_backoff=OBJECT_RETRY_S, backoff_cap=OBJECT_RETRY_CAP_S
+        )

@@ -25,12 +25,17 @@ class FakeTime:
         self.now += seconds
 
 
+def _pull_objects(object_ids, pull_object_fn, *, initial_backoff=1.0, backoff_cap=10.0):
+    return {"backoff": (initial_backoff, backoff_cap)}
+
+
 def _node(messages: list):
     """A stand-in for flwr's module: its loop sleeps 3 s after a poll that brought nothing."""
     module = SimpleNamespace(
         time=time,
         _pull_and_store_message=lambda: messages.pop(0),
         _push_messages=lambda **_: None,
+        pull_objects=_pull_objects,
     )
 
     def loop(polls: int) -> None:
@@ -49,6 +54,8 @@ def test_an_idle_node_polls_as_flwr_does_and_a_node_in_a_run_within_half_a_secon
     loop(5)
     # Before any message: flwr's 3 s; after run 7's message: ACTIVE_POLL_S.
     assert fake.slept == [3, 3, supernode.ACTIVE_POLL_S, supernode.ACTIVE_POLL_S]
+    # Objects not there yet are pulled again promptly (deploy/object_pulls.py).
+    assert module.pull_objects([], None)["backoff"] == (0.05, 1.0)
     fake.now += supernode.ACTIVE_S  # a run long over: back to flwr's pace
     module._pull_and_store_message = lambda: None
     module.time.sleep(3)
