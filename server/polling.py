@@ -11,8 +11,9 @@ backoff would have reached 0.8-1 s, up to ~0.5 s of waiting per exchange on aver
 it, up to 1 s. One pull asks for all outstanding replies at once, so a phase costs the
 SuperLink five small requests a second at first and one a second after. Measured with
 `MessageTimes` (below) and 3 data holders, the replies' way back took 0.8-1.0 s a message
-before and 0.7-1.7 s after: the poll is not what that leg waits on
-(experiments/results/deployment-rounds/rounds-poll-1s.json against rounds.json).
+before and 0.7-1.7 s after: the poll was not what that leg waited on. flwr's 1 s retry of a
+reply's objects that had not landed yet was (`prompt_object_pulls`, below; the data holders'
+side: deploy/object_pulls.py).
 
 The simulation's in-memory grid is left as it is (experiments/simulate.py polls it its own
 way). Everything else about the call (push first, stop at `timeout`, return what arrived)
