@@ -79,6 +79,8 @@ from pydantic import (
     model_validator,
 )
 
+from deploy.message_times import ClientAppTimes
+
 PROGRAM = "fedsec-clientapp"
 FLWR_VERSION = "1.42.0"
 """The flwr release whose `run_clientapp` this guard was checked against."""
@@ -584,18 +586,19 @@ def main() -> None:
             f"checked by {PROGRAM}"
         )
         raise SystemExit(2)
+    # One line per message: when each step of this ClientApp ran (deploy/message_times.py).
+    times = ClientAppTimes()
     try:
         entry, module = flwr_clientapp_entry()
     except GuardError as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    times.install(module)
     install_guard(module)
     # The message's objects, pulled from the SuperNode: retried promptly (object_pulls.py).
-    from flwr.supercore.inflatable import inflatable_utils
-
     from deploy.object_pulls import prompt_object_pulls
 
-    prompt_object_pulls(inflatable_utils)
+    prompt_object_pulls(module)
     entry()
 
 

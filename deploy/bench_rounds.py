@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -313,14 +314,17 @@ class Bench:
         rounds = json.loads((out / "results.json").read_text())["rounds"]
         summary = _summary(rounds, run_seconds, idle, monitor)
         # What the warm workers themselves spent per message (their log's "handled in" lines).
-        summary["worker_handled_s"] = _handled_seconds(
-            self._log(name)[offset:] for name, offset in worker_logs.items()
+        summary["worker_handled_s"] = _line_figures(
+            (self._log(name)[offset:] for name, offset in worker_logs.items()),
+            HANDLED,
+            ("handled",),
         )
+        node_texts = [self._log(name)[offset:] for name, offset in node_logs.items()]
         # Each reply at its SuperNode (deploy/supernode.py's line): how long after its creation
         # the node had it, and how long its upload took; all of the run's rounds.
-        summary["supernode_sent_s"] = _sent_seconds(
-            self._log(name)[offset:] for name, offset in node_logs.items()
-        )
+        summary["supernode_sent_s"] = _line_figures(node_texts, SENT, ("at_node", "upload"))
+        # Each message's way out, step by step (deploy/message_times.py); all rounds.
+        summary["way_out_s"] = _way_out(node_texts)
         summary["service_cpu_s_per_round"] = {
             kind: round((cpu_after[kind] - cpu_before.get(kind, 0.0)) / len(rounds), 3)
             for kind in cpu_after
@@ -349,39 +353,56 @@ class Bench:
 
 
 HANDLED = re.compile(r"fedsec-worker (\w+) handled in ([0-9.]+)s")
-
-
-def _handled_seconds(logs) -> dict[str, dict[str, float]]:
-    """Mean and max seconds per handled message, by handler, over the workers' new log text."""
-    seen: dict[str, list[float]] = {}
-    for text in logs:
-        for handler, seconds in HANDLED.findall(text):
-            seen.setdefault(handler, []).append(float(seconds))
-    return {
-        handler: {"messages": len(values), "mean": sum(values) / len(values), "max": max(values)}
-        for handler, values in seen.items()
-    }
-
-
 SENT = re.compile(
     r"reply to a (\w+) message: at the node ([0-9.]+) s after its creation, sent in ([0-9.]+) s"
 )
+_NUMBER = r"(-?[0-9.]+)"
+RECEIVED = re.compile(
+    rf"received a (\w+) message {_NUMBER} s after its creation, stored with its objects at "
+    rf"{_NUMBER} s"
+)
+CLIENTAPP = re.compile(
+    rf"(\w+) message, seconds after its creation: ClientApp process started {_NUMBER}, "
+    rf"guard {_NUMBER}, pulled {_NUMBER}, unpacked {_NUMBER}, loaded {_NUMBER}, "
+    rf"replied {_NUMBER}, handed over {_NUMBER}"
+)
+WAY_OUT = {
+    RECEIVED: ("at_node", "stored"),
+    CLIENTAPP: ("process", "guard", "pulled", "unpacked", "loaded", "replied", "handed"),
+}
+"""Each step of a message's way out, in seconds after its creation (deploy/message_times.py):
+the SuperNode's line, then its ClientApp's."""
 
 
-def _sent_seconds(logs) -> dict[str, dict[str, float]]:
-    """Mean seconds per reply, by message type, from the SuperNodes' new log text."""
-    seen: dict[str, list[tuple[float, float]]] = {}
+def _line_figures(logs, pattern: re.Pattern, fields: tuple[str, ...]) -> dict[str, dict]:
+    """Per message type (a line's first group), how many lines and each field's mean, median
+    and max (the rest of its groups, in seconds), over new log text."""
+    seen: dict[str, list[tuple[float, ...]]] = {}
     for text in logs:
-        for kind, at_node, upload in SENT.findall(text):
-            seen.setdefault(kind, []).append((float(at_node), float(upload)))
-    return {
-        kind: {
-            "replies": len(rows),
-            "at_node_s_mean": sum(row[0] for row in rows) / len(rows),
-            "upload_s_mean": sum(row[1] for row in rows) / len(rows),
-        }
-        for kind, rows in seen.items()
-    }
+        for kind, *values in pattern.findall(text):
+            seen.setdefault(kind, []).append(tuple(float(value) for value in values))
+    figures: dict[str, dict] = {}
+    for kind, rows in seen.items():
+        entry: dict[str, float] = {"lines": len(rows)}
+        for index, field in enumerate(fields):
+            column = [row[index] for row in rows]
+            entry[f"{field}_s_mean"] = statistics.fmean(column)
+            entry[f"{field}_s_median"] = statistics.median(column)
+            entry[f"{field}_s_max"] = max(column)
+        figures[kind] = entry
+    return figures
+
+
+def _way_out(logs) -> dict[str, dict]:
+    """Both way-out lines of the SuperNodes' logs, merged per message type."""
+    texts = list(logs)
+    merged: dict[str, dict] = {}
+    for pattern, fields in WAY_OUT.items():
+        for kind, figures in _line_figures(texts, pattern, fields).items():
+            lines = figures.pop("lines")
+            merged.setdefault(kind, {})[f"{fields[0]}_lines"] = lines
+            merged[kind].update(figures)
+    return merged
 
 
 def _message_means(rounds: list[dict]) -> dict[str, dict[str, float]]:
@@ -443,13 +464,24 @@ def _print_run(tag: str, run: dict) -> None:
             f"{figures.get('out_s_mean', float('nan')):.2f}s + back "
             f"{figures.get('back_s_mean', float('nan')):.2f}s"
         )
+    for kind, figures in run["way_out_s"].items():
+        steps = ", ".join(
+            f"{field} {figures[f'{field}_s_median']:.2f}"
+            for fields in WAY_OUT.values()
+            for field in fields
+            if f"{field}_s_median" in figures
+        )
+        print(f"{kind} message's way out, median s after its creation: {steps}")
     for kind, figures in run["supernode_sent_s"].items():
         print(
             f"{kind} reply at its node {figures['at_node_s_mean']:.2f}s after creation, "
-            f"uploaded in {figures['upload_s_mean']:.2f}s ({figures['replies']} replies)"
+            f"uploaded in {figures['upload_s_mean']:.2f}s ({figures['lines']} replies)"
         )
     for handler, figures in run["worker_handled_s"].items():
-        print(f"worker {handler}: {figures['messages']} messages, {figures['mean']:.2f}s each")
+        print(
+            f"worker {handler}: {figures['lines']} messages, "
+            f"{figures['handled_s_mean']:.2f}s each (median {figures['handled_s_median']:.2f}s)"
+        )
 
 
 def _document(args: argparse.Namespace, bench: Bench, runs: dict, ready_s: dict) -> dict:

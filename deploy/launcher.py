@@ -44,6 +44,8 @@ import sys
 import time
 from pathlib import Path
 
+from deploy.message_times import started_env
+
 ENV_SOCKET = "FEDSEC_LAUNCHER"
 """Path of the launcher's socket, set in the SuperNode's environment (docker-compose.yml)."""
 PROGRAM = "fedsec-launcher"
@@ -142,7 +144,7 @@ def hand_over(socket_path: Path, argv: list[str]) -> int | None:
         {
             "version": WIRE_VERSION,
             "argv": without_parent_pid(argv),
-            "env": dict(os.environ),
+            "env": {**os.environ, **started_env()},
             "cwd": os.getcwd(),
         }
     ).encode()

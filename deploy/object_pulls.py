@@ -9,10 +9,16 @@ SuperNodes' "sent in" lines), so a prompt receiver waited most of a second for t
 it. Here the first retry comes after 0.05 s, doubling to 1 s: an object still missing after
 a few retries costs a few more small requests, never a second of idling.
 
-`prompt_object_pulls(module)` points `module.pull_objects` (the name a flwr module imported)
-at flwr's own function with these two defaults; a caller that passes its own keeps them.
+`prompt_object_pulls(module)` points each of `module.pull_objects` and
+`module.pull_and_inflate_object_from_tree` (the names a flwr module imported) at flwr's own
+function with these two defaults; a caller that passes its own keeps them. Both matter:
+the ClientApp pulls its message through `pull_and_inflate_object_from_tree`, which passes
+flwr's 1 s and 10 s on to `pull_objects` itself, so new defaults of `pull_objects` alone never
+reach it (measured: the ClientApp of a model-bearing message had it ~1 s after starting to
+pull it, its node ~0.2 s after that start; deploy/message_times.py's lines).
 The data holder's side uses it for the SuperNode (deploy/supernode.py) and for every
-ClientApp (deploy/app_guard.py); the ServerApp does the same for its grid (server/polling.py).
+ClientApp (deploy/app_guard.py, on flwr's run_clientapp module); the ServerApp does the same
+for its grid (server/polling.py).
 """
 
 from __future__ import annotations
@@ -23,17 +29,31 @@ from types import ModuleType
 
 RETRY_S = 0.05
 RETRY_CAP_S = 1.0
+PULLS = ("pull_objects", "pull_and_inflate_object_from_tree")
+"""flwr 1.42's functions that retry an object not there yet, each with its own defaults."""
 
 
 def prompt_object_pulls(module: ModuleType) -> None:
-    """Retry `module.pull_objects`'s missing objects after RETRY_S, doubling to RETRY_CAP_S."""
-    pull = module.pull_objects
-    if isinstance(pull, functools.partial):
-        return  # already done
-    parameters = inspect.signature(pull).parameters
-    if "initial_backoff" not in parameters or "backoff_cap" not in parameters:
+    """Retry missing objects after RETRY_S, doubling to RETRY_CAP_S, in each of `PULLS` that
+    `module` has (it must have one)."""
+    names = [name for name in PULLS if hasattr(module, name)]
+    if not names:
         raise RuntimeError(
-            f"{module.__name__}.pull_objects has no initial_backoff / backoff_cap (fix: "
-            "install flwr==1.42.0, or re-check deploy/object_pulls.py against the new flwr)"
+            f"{module.__name__} has none of {', '.join(PULLS)} (fix: install flwr==1.42.0, or "
+            "re-check deploy/object_pulls.py against the new flwr)"
         )
-    module.pull_objects = functools.partial(pull, initial_backoff=RETRY_S, backoff_cap=RETRY_CAP_S)
+    for name in names:
+        pull = getattr(module, name)
+        if isinstance(pull, functools.partial):
+            continue  # already done
+        parameters = inspect.signature(pull).parameters
+        if "initial_backoff" not in parameters or "backoff_cap" not in parameters:
+            raise RuntimeError(
+                f"{module.__name__}.{name} has no initial_backoff / backoff_cap (fix: install "
+                "flwr==1.42.0, or re-check deploy/object_pulls.py against the new flwr)"
+            )
+        setattr(
+            module,
+            name,
+            functools.partial(pull, initial_backoff=RETRY_S, backoff_cap=RETRY_CAP_S),
+        )

@@ -19,7 +19,9 @@ of that one module shortened:
   costs the SuperLink ~15 ms of CPU).
 - the waits for the ClientApp's reply and for an object's content (local state, no
   network): 0.05 s instead of 0.5 s.
-It also logs one line per reply it sends: how long after the ClientApp created it the node
+It also logs one line per message it stores (`RECEIVED_LINE`: when its poll brought the
+message and when the message's objects were in, deploy/message_times.py) and one per reply
+it sends: how long after the ClientApp created it the node
 had it in hand (the ClientApp's mods, its hand-over to the node) and how long the upload to
 the SuperLink took (the message and its objects, one request each). With the ServerApp's
 per-message times (`results.json`, `messages`) that splits a reply's way back into the
@@ -40,6 +42,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
+from deploy.message_times import RECEIVED_LINE
 from deploy.object_pulls import prompt_object_pulls
 
 FLWR_VERSION = "1.42.0"
@@ -121,7 +124,7 @@ def check_flwr(module: ModuleType) -> None:
 
 def install(module: ModuleType, clock: PromptClock) -> None:
     """Point `module`'s sleeps at `clock` and tell it of every message the node receives."""
-    pull = module._pull_and_store_message
+    pull = timed_pull(module._pull_and_store_message)
 
     def pull_and_note(*args: Any, **kwargs: Any) -> Any:
         run_id = pull(*args, **kwargs)
@@ -140,15 +143,48 @@ SENT_LINE = "reply to a %s message: at the node %.3f s after its creation, sent 
 """The line logged per reply sent (deploy/bench_rounds.py reads it)."""
 
 
+def _flwr_log_line(template: str):
+    from logging import INFO
+
+    from flwr.common.logger import log
+
+    def log_line(*args: Any) -> None:
+        log(INFO, template, *args)
+
+    return log_line
+
+
+def timed_pull(pull, *, wall=time.time, log_line=None):
+    """flwr's `_pull_and_store_message`, logging `RECEIVED_LINE` for the message it stores:
+    when the poll brought it and when it was stored with its objects, each in seconds after
+    its creation (deploy/message_times.py)."""
+    log_line = log_line or _flwr_log_line(RECEIVED_LINE)
+
+    def pull_and_time(**kwargs: Any) -> Any:
+        receive = kwargs["receive"]
+        marks: dict[str, Any] = {}
+
+        def timed_receive() -> Any:
+            got = receive()
+            if got is not None:
+                metadata = got[0].metadata
+                marks.update(
+                    type=metadata.message_type, created=float(metadata.created_at), at=wall()
+                )
+            return got
+
+        run_id = pull(**{**kwargs, "receive": timed_receive})
+        if marks and run_id is not None:  # stored (a failed pull returns None)
+            created = marks["created"]
+            log_line(marks["type"], marks["at"] - created, wall() - created)
+        return run_id
+
+    return pull_and_time
+
+
 def timed_push(push, *, wall=time.time, log_line=None):
     """flwr's `_push_messages`, logging `SENT_LINE` for the reply it sends."""
-    if log_line is None:
-        from logging import INFO
-
-        from flwr.common.logger import log
-
-        def log_line(*args: Any) -> None:
-            log(INFO, SENT_LINE, *args)
+    log_line = log_line or _flwr_log_line(SENT_LINE)
 
     def push_and_time(**kwargs: Any) -> Any:
         send = kwargs["send"]

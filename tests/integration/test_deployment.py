@@ -709,7 +709,8 @@ def test_secagg_round_over_tls_through_the_proxy(federation, tmp_path):
         assert times["round_trip_s_mean"] == pytest.approx(
             times["out_s_mean"] + times["back_s_mean"]
         )
-    # Each data holder's SuperNode logged its replies' time at the node and upload.
+    # Each data holder's SuperNode logged its replies' time at the node and upload, and
+    # when each message reached it; its ClientApps logged their steps (message_times.py).
     for site in SITES:
         node_log = federation.processes.get(site).log()
         for kind in ("train", "evaluate"):
@@ -718,6 +719,20 @@ def test_secagg_round_over_tls_through_the_proxy(federation, tmp_path):
                 r"sent in [0-9.]+ s",
                 node_log,
             ), site
+            assert re.search(
+                rf"received a {kind} message [0-9.]+ s after its creation, stored with its "
+                r"objects at [0-9.]+ s",
+                node_log,
+            ), site
+            steps = re.search(
+                rf"{kind} message, seconds after its creation: ClientApp process started "
+                r"(-?[0-9.]+), guard (-?[0-9.]+), pulled ([0-9.]+), unpacked ([0-9.]+), "
+                r"loaded ([0-9.]+), replied ([0-9.]+), handed over ([0-9.]+)",
+                node_log,
+            )
+            assert steps, site
+            marks = [float(value) for value in steps.groups()]
+            assert marks == sorted(marks) and 0.0 < marks[0] < marks[-1] < 60.0, (site, marks)
     # The SuperNodes' traffic really went through the proxy.
     access = federation.processes.get("fleet-proxy").log()
     assert re.search(r'"POST /v1/fleet/push-messages HTTP/1\.1" 200', access)

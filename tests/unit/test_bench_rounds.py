@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.bench_rounds import _handled_seconds, _message_means
+from deploy.bench_rounds import HANDLED, SENT, _line_figures, _message_means, _way_out
 
 
 def test_worker_log_lines_give_seconds_per_handler() -> None:
@@ -16,9 +16,14 @@ def test_worker_log_lines_give_seconds_per_handler() -> None:
         "2026-12-04 14:00:05,100 fedsec-worker train handled in 0.61s\n"
         "2026-12-04 14:00:06,000 fedsec-worker train failed in 0.01s: fedsec-E-SITE\n",
     ]
-    got = _handled_seconds(logs)
-    assert got["train"] == {"messages": 2, "mean": pytest.approx(0.51), "max": 0.61}
-    assert got["evaluate"]["messages"] == 1 and set(got) == {"train", "evaluate"}
+    got = _line_figures(logs, HANDLED, ("handled",))
+    assert got["train"] == {
+        "lines": 2,
+        "handled_s_mean": pytest.approx(0.51),
+        "handled_s_median": pytest.approx(0.51),
+        "handled_s_max": 0.61,
+    }
+    assert got["evaluate"]["lines"] == 1 and set(got) == {"train", "evaluate"}
 
 
 def test_message_figures_are_averaged_over_the_rounds_after_the_first() -> None:
@@ -32,7 +37,6 @@ def test_message_figures_are_averaged_over_the_rounds_after_the_first() -> None:
 
 
 def test_supernode_lines_give_each_replys_time_at_the_node_and_upload() -> None:
-    from deploy.bench_rounds import _sent_seconds
     from deploy.supernode import SENT_LINE
 
     logs = [
@@ -40,8 +44,31 @@ def test_supernode_lines_give_each_replys_time_at_the_node_and_upload() -> None:
         "INFO :      " + SENT_LINE % ("evaluate", 0.5, 0.1) + "\n",
         "INFO :      " + SENT_LINE % ("train", 0.4, 0.1) + "\n",
     ]
-    got = _sent_seconds(logs)
-    assert got["train"]["replies"] == 2
+    got = _line_figures(logs, SENT, ("at_node", "upload"))
+    assert got["train"]["lines"] == 2
     assert got["train"]["at_node_s_mean"] == pytest.approx(0.3)
     assert got["train"]["upload_s_mean"] == pytest.approx(0.2)
-    assert got["evaluate"] == {"replies": 1, "at_node_s_mean": 0.5, "upload_s_mean": 0.1}
+    assert got["evaluate"]["at_node_s_median"] == 0.5 and got["evaluate"]["upload_s_max"] == 0.1
+
+
+def test_a_messages_way_out_merges_the_nodes_and_its_clientapps_lines() -> None:
+    from deploy.message_times import CLIENTAPP_LINE, RECEIVED_LINE
+
+    clientapp = (0.6, 0.65, 0.7, 0.72, 0.9, 1.4, 1.5)
+    logs = [
+        "INFO :      " + RECEIVED_LINE % ("train", 0.3, 0.35) + "\n"
+        "fedsec-clientapp: " + CLIENTAPP_LINE % ("train", *clientapp) + "\n"
+        "INFO :      " + RECEIVED_LINE % ("train", 0.5, 0.55) + "\n",
+        "fedsec-clientapp: " + CLIENTAPP_LINE % ("evaluate", *clientapp) + "\n",
+    ]
+    got = _way_out(logs)
+    train = got["train"]
+    assert train["at_node_lines"] == 2 and train["process_lines"] == 1
+    assert train["at_node_s_median"] == pytest.approx(0.4)
+    assert train["stored_s_max"] == pytest.approx(0.55)
+    assert [train[f"{step}_s_median"] for step in ("process", "loaded", "handed")] == [
+        0.6,
+        0.9,
+        1.5,
+    ]
+    assert "at_node_lines" not in got["evaluate"] and got["evaluate"]["replied_s_mean"] == 1.4

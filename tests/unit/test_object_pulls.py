@@ -66,3 +66,58 @@ def test_a_flwr_without_the_backoff_parameters_is_refused_with_the_fix():
     module = SimpleNamespace(__name__="changed", pull_objects=lambda object_ids, pull_object_fn: {})
     with pytest.raises(RuntimeError, match="fix: install flwr==1.42.0"):
         object_pulls.prompt_object_pulls(module)
+
+
+def _late_message_tree(available_after: float):
+    """A real flwr object tree (a model's ArrayRecord, as a message holds), and a pull function
+    whose every object lands `available_after` s from now (as a node's store fills while its
+    ClientApp pulls)."""
+    import time
+
+    import numpy as np
+    from flwr.app import ArrayRecord
+    from flwr.supercore.inflatable.inflatable_object import (
+        get_all_nested_objects,
+        get_object_tree,
+    )
+    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
+
+    message = ArrayRecord([np.arange(6.0), np.ones((2, 3))])
+    contents = {key: obj.deflate() for key, obj in get_all_nested_objects(message).items()}
+    start = time.monotonic()
+    tries = []
+
+    def pull_object(object_id: str) -> bytes:
+        tries.append(time.monotonic() - start)
+        if time.monotonic() - start < available_after:
+            raise ObjectUnavailableError(object_id)
+        return contents[object_id]
+
+    return get_object_tree(message), pull_object, tries
+
+
+def test_the_clientapps_message_pull_is_prompt_too():
+    """run_clientapp pulls through pull_and_inflate_object_from_tree, which passes flwr's own
+    1 s backoff to pull_objects: it has to be patched itself (on the run_clientapp module)."""
+    from flwr.app import ArrayRecord
+    from flwr.supernode.runtime import run_clientapp
+
+    real = run_clientapp.pull_and_inflate_object_from_tree
+    tree, pull_object, tries = _late_message_tree(0.2)
+    real(tree, pull_object, lambda _: None, return_type=ArrayRecord)
+    assert tries[-1] > 0.7  # flwr's own: the first retry after ~1 s (±20%)
+
+    module = SimpleNamespace(__name__="run_clientapp", pull_and_inflate_object_from_tree=real)
+    object_pulls.prompt_object_pulls(module)
+    tree, pull_object, tries = _late_message_tree(0.2)
+    got = module.pull_and_inflate_object_from_tree(
+        tree, pull_object, lambda _: None, return_type=ArrayRecord
+    )
+    assert isinstance(got, ArrayRecord) and len(got) == 2
+    assert tries[-1] < 0.6 and len(tries) >= 2
+    assert callable(run_clientapp.pull_and_inflate_object_from_tree)  # the name app_guard patches
+
+
+def test_a_module_with_neither_pull_is_refused_with_the_fix():
+    with pytest.raises(RuntimeError, match="has none of pull_objects"):
+        object_pulls.prompt_object_pulls(SimpleNamespace(__name__="empty"))

@@ -31,16 +31,21 @@ def _pull_objects(object_ids, pull_object_fn, *, initial_backoff=1.0, backoff_ca
 
 def _node(messages: list):
     """A stand-in for flwr's module: its loop sleeps 3 s after a poll that brought nothing."""
+
+    def pull_and_store(*, receive):  # flwr calls it with keywords only
+        receive()
+        return messages.pop(0)
+
     module = SimpleNamespace(
         time=time,
-        _pull_and_store_message=lambda: messages.pop(0),
+        _pull_and_store_message=pull_and_store,
         _push_messages=lambda **_: None,
         pull_objects=_pull_objects,
     )
 
     def loop(polls: int) -> None:
         for _ in range(polls):
-            if module._pull_and_store_message() is None:
+            if module._pull_and_store_message(receive=lambda: None) is None:
                 module.time.sleep(3)
 
     return module, loop
