@@ -419,18 +419,27 @@ def _message_means(rounds: list[dict]) -> dict[str, dict[str, float]]:
     }
 
 
+def _round_means(later: list[dict]) -> dict[str, float]:
+    """Mean seconds per phase over the rounds after the first, and the period: a round's total
+    plus the gap before it (the ServerApp's recording of the round before, results.json's
+    "before"), i.e. from one round's start to the next's."""
+    means = {
+        phase: statistics.fmean(seconds[phase] for seconds in later)
+        for phase in ("train", "evaluate", "total", "before")
+        if all(phase in seconds for seconds in later)
+    }
+    if "before" in means:
+        means["period"] = means["total"] + means["before"]
+    return means
+
+
 def _summary(rounds: list[dict], run_seconds: float, idle: dict, monitor: Sampler) -> dict:
     later = [entry["seconds"] for entry in rounds[1:] if entry.get("seconds")]
     cpu = monitor.clientapp_cpu
     return {
         "flwr_run_s": run_seconds,
         "rounds": [{"round": entry["round"], **entry.get("seconds", {})} for entry in rounds],
-        "mean_round_s_after_first": {
-            phase: sum(seconds[phase] for seconds in later) / len(later)
-            for phase in ("train", "evaluate", "total")
-        }
-        if later
-        else None,
+        "mean_round_s_after_first": _round_means(later) if later else None,
         # Per phase: exchanges, push seconds, and each reply's round trip split into out (to
         # the reply's creation at the node) and back (to the ServerApp's collection).
         "messages_after_first": _message_means(rounds),
@@ -501,6 +510,8 @@ def _document(args: argparse.Namespace, bench: Bench, runs: dict, ready_s: dict)
         "table": {
             tag: {
                 "mean_round_s_after_first": (run["mean_round_s_after_first"] or {}).get("total"),
+                # Start to next start: the round plus the ServerApp's recording before it.
+                "mean_period_s_after_first": (run["mean_round_s_after_first"] or {}).get("period"),
                 "cpu_s_per_message": run["clientapp_cpu_s_each"]
                 + run["launched_child_cpu_s_each"]
                 * run["launched_children"]

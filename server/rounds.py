@@ -183,6 +183,11 @@ class RoundRecorder:
         self.rounds: dict[int, dict[str, Any]] = {}
         self.privacy_stop: dict[str, Any] | None = None
         self.selection: dict[str, Any] | None = None  # server/selection.py, after the run
+        # Where the last round's `seconds.total` ended (its evaluation, plus its evaluation
+        # sum's seconds): a round's "before" is the gap from there to its own start (the
+        # recording, checkpoint and anything else between rounds), so that start to start is
+        # `before` + `total`, and no time goes unmeasured.
+        self._counted_until: float | None = None
 
     def load_completed(self, *, up_to_round: int) -> None:
         """On resume: keep the rounds a previous process completed, drop anything later."""
@@ -235,6 +240,8 @@ class RoundRecorder:
         entry["sites"] = state.evaluation.sites
         entry["aggregate"] = state.evaluation.aggregate()
         seconds = state.seconds()
+        if self._counted_until is not None:
+            seconds["before"] = state.started - self._counted_until
         entry["seconds"] = seconds
         drained = self.message_times.drain() if self.message_times is not None else {}
         if drained:  # the simulation's grid records none
@@ -245,6 +252,7 @@ class RoundRecorder:
             state.server_round, self.num_rounds, state.evaluation.sites, seconds["total"]
         )
         log.info("%s%s", line, privacy_suffix(entry.get("privacy")))
+        self._counted_until = state.evaluated_at or time.perf_counter()
 
     def stopped_by_budget(self, refusal: dict[str, Any]) -> None:
         """The ε budget stops the run before a round: one line, and `privacy_stop` in the record."""
@@ -286,6 +294,8 @@ class RoundRecorder:
                 len(outcome.means),
                 outcome.seconds or 0.0,
             )
+        if self._counted_until is not None and outcome.seconds is not None:
+            self._counted_until += outcome.seconds
 
     def document(self) -> dict[str, Any]:
         document = {

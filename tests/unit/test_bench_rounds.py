@@ -72,3 +72,38 @@ def test_a_messages_way_out_merges_the_nodes_and_its_clientapps_lines() -> None:
         1.5,
     ]
     assert "at_node_lines" not in got["evaluate"] and got["evaluate"]["replied_s_mean"] == 1.4
+
+
+def test_the_gap_between_rounds_is_recorded_and_counted_in_the_period(tmp_path) -> None:
+    import json
+    import time
+
+    from server.rounds import EvaluateOutcome, RoundRecorder, RoundState
+
+    slow_checkpoint = []
+
+    def checkpoint(server_round, arrays) -> None:  # the recording between rounds takes time
+        time.sleep(0.05)
+        slow_checkpoint.append(server_round)
+
+    recorder = RoundRecorder(tmp_path, config={}, num_rounds=2, on_checkpoint=checkpoint)
+    for server_round in (1, 2):
+        state = RoundState(server_round)
+        state.trained_at = state.started
+        state.evaluation = EvaluateOutcome(sites={})
+        state.evaluated_at = time.perf_counter()
+        recorder.evaluated(state, global_arrays=[])
+    rounds = json.loads((tmp_path / "results.json").read_text())["rounds"]
+    assert "before" not in rounds[0]["seconds"]  # nothing came before the first round
+    assert rounds[1]["seconds"]["before"] >= 0.05  # round 1's checkpoint, before round 2
+
+    from deploy.bench_rounds import _round_means
+
+    means = _round_means(
+        [
+            {"train": 2.0, "evaluate": 3.0, "total": 5.0, "before": 0.5},
+            {"train": 2.0, "evaluate": 2.0, "total": 4.0, "before": 0.3},
+        ]
+    )
+    assert means["total"] == 4.5 and means["period"] == pytest.approx(4.9)
+    assert "period" not in _round_means([{"train": 1.0, "evaluate": 1.0, "total": 2.0}])
