@@ -55,6 +55,7 @@ from deploy.procs import (
     free_ports,
     kill_pids,
     port_open,
+    process_table,
     process_tree,
     wait_until,
 )
@@ -124,15 +125,16 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.1):
+            table = process_table()  # one scan of /proc a tick: the sampler's own CPU
             for name, pids in self.roots.items():
-                tree = [p for root in pids for p in process_tree(root)]
+                tree = [p for root in pids for p in process_tree(root, table)]
                 self.peak[name] = max(self.peak[name], sum(_rss_mib(p) for p in tree))
                 for p in tree:
                     if "flwr-clientapp" in _name(p):
                         self.clientapp_peak = max(self.clientapp_peak, _rss_mib(p))
                         self.clientapp_cpu[p] = max(self.clientapp_cpu.get(p, 0.0), _cpu_seconds(p))
             for launcher in self.launchers:
-                for p in process_tree(launcher):
+                for p in process_tree(launcher, table):
                     if p != launcher:
                         self.child_cpu[p] = max(self.child_cpu.get(p, 0.0), _cpu_seconds(p))
 

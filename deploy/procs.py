@@ -49,9 +49,16 @@ def _all_pids() -> list[int]:
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
 
 
-def process_tree(root: int) -> list[int]:
-    """`root`, its process group and all their descendants, parents first."""
-    table = {pid: info for pid in _all_pids() if (info := _stat(pid)) is not None}
+def process_table() -> dict[int, tuple[int, int]]:
+    """{pid: (parent pid, process group)} of every live process: one scan of /proc."""
+    return {pid: info for pid in _all_pids() if (info := _stat(pid)) is not None}
+
+
+def process_tree(root: int, table: dict[int, tuple[int, int]] | None = None) -> list[int]:
+    """`root`, its process group and all their descendants, parents first. A caller that
+    walks several trees at once passes one `process_table()` (a sampler every 0.1 s would
+    otherwise scan /proc once per tree)."""
+    table = process_table() if table is None else table
     found = [root] if root in table else []
     found += [pid for pid, (_, group) in table.items() if group == root and pid != root]
     index = 0

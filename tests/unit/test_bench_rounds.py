@@ -107,3 +107,34 @@ def test_the_gap_between_rounds_is_recorded_and_counted_in_the_period(tmp_path) 
     )
     assert means["total"] == 4.5 and means["period"] == pytest.approx(4.9)
     assert "period" not in _round_means([{"train": 1.0, "evaluate": 1.0, "total": 2.0}])
+
+
+def test_one_process_table_walks_every_tree_as_its_own_scan_would() -> None:
+    import subprocess
+    import sys
+
+    from deploy.procs import kill_pids, process_table, process_tree
+
+    # A real parent with a real child: both found from one table, as from a fresh scan.
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time; "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            "time.sleep(60)",
+        ]
+    )
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        while len(process_tree(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        table = process_table()
+        assert process_tree(parent.pid, table) == process_tree(parent.pid)
+        assert len(process_tree(parent.pid, table)) == 2
+        assert process_tree(parent.pid, {}) == []  # a table without it: nothing to walk
+    finally:
+        kill_pids(process_tree(parent.pid), grace_seconds=1.0)
+        parent.wait(timeout=10)
