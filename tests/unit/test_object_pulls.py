@@ -13,8 +13,10 @@ from deploy import object_pulls
 from server import polling
 
 
-def _late_object(available_after: float):
-    """flwr's real pull_objects over one object that lands `available_after` s from now."""
+def _late_object(available_after: float, contents: dict[str, bytes] | None = None):
+    """A pull function over objects that land `available_after` s from now (as a store fills
+    while its receiver pulls), and the times it was called at. Each object's content is in
+    `contents`; without it, any id answers b"content"."""
     import time
 
     from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
@@ -26,7 +28,7 @@ def _late_object(available_after: float):
         tries.append(time.monotonic() - start)
         if time.monotonic() - start < available_after:
             raise ObjectUnavailableError(object_id)
-        return b"content"
+        return b"content" if contents is None else contents[object_id]
 
     return pull_object, tries
 
@@ -69,31 +71,18 @@ def test_a_flwr_without_the_backoff_parameters_is_refused_with_the_fix():
 
 
 def _late_message_tree(available_after: float):
-    """A real flwr object tree (a model's ArrayRecord, as a message holds), and a pull function
-    whose every object lands `available_after` s from now (as a node's store fills while its
-    ClientApp pulls)."""
-    import time
-
+    """A real flwr object tree (a model's ArrayRecord, as a message holds) whose every object
+    lands `available_after` s from now, with `_late_object`'s pull function and tries."""
     import numpy as np
     from flwr.app import ArrayRecord
     from flwr.supercore.inflatable.inflatable_object import (
         get_all_nested_objects,
         get_object_tree,
     )
-    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
 
     message = ArrayRecord([np.arange(6.0), np.ones((2, 3))])
     contents = {key: obj.deflate() for key, obj in get_all_nested_objects(message).items()}
-    start = time.monotonic()
-    tries = []
-
-    def pull_object(object_id: str) -> bytes:
-        tries.append(time.monotonic() - start)
-        if time.monotonic() - start < available_after:
-            raise ObjectUnavailableError(object_id)
-        return contents[object_id]
-
-    return get_object_tree(message), pull_object, tries
+    return (get_object_tree(message), *_late_object(available_after, contents))
 
 
 def test_the_clientapps_message_pull_is_prompt_too():
