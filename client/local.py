@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,11 @@ def round_draws(
     )
     required = verdicts
     if mining:
-        mined = top_scoring(benign, benign_scores, count=min(settings.hard_negatives, room))
+        # The highest few may be DGA names in a safelist (label noise): `hard-negatives-skip`.
+        skip = math.ceil(settings.hard_negatives_skip * benign.size)
+        mined = top_scoring(
+            benign, benign_scores, count=min(settings.hard_negatives, room), skip=skip
+        )
         required = np.union1d(verdicts, mined)
     chances = None
     if settings.hard_families > 0:

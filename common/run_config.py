@@ -74,6 +74,12 @@ class RunSettings(BaseModel):
     hard_negatives: int = Field(
         default=5760, ge=0, le=MAX_LOCAL_STEPS * MAX_BATCH_SIZE, alias="hard-negatives"
     )
+    # Label noise in the benign lists: this fraction of the scored benign names, the highest
+    # scores first, is left out of the mining as suspected DGA names in a safelist (real
+    # safelists hold ~2 in 10,000); the next `hard-negatives` are mined. 0 = mine from the top.
+    hard_negatives_skip: float = Field(
+        default=0.0, ge=0, lt=0.5, allow_inf_nan=False, alias="hard-negatives-skip"
+    )
     # Hard families: this share of the positive draws goes to the families the incoming model
     # misses at FPR 1e-3 on the site's own training names, re-judged every round (0 = off:
     # positives drawn uniformly); docs/training.md.

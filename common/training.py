@@ -315,15 +315,20 @@ def scored_benign(
     return negatives, predict_scores(model, domains=np.asarray(domains)[negatives])
 
 
-def top_scoring(rows: np.ndarray, scores: np.ndarray, *, count: int) -> np.ndarray:
-    """The `count` rows with the highest scores, sorted (all of them when there are fewer)."""
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
-    if count == 0:
+def top_scoring(rows: np.ndarray, scores: np.ndarray, *, count: int, skip: int = 0) -> np.ndarray:
+    """The `count` rows with the highest scores after the `skip` highest, sorted (all that are
+    left when there are fewer)."""
+    if count < 0 or skip < 0:
+        raise ValueError(f"count and skip must be >= 0, got {count} and {skip}")
+    if count == 0 or skip >= rows.size:
         return np.zeros(0, dtype=np.int64)
-    if count >= rows.size:
+    stop = min(skip + count, rows.size)
+    if skip == 0 and stop == rows.size:
         return rows
-    return np.sort(rows[np.argpartition(-scores, count - 1)[:count]])
+    # After the partition, positions [0, skip) hold the `skip` highest scores and
+    # [skip, stop) the next ones.
+    picked = np.argpartition(-np.asarray(scores), sorted({skip, stop - 1}))
+    return np.sort(rows[picked[skip:stop]])
 
 
 MISS_FPR = 1e-3

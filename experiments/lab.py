@@ -48,6 +48,7 @@ EXPERIMENTS = {
     "lowfpr-combined": "experiments.lowfpr_combined",
     "lowfpr-rate": "experiments.lowfpr_rate",
     "lowfpr-end": "experiments.lowfpr_end",
+    "lowfpr-noise": "experiments.lowfpr_noise",
     "capacity": "experiments.capacity",
     "dp-utility": "experiments.dp_utility",
     "poisoning": "experiments.poisoning",

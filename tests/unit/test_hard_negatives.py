@@ -74,7 +74,7 @@ def test_excluded_rows_are_skipped_and_small_sets_come_back_whole() -> None:
     assert (
         hardest_negatives(model, domains=domains, labels=labels, count=0, generator=rng).size == 0
     )
-    with pytest.raises(ValueError, match="count must be >= 0"):
+    with pytest.raises(ValueError, match="count and skip must be >= 0"):
         hardest_negatives(model, domains=domains, labels=labels, count=-1, generator=rng)
 
 
@@ -129,3 +129,35 @@ def test_required_rows_put_the_analysts_verdicts_first_then_mine() -> None:
         site, model, settings, config=config, server_round=1, purpose="train"
     ).required
     assert np.array_equal(rows, again)
+
+
+def test_a_skip_leaves_the_highest_scores_out_and_mines_the_next() -> None:
+    rows = np.array([10, 11, 12, 13, 14, 15])
+    scores = np.array([0.2, 0.99, 0.5, 0.97, 0.1, 0.6])  # ranks: 11, 13, 15, 12, 10, 14
+    assert np.array_equal(top_scoring(rows, scores, count=2), [11, 13])
+    assert np.array_equal(top_scoring(rows, scores, count=2, skip=2), [12, 15])
+    assert np.array_equal(top_scoring(rows, scores, count=10, skip=4), [10, 14])  # what is left
+    assert top_scoring(rows, scores, count=3, skip=6).size == 0
+    with pytest.raises(ValueError, match="count and skip must be >= 0"):
+        top_scoring(rows, scores, count=1, skip=-1)
+
+
+def test_the_run_configs_skip_leaves_a_share_of_the_benign_pool_out_of_the_mining() -> None:
+    names, labels = _data(4)
+    site = _site(names, labels, np.zeros(0, dtype=np.int64))
+    model = build_model(SPEC, seed=1)
+    config = TrainConfig(steps=2, batch_size=40)  # room for 20 required rows
+    benign = np.flatnonzero(labels == 0)
+    scores = predict_scores(model, domains=SPEC.encode(names)[benign])
+    ranked = benign[np.argsort(-scores, kind="stable")]
+
+    def mined(skip: float) -> np.ndarray:
+        settings = RunSettings(**{"hard-negatives": 1000, "hard-negatives-skip": skip})
+        return round_draws(site, model, settings, config=config, server_round=1, purpose="t")
+
+    assert np.array_equal(mined(0.0).required, np.sort(ranked[:20]))
+    # 5% of the benign pool, rounded up, is left out: the next 20 are mined.
+    left_out = int(np.ceil(0.05 * benign.size))
+    assert np.array_equal(mined(0.05).required, np.sort(ranked[left_out : left_out + 20]))
+    with pytest.raises(ValueError, match="hard-negatives-skip"):
+        RunSettings(**{"hard-negatives-skip": 0.5})

@@ -90,6 +90,7 @@ def test_every_registered_experiment_is_a_module_with_run():
         "lowfpr-combined",
         "lowfpr-rate",
         "lowfpr-end",
+        "lowfpr-noise",
         "capacity",
         "dp-utility",
         "poisoning",

@@ -13,6 +13,7 @@ from experiments import (
     lowfpr_end,
     lowfpr_families,
     lowfpr_momentum,
+    lowfpr_noise,
     lowfpr_rate,
 )
 
@@ -24,6 +25,7 @@ CURVES = (
     lowfpr_combined,
     lowfpr_rate,
     lowfpr_end,
+    lowfpr_noise,
 )
 
 
@@ -39,11 +41,12 @@ def test_every_arm_is_a_valid_run_config(module) -> None:
 
 def test_the_later_curves_run_seeds_no_earlier_curve_used() -> None:
     # momentum and budget share 0-2 (their baselines are the same runs' settings of their day);
-    # families (3-5), decay (6-8), combined (9-11), rate (12-14) and end (15-17) each add
-    # new seeds.
+    # families (3-5), decay (6-8), combined (9-11), rate (12-14), end (15-17) and noise
+    # (18-20) each add new seeds.
     seen: set[int] = set(lowfpr_budget.SIZES["default"].seeds)
     assert set(lowfpr_momentum.SIZES["default"].seeds) == seen
-    for module in (lowfpr_families, lowfpr_decay, lowfpr_combined, lowfpr_rate, lowfpr_end):
+    later = (lowfpr_families, lowfpr_decay, lowfpr_combined, lowfpr_rate, lowfpr_end, lowfpr_noise)
+    for module in later:
         seeds = set(module.SIZES["default"].seeds)
         assert not seeds & seen, module.NAME
         seen |= seeds
