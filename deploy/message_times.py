@@ -22,6 +22,7 @@ SuperNode's own log (stderr), which stays at the site. `deploy/bench_rounds.py` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -132,7 +133,9 @@ class ClientAppTimes:
         if self.created is None or self.started is None or set(MARKS) - set(self.marks):
             return
         offsets = [self.started, self.guard, *(self.marks[name] for name in MARKS)]
-        self.log_line(CLIENTAPP_LINE, self.kind, *(at - self.created for at in offsets))
+        # A closed stderr loses the line, never the message.
+        with contextlib.suppress(OSError, ValueError):
+            self.log_line(CLIENTAPP_LINE, self.kind, *(at - self.created for at in offsets))
 
 
 def _stderr_line(template: str, *args: Any) -> None:

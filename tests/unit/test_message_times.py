@@ -174,3 +174,15 @@ def test_the_wrapped_names_exist_in_the_installed_flwr():
 
     for name in ("pull_task_input", "get_load_client_app_fn", "push_message"):
         assert callable(getattr(run_clientapp, name)), name
+
+
+def test_a_line_that_cannot_be_written_never_fails_the_message():
+    now = [100.5]
+
+    def closed(*_):
+        raise ValueError("I/O operation on closed file")
+
+    times = ClientAppTimes(wall=lambda: now[0], env={ENV_STARTED: "100.3"}, log_line=closed)
+    module = FakeRunClientApp(now, _message())
+    times.install(module)
+    _run_like_flwr(module, now)  # pushes, and the failed line raises nothing
