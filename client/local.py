@@ -152,6 +152,7 @@ def train_round(
         steps=settings.local_steps,
         batch_size=settings.batch_size,
         learning_rate=settings.round_learning_rate(server_round),
+        required_share=settings.hard_negatives_share,
     )
     rng = site_rng(
         seed=settings.seed, server_round=server_round, site_id=data.site_id, purpose="train"
@@ -310,6 +311,7 @@ class LocalOnlyModel:
                 steps=settings.local_steps,
                 batch_size=settings.batch_size,
                 learning_rate=settings.round_learning_rate(catch_up),
+                required_share=settings.hard_negatives_share,
             )
             rng = site_rng(
                 seed=settings.seed,

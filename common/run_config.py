@@ -80,6 +80,11 @@ class RunSettings(BaseModel):
     hard_negatives_skip: float = Field(
         default=0.0, ge=0, lt=0.5, allow_inf_nan=False, alias="hard-negatives-skip"
     )
+    # The share of every batch that required rows (analysts' verdicts, then hard negatives)
+    # may take; with half the batch benign, 0.25 leaves half the benign slots to random draws.
+    hard_negatives_share: float = Field(
+        default=0.25, gt=0, le=0.5, allow_inf_nan=False, alias="hard-negatives-share"
+    )
     # Hard families: this share of the positive draws goes to the families the incoming model
     # misses at FPR 1e-3 on the site's own training names, re-judged every round (0 = off:
     # positives drawn uniformly); docs/training.md.

@@ -23,6 +23,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     positive_fraction: float = 0.5
     max_grad_norm: float = 1.0
+    required_share: float = 0.25
+    """Share of every batch that required rows (verdicts, hard negatives) may take."""
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -39,6 +41,10 @@ class TrainConfig:
             )
         if not self.max_grad_norm > 0:
             raise ValueError(f"TrainConfig.max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if not 0.0 < self.required_share <= 0.5:
+            raise ValueError(
+                f"TrainConfig.required_share must be in (0, 0.5], got {self.required_share}"
+            )
 
 
 @dataclass(frozen=True)
@@ -123,8 +129,9 @@ def draw_balanced_batch(
 
 
 def required_capacity(config: TrainConfig) -> int:
-    """Required rows one `train_model` call carries in full: a quarter of every batch."""
-    return config.steps * max(1, config.batch_size // 4)
+    """Required rows one `train_model` call carries in full: `required_share` of every batch
+    (a quarter by default)."""
+    return config.steps * max(1, int(config.batch_size * config.required_share))
 
 
 def required_schedule(
@@ -135,7 +142,7 @@ def required_schedule(
     generator: np.random.Generator,
 ) -> list[np.ndarray]:
     """Per step, the required rows its batch carries: all of them, shuffled and spread over
-    the steps, when they fit in a quarter of every batch (5,760 rows at the defaults); else a
+    the steps, when they fit in `required_share` of every batch (5,760 rows at the defaults); else a
     fresh random subset of that size per call, so over rounds every row comes round.
     Empty (and no draw from `generator`) when nothing is required."""
     if required is None or np.asarray(required).size == 0 or config.steps == 0:

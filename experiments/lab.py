@@ -49,6 +49,7 @@ EXPERIMENTS = {
     "lowfpr-rate": "experiments.lowfpr_rate",
     "lowfpr-end": "experiments.lowfpr_end",
     "lowfpr-noise": "experiments.lowfpr_noise",
+    "lowfpr-share": "experiments.lowfpr_share",
     "capacity": "experiments.capacity",
     "dp-utility": "experiments.dp_utility",
     "poisoning": "experiments.poisoning",

@@ -66,8 +66,10 @@ def _plain(steps: int) -> Arm:
 
 
 def _mining(steps: int, batch: int, *also: tuple[str, Any]) -> Arm:
-    # As many mined names as the batches carry required rows: a quarter of every batch.
-    return Arm("hard negatives", steps, (("hard-negatives", steps * (batch // 4)), *also))
+    # As many mined names as the batches carry required rows: a quarter of every batch, or
+    # the `hard-negatives-share` an arm sets.
+    share = float(dict(also).get("hard-negatives-share", 0.25))
+    return Arm("hard negatives", steps, (("hard-negatives", steps * int(batch * share)), *also))
 
 
 @dataclass(frozen=True)

@@ -161,3 +161,24 @@ def test_the_run_configs_skip_leaves_a_share_of_the_benign_pool_out_of_the_minin
     assert np.array_equal(mined(0.05).required, np.sort(ranked[left_out : left_out + 20]))
     with pytest.raises(ValueError, match="hard-negatives-skip"):
         RunSettings(**{"hard-negatives-skip": 0.5})
+
+
+def test_the_mining_share_sets_how_much_of_every_batch_required_rows_take() -> None:
+    assert required_capacity(TrainConfig(steps=10, batch_size=128)) == 10 * 32  # a quarter
+    assert required_capacity(TrainConfig(steps=10, batch_size=128, required_share=0.375)) == 480
+    assert required_capacity(TrainConfig(steps=3, batch_size=2, required_share=0.25)) == 3
+    with pytest.raises(ValueError, match="required_share"):
+        TrainConfig(required_share=0.75)
+    names, labels = _data(5)
+    site = _site(names, labels, np.zeros(0, dtype=np.int64))
+    model = build_model(SPEC, seed=1)
+
+    def mined(share: float) -> np.ndarray:
+        settings = RunSettings(**{"hard-negatives": 10**4, "hard-negatives-share": share})
+        config = TrainConfig(steps=2, batch_size=40, required_share=share)
+        return round_draws(site, model, settings, config=config, server_round=1, purpose="t")
+
+    assert mined(0.25).required.size == 20 and mined(0.5).required.size == 40
+    assert set(mined(0.25).required) <= set(mined(0.5).required)  # the top 20 of the top 40
+    with pytest.raises(ValueError, match="hard-negatives-share"):
+        RunSettings(**{"hard-negatives-share": 0.6})

@@ -91,6 +91,7 @@ def test_every_registered_experiment_is_a_module_with_run():
         "lowfpr-rate",
         "lowfpr-end",
         "lowfpr-noise",
+        "lowfpr-share",
         "capacity",
         "dp-utility",
         "poisoning",

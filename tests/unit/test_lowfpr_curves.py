@@ -15,6 +15,7 @@ from experiments import (
     lowfpr_momentum,
     lowfpr_noise,
     lowfpr_rate,
+    lowfpr_share,
 )
 
 CURVES = (
@@ -26,6 +27,7 @@ CURVES = (
     lowfpr_rate,
     lowfpr_end,
     lowfpr_noise,
+    lowfpr_share,
 )
 
 
@@ -41,11 +43,19 @@ def test_every_arm_is_a_valid_run_config(module) -> None:
 
 def test_the_later_curves_run_seeds_no_earlier_curve_used() -> None:
     # momentum and budget share 0-2 (their baselines are the same runs' settings of their day);
-    # families (3-5), decay (6-8), combined (9-11), rate (12-14), end (15-17) and noise
-    # (18-20) each add new seeds.
+    # families (3-5), decay (6-8), combined (9-11), rate (12-14), end (15-17), noise
+    # (18-20) and share (21-23) each add new seeds.
     seen: set[int] = set(lowfpr_budget.SIZES["default"].seeds)
     assert set(lowfpr_momentum.SIZES["default"].seeds) == seen
-    later = (lowfpr_families, lowfpr_decay, lowfpr_combined, lowfpr_rate, lowfpr_end, lowfpr_noise)
+    later = (
+        lowfpr_families,
+        lowfpr_decay,
+        lowfpr_combined,
+        lowfpr_rate,
+        lowfpr_end,
+        lowfpr_noise,
+        lowfpr_share,
+    )
     for module in later:
         seeds = set(module.SIZES["default"].seeds)
         assert not seeds & seen, module.NAME
