@@ -47,16 +47,7 @@ def test_the_later_curves_run_seeds_no_earlier_curve_used() -> None:
     # (18-20) and share (21-23) each add new seeds.
     seen: set[int] = set(lowfpr_budget.SIZES["default"].seeds)
     assert set(lowfpr_momentum.SIZES["default"].seeds) == seen
-    later = (
-        lowfpr_families,
-        lowfpr_decay,
-        lowfpr_combined,
-        lowfpr_rate,
-        lowfpr_end,
-        lowfpr_noise,
-        lowfpr_share,
-    )
-    for module in later:
+    for module in CURVES[2:]:  # the curves after budget and momentum, in order
         seeds = set(module.SIZES["default"].seeds)
         assert not seeds & seen, module.NAME
         seen |= seeds
