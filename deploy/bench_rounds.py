@@ -49,6 +49,13 @@ from deploy.compose import (
     process_env,
     write_connection,
 )
+from deploy.message_times import (
+    CLIENTAPP_FIELDS,
+    CLIENTAPP_LINE,
+    RECEIVED_FIELDS,
+    RECEIVED_LINE,
+    line_pattern,
+)
 from deploy.node_keys import write_node_key
 from deploy.procs import (
     Processes,
@@ -59,7 +66,7 @@ from deploy.procs import (
     process_tree,
     wait_until,
 )
-from deploy.supernode import ENV_ACTIVE_POLL, active_poll_seconds
+from deploy.supernode import ENV_ACTIVE_POLL, SENT_LINE, active_poll_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -355,22 +362,10 @@ class Bench:
 
 
 HANDLED = re.compile(r"fedsec-worker (\w+) handled in ([0-9.]+)s")
-SENT = re.compile(
-    r"reply to a (\w+) message: at the node ([0-9.]+) s after its creation, sent in ([0-9.]+) s"
-)
-_NUMBER = r"(-?[0-9.]+)"
-RECEIVED = re.compile(
-    rf"received a (\w+) message {_NUMBER} s after its creation, stored with its objects at "
-    rf"{_NUMBER} s"
-)
-CLIENTAPP = re.compile(
-    rf"(\w+) message, seconds after its creation: ClientApp process started {_NUMBER}, "
-    rf"guard {_NUMBER}, pulled {_NUMBER}, unpacked {_NUMBER}, loaded {_NUMBER}, "
-    rf"replied {_NUMBER}, handed over {_NUMBER}"
-)
+SENT = line_pattern(SENT_LINE)
 WAY_OUT = {
-    RECEIVED: ("at_node", "stored"),
-    CLIENTAPP: ("process", "guard", "pulled", "unpacked", "loaded", "replied", "handed"),
+    line_pattern(RECEIVED_LINE): RECEIVED_FIELDS,
+    line_pattern(CLIENTAPP_LINE): CLIENTAPP_FIELDS,
 }
 """Each step of a message's way out, in seconds after its creation (deploy/message_times.py):
 the SuperNode's line, then its ClientApp's."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +41,22 @@ CLIENTAPP_LINE = (
     "pulled %.3f, unpacked %.3f, loaded %.3f, replied %.3f, handed over %.3f"
 )
 MARKS = ("pulled", "unpacked", "loaded", "replied", "handed")
+RECEIVED_FIELDS = ("at_node", "stored")
+"""The names of `RECEIVED_LINE`'s figures, in order (deploy/bench_rounds.py's keys)."""
+CLIENTAPP_FIELDS = ("process", "guard", *MARKS)
+"""The names of `CLIENTAPP_LINE`'s figures, in order."""
+
+
+def line_pattern(template: str) -> re.Pattern:
+    """The regular expression that reads back a line logged with `template`: each `%s` (a
+    message type) and each `%.3f` (seconds) becomes a group."""
+    parts = re.split(r"(%s|%\.3f)", template)
+    return re.compile(
+        "".join(
+            r"(\w+)" if part == "%s" else r"(-?[0-9.]+)" if part == "%.3f" else re.escape(part)
+            for part in parts
+        )
+    )
 
 
 def process_started(

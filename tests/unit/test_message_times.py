@@ -186,3 +186,24 @@ def test_a_line_that_cannot_be_written_never_fails_the_message():
     module = FakeRunClientApp(now, _message())
     times.install(module)
     _run_like_flwr(module, now)  # pushes, and the failed line raises nothing
+
+
+def test_each_line_reads_back_through_the_pattern_made_from_its_template():
+    from deploy.message_times import (
+        CLIENTAPP_FIELDS,
+        RECEIVED_FIELDS,
+        RECEIVED_LINE,
+        line_pattern,
+    )
+    from deploy.supernode import SENT_LINE
+
+    for template, fields in (
+        (RECEIVED_LINE, RECEIVED_FIELDS),
+        (CLIENTAPP_LINE, CLIENTAPP_FIELDS),
+        (SENT_LINE, ("at_node", "upload")),
+    ):
+        values = [round(-0.004 + 0.25 * index, 3) for index in range(len(fields))]
+        line = "INFO :      " + template % ("evaluate", *values) + "\n"
+        ((kind, *read),) = line_pattern(template).findall(line)
+        assert kind == "evaluate" and [float(value) for value in read] == values
+    assert line_pattern(SENT_LINE).findall(RECEIVED_LINE % ("train", 0.1, 0.2)) == []
