@@ -26,6 +26,12 @@ NOT_RESOLVABLE_MARK = "(not resolvable)"
 NO_REPLY = "this site did not reply in this round"
 NO_FAMILY = "no test examples of this family at this site"
 _SITE_COLOUR = "tab:blue"
+MAX_SITES_DRAWN = 40
+"""Up to this many sites, the per-site plots draw a bar or a column per site and the family
+table has a column per site. Beyond it they show the spread over the sites instead: a column
+per site made the plots 0.55-0.6 inch wider a site (53,000 pixels at 1,000 sites, ~1 GiB of the
+coordinator's memory to render, unreadable), and the table 1,000 columns wide. Each site's own
+figures stay in the sites table and in report.json."""
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
        color: #222; line-height: 1.4; padding: 0 1em; }
@@ -409,6 +415,8 @@ def _families_section(report: Mapping[str, Any]) -> str:
     families = report["families"]
     if not families["families"]:
         return "<h2>Recall per DGA family</h2>\n<p>No site shared per-family recall.</p>"
+    if len(families["sites"]) > MAX_SITES_DRAWN:
+        return _family_spread_section(report)
     rows = []
     for family in families["families"]:
         cells = [_td(family)]
@@ -426,6 +434,47 @@ def _families_section(report: Mapping[str, Any]) -> str:
         f"<h2>Recall per DGA family × site, round {report['last_round']['round']}</h2>\n"
         f"{_table(['family', *families['sites']], rows)}\n{plot}"
     )
+
+
+def _family_spread_section(report: Mapping[str, Any]) -> str:
+    """Too many sites for a column each: per family, how its recall spreads over the sites
+    that have it (report.json keeps every site's figure)."""
+    families = report["families"]
+    rows = []
+    for family, values in _family_spread(families).items():
+        values = values[~np.isnan(values)]
+        if not values.size:
+            rows.append([_td(family), _td(0, numeric=True), *[_missing(NO_FAMILY)] * 5])
+            continue
+        rows.append(
+            [
+                _td(family),
+                _td(values.size, numeric=True),
+                *(_td(float(q), numeric=True) for q in np.quantile(values, [0.0, 0.5, 1.0])),
+                _td(int(np.sum(values < 0.5)), numeric=True),
+                _td(", ".join(_lowest(families, family)), css="note"),
+            ]
+        )
+    header = ["family", "sites with it", "min", "median", "max", "sites < 0.5", "lowest sites"]
+    shared = len(families["sites"]) - len(families["not_shared"])
+    plot = _plot_or_note(plot_family_spread(families), "recall per family over the sites")
+    return (
+        f"<h2>Recall per DGA family over the sites, round {report['last_round']['round']}</h2>\n"
+        f'<p class="note">{shared} of {len(families["sites"])} sites shared per-family recall '
+        f"(more than {MAX_SITES_DRAWN} sites: each site's figure is in report.json).</p>\n"
+        f"{_table(header, rows)}\n{plot}"
+    )
+
+
+def _lowest(families: Mapping[str, Any], family: str, count: int = 3) -> list[str]:
+    """The sites with the lowest recall of `family`, lowest first."""
+    recall = families["recall"][family]
+    known = [
+        (value, site)
+        for site, value in recall.items()
+        if value is not None and not math.isnan(value)
+    ]
+    return [site for _, site in sorted(known)[:count]]
 
 
 def _trends_section(report: Mapping[str, Any]) -> str:
@@ -574,6 +623,8 @@ def plot_fp_per_day(
     heights = [last_round["sites"][site].get(metric) for site in sites]
     if not any(isinstance(h, int | float) and h > 0 for h in heights):
         return None
+    if len(sites) > MAX_SITES_DRAWN:
+        return _plot_ranked(last_round, metric=metric, label=label)
     figure = Figure(figsize=(max(5.0, 0.55 * len(sites) + 2), 3.6), layout="constrained")
     ax = figure.subplots()
     positions = np.arange(len(sites))
@@ -606,11 +657,105 @@ def plot_fp_per_day(
     return _png(figure)
 
 
+RANKED_NAMED = 5
+"""The ranked plot names this many of the highest sites."""
+
+
+def _plot_ranked(last_round: Mapping[str, Any], *, metric: str, label: str) -> str:
+    """``metric`` of many sites, highest first, on a log scale: how many sites sit at which
+    level, the highest few named; the sites without a positive value are counted in the
+    title."""
+    values = {
+        site: metrics[metric]
+        for site, metrics in last_round["sites"].items()
+        if isinstance(metrics.get(metric), int | float) and metrics[metric] > 0
+    }
+    ranked = sorted(values.items(), key=lambda item: (-item[1], item[0]))
+    counts = _without_value(last_round["sites"], metric)
+    figure = Figure(figsize=(8.0, 3.6), layout="constrained")
+    ax = figure.subplots()
+    ranks = np.arange(1, len(ranked) + 1)
+    ax.plot(ranks, [value for _, value in ranked], color="tab:red", marker=".", lw=1)
+    highest = "\n".join(
+        f"{rank}. {site}: {value:.3g}"
+        for rank, (site, value) in enumerate(ranked[:RANKED_NAMED], start=1)
+    )
+    ax.text(
+        0.99,
+        0.95,
+        f"highest:\n{highest}",
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+        bbox={"facecolor": "white", "edgecolor": "#ccc", "alpha": 0.9},
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel("site rank (highest first)")
+    ax.set_ylabel(label)
+    ax.set_title(f"{len(ranked)} of {len(last_round['sites'])} sites{counts}", fontsize=9)
+    ax.grid(alpha=0.3)
+    return _png(figure)
+
+
+def _without_value(sites: Mapping[str, Mapping[str, Any]], metric: str) -> str:
+    """'; 3 not shared, 2 n/a, 1 at 0' for the sites a ranked plot cannot draw."""
+    kinds = {"not shared": 0, "n/a": 0, "at 0": 0}
+    for metrics in sites.values():
+        value = metrics.get(metric)
+        if metric not in metrics:
+            kinds["not shared"] += 1
+        elif not isinstance(value, int | float) or math.isnan(value):
+            kinds["n/a"] += 1
+        elif value <= 0:
+            kinds["at 0"] += 1
+    shown = [f"{count} {kind}" for kind, count in kinds.items() if count]
+    return f"; {', '.join(shown)}" if shown else ""
+
+
+def _family_spread(families: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Each family's recall at the sites that have a figure for it, sorted."""
+    return {
+        family: np.sort(_floats([v for v in families["recall"][family].values() if v is not None]))
+        for family in families["families"]
+    }
+
+
+def plot_family_spread(families: Mapping[str, Any]) -> str | None:
+    """Recall per family over the sites (too many for a column each): the range, the middle
+    half and the median of the sites that have the family, and how many of them are below
+    0.5."""
+    spread = {family: v[~np.isnan(v)] for family, v in _family_spread(families).items()}
+    names = [family for family, values in spread.items() if values.size]
+    if not names:
+        return None
+    figure = Figure(figsize=(8.0, max(2.5, 0.35 * len(names) + 1.5)), layout="constrained")
+    ax = figure.subplots()
+    for row, family in enumerate(names):
+        values = spread[family]
+        low, q1, median, q3, high = np.quantile(values, [0.0, 0.25, 0.5, 0.75, 1.0])
+        ax.plot([low, high], [row, row], color="#999", lw=1)
+        ax.plot([q1, q3], [row, row], color=_SITE_COLOUR, lw=6, solid_capstyle="butt")
+        ax.plot([median], [row], marker="o", color="black", markersize=4)
+        below = int(np.sum(values < 0.5))
+        ax.text(1.02, row, f"{below}/{values.size} < 0.5", va="center", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0.0, 1.2)
+    ax.set_xticks([0.0, 0.25, 0.5, 0.75, 1.0])
+    ax.axvline(0.5, color="#a40000", lw=0.8, ls="--")
+    ax.set_xlabel("recall over the sites (line: range; bar: middle half; dot: median)")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
 def plot_family_heatmap(families: Mapping[str, Any]) -> str | None:
     """Recall in [0, 1] per family (rows) and site (columns); grey where there is none."""
     names, sites = families["families"], families["sites"]
     if not names or not sites:
         return None
+    if len(sites) > MAX_SITES_DRAWN:
+        return plot_family_spread(families)
     matrix = np.ma.masked_invalid(
         np.array([_floats([families["recall"][f][s] for s in sites]) for f in names])
     )

@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 
 from server.report import build_federation_report, metric_direction, write_federation_report
-from server.report_html import NOT_SHARED, render_federation_html
+from server.report_html import (
+    MAX_SITES_DRAWN,
+    NOT_SHARED,
+    _without_value,
+    render_federation_html,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NAN = float("nan")
@@ -380,3 +385,83 @@ def test_nan_everywhere_does_not_crash() -> None:
     json.dumps(built, allow_nan=False)
     assert built["summary"]["seconds"]["mean_after_first"]["total"] is None
     render_federation_html(built)
+
+
+# --- many sites: the page stays readable and its plots bounded -------------------------------
+
+
+def _many_sites(count: int) -> dict[str, Any]:
+    """One round of `count` sites: site-000 has the highest FP/day, every 10th shares nothing,
+    and the family `cvc` is at recall (index % 10) / 10 where a site has it."""
+    sites: dict[str, dict[str, Any]] = {}
+    for index in range(count):
+        site = f"site-{index:03d}"
+        if index % 10 == 9:
+            sites[site] = {"ack": 1.0, "num_examples": 500}
+            continue
+        sites[site] = _full(
+            auc=0.9,
+            fp_per_day=1.0e6 / (index + 1),
+            fp_per_day_upper95=2.0e6 / (index + 1),
+            recall_family_cvc=(index % 10) / 10,
+            recall_family_hexhash=0.9,
+        )
+    return {
+        "config": {"mode": "fedavg", "num-rounds": 1},
+        "rounds": [
+            {
+                "round": 1,
+                "seconds": {"train": 1.0, "evaluate": 1.0, "total": 2.0},
+                "train": {"status": "aggregated", "mode": "fedavg", "sites": {}},
+                "sites": sites,
+            }
+        ],
+    }
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    assert png.startswith(PNG_SIGNATURE) and png[12:16] == b"IHDR"
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def test_per_site_plots_stay_bounded_beyond_the_sites_drawn() -> None:
+    """A bar or column a site made the plots 53,000 pixels wide at 1,000 sites (~1 GiB of the
+    coordinator's memory to render): beyond MAX_SITES_DRAWN they show the spread instead."""
+    few = render_federation_html(build_federation_report(_many_sites(MAX_SITES_DRAWN)))
+    many = render_federation_html(build_federation_report(_many_sites(400)))
+    few_widest = max(_png_size(png)[0] for png in _decoded_pngs(few))
+    many_sizes = [_png_size(png) for png in _decoded_pngs(many)]
+    assert few_widest > 0.55 * MAX_SITES_DRAWN * 96  # a bar per site, as before
+    assert len(many_sizes) == 4
+    assert all(width <= 8.5 * 96 and height <= 8 * 96 for width, height in many_sizes)
+
+
+def test_many_sites_ranked_fp_plot_and_family_spread_are_exact() -> None:
+    report = build_federation_report(_many_sites(400))
+    page = render_federation_html(report)
+    text = re.sub(r"<[^>]+>", "|", page)
+    # The family table has one row per family and a column per figure, not per site.
+    assert "site-399" not in page.split("Recall per DGA family over the sites")[1].split("<img")[0]
+    # cvc: 360 sites have it, recall (index % 10) / 10 for index % 10 in 0..8; below 0.5:
+    # 0.0-0.4, 5 of each 9 sites.
+    row = re.search(r"\|cvc\|[^\n]*", text)
+    assert row is not None
+    cells = [cell for cell in row.group(0).split("|") if cell.strip()]
+    assert cells[:6] == ["cvc", "360", "0", "0.4", "0.8", "200"]
+    assert cells[6] == "site-000, site-010, site-020"
+    assert "360 of 400 sites shared per-family recall" in page
+    assert _without_value(report["last_round"]["sites"], "fp_per_day_upper95") == (
+        "; 40 not shared"
+    )
+
+
+def test_the_ranked_plot_counts_what_it_cannot_draw() -> None:
+    sites = {
+        "a": {"fp_per_day_upper95": 5.0},
+        "b": {"fp_per_day_upper95": 0.0},
+        "c": {"fp_per_day_upper95": None},
+        "d": {"fp_per_day_upper95": NAN},
+        "e": {},
+    }
+    assert _without_value(sites, "fp_per_day_upper95") == "; 1 not shared, 2 n/a, 1 at 0"
+    assert _without_value({"a": {"m": 1.0}}, "m") == ""
