@@ -560,7 +560,8 @@ def _floats(values: Sequence[Any]) -> np.ndarray:
 
 
 def plot_trends(trends: Mapping[str, Any]) -> str | None:
-    """One panel per headline metric: a faint line per site and the mean across sites."""
+    """One panel per headline metric: a faint line per site (beyond MAX_SITES_DRAWN sites, the
+    band of their middle 80% and the median) and the mean across sites."""
     rounds, per_site = trends["rounds"], trends["per_site"]
     names = [name for name, series in per_site.items() if series]
     if not names or not rounds:
@@ -568,12 +569,18 @@ def plot_trends(trends: Mapping[str, Any]) -> str | None:
     columns = min(3, len(names))
     rows = math.ceil(len(names) / columns)
     figure = Figure(figsize=(4.2 * columns, 2.8 * rows), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False).flat
+    axes = list(figure.subplots(rows, columns, squeeze=False).flat)
     for ax, name in zip(axes, names, strict=False):
-        for series in per_site[name].values():
-            ax.plot(rounds, _floats(series), color=_SITE_COLOUR, alpha=0.3, lw=1, marker=".")
+        banded = len(per_site[name]) > MAX_SITES_DRAWN
+        if banded:
+            _spread_band(ax, rounds, per_site[name].values())
+        else:
+            for series in per_site[name].values():
+                ax.plot(rounds, _floats(series), color=_SITE_COLOUR, alpha=0.3, lw=1, marker=".")
         mean = _floats(trends["metrics"][name]["mean"])
         ax.plot(rounds, mean, color="black", lw=2, marker="o", label="mean")
+        if banded:
+            ax.legend(fontsize=7)
         finite = [v for s in per_site[name].values() for v in s if v is not None]
         if name.startswith("fp_per_day") and finite and min(finite) > 0:
             ax.set_yscale("log")
@@ -581,9 +588,22 @@ def plot_trends(trends: Mapping[str, Any]) -> str | None:
         ax.set_xlabel("round")
         ax.set_xticks(rounds)
         ax.grid(alpha=0.3)
-    for ax in list(axes)[len(names) :]:
+    for ax in axes[len(names) :]:
         ax.set_visible(False)
     return _png(figure)
+
+
+def _spread_band(ax: Any, rounds: Sequence[int], series: Any) -> None:
+    """Too many sites for a line each: the band their middle 80% spans each round, and the
+    median."""
+    matrix = np.array([_floats(values) for values in series])
+    drawn = ~np.all(np.isnan(matrix), axis=0)
+    if not drawn.any():
+        return
+    x = np.asarray(rounds)[drawn]
+    low, median, high = np.nanquantile(matrix[:, drawn], [0.1, 0.5, 0.9], axis=0)
+    ax.fill_between(x, low, high, color=_SITE_COLOUR, alpha=0.25, lw=0, label="sites, 10-90%")
+    ax.plot(x, median, color=_SITE_COLOUR, lw=1.5, marker=".", label="median site")
 
 
 HOST_FP_METRIC = "host_fp_per_day_upper95"
