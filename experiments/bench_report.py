@@ -26,22 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.families import GENERATOR_CLASSES
 from common.files import write_json
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_report.json"
-FAMILIES = (
-    "b32alnum",
-    "cvsyll",
-    "dateseed",
-    "hexhash",
-    "markovgram",
-    "randalpha",
-    "seedmutate",
-    "shortmulti",
-    "unknown",
-    "wordconcat",
-    "worddigit",
-)
+FAMILIES = (*sorted(GENERATOR_CLASSES), "unknown")
+"""The generator's DGA classes and the label of a DGA name no feed attributes."""
 MODES = {"every site drawn": 10**9, "bounded": None}
 """MAX_SITES_DRAWN per mode; None keeps the product's."""
 
