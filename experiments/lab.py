@@ -50,6 +50,7 @@ EXPERIMENTS = {
     "lowfpr-end": "experiments.lowfpr_end",
     "lowfpr-noise": "experiments.lowfpr_noise",
     "lowfpr-share": "experiments.lowfpr_share",
+    "lowfpr-rounds": "experiments.lowfpr_rounds",
     "capacity": "experiments.capacity",
     "dp-utility": "experiments.dp_utility",
     "poisoning": "experiments.poisoning",

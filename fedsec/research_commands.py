@@ -105,7 +105,7 @@ def experiment(
         typer.Argument(
             help="value | secagg-cost | dropouts | scale | ray | noniid | lowfpr | lowfpr-budget"
             " | lowfpr-momentum | lowfpr-families | lowfpr-decay | lowfpr-combined | lowfpr-rate"
-            " | lowfpr-end | lowfpr-noise | lowfpr-share"
+            " | lowfpr-end | lowfpr-noise | lowfpr-share | lowfpr-rounds"
             " | capacity | dp-utility"
             " | poisoning | analyst-loop"
         ),

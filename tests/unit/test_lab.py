@@ -92,6 +92,7 @@ def test_every_registered_experiment_is_a_module_with_run():
         "lowfpr-end",
         "lowfpr-noise",
         "lowfpr-share",
+        "lowfpr-rounds",
         "capacity",
         "dp-utility",
         "poisoning",

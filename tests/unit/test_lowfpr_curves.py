@@ -15,6 +15,7 @@ from experiments import (
     lowfpr_momentum,
     lowfpr_noise,
     lowfpr_rate,
+    lowfpr_rounds,
     lowfpr_share,
 )
 
@@ -28,6 +29,7 @@ CURVES = (
     lowfpr_end,
     lowfpr_noise,
     lowfpr_share,
+    lowfpr_rounds,
 )
 
 
@@ -44,7 +46,7 @@ def test_every_arm_is_a_valid_run_config(module) -> None:
 def test_the_later_curves_run_seeds_no_earlier_curve_used() -> None:
     # momentum and budget share 0-2 (their baselines are the same runs' settings of their day);
     # families (3-5), decay (6-8), combined (9-11), rate (12-14), end (15-17), noise
-    # (18-20) and share (21-23) each add new seeds.
+    # (18-20), share (21-23) and rounds (24-26) each add new seeds.
     seen: set[int] = set(lowfpr_budget.SIZES["default"].seeds)
     assert set(lowfpr_momentum.SIZES["default"].seeds) == seen
     for module in CURVES[2:]:  # the curves after budget and momentum, in order
