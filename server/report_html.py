@@ -442,7 +442,6 @@ def _family_spread_section(report: Mapping[str, Any]) -> str:
     families = report["families"]
     rows = []
     for family, values in _family_spread(families).items():
-        values = values[~np.isnan(values)]
         if not values.size:
             rows.append([_td(family), _td(0, numeric=True), *[_missing(NO_FAMILY)] * 5])
             continue
@@ -734,18 +733,19 @@ def _without_value(sites: Mapping[str, Mapping[str, Any]], metric: str) -> str:
 
 
 def _family_spread(families: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Each family's recall at the sites that have a figure for it, sorted."""
-    return {
-        family: np.sort(_floats([v for v in families["recall"][family].values() if v is not None]))
-        for family in families["families"]
-    }
+    """Each family's recall at the sites that have a figure for it (none: an empty array)."""
+    spread = {}
+    for family in families["families"]:
+        values = _floats([v for v in families["recall"][family].values() if v is not None])
+        spread[family] = values[~np.isnan(values)]
+    return spread
 
 
 def plot_family_spread(families: Mapping[str, Any]) -> str | None:
     """Recall per family over the sites (too many for a column each): the range, the middle
     half and the median of the sites that have the family, and how many of them are below
     0.5."""
-    spread = {family: v[~np.isnan(v)] for family, v in _family_spread(families).items()}
+    spread = _family_spread(families)
     names = [family for family, values in spread.items() if values.size]
     if not names:
         return None
