@@ -33,6 +33,27 @@ def test_every_spec_and_seed_is_trained_scored_and_summarised(tiny_run) -> None:
     )
     table = (out / "table.md").read_text()
     assert "**not resolvable**" in table  # a few hundred benign names resolve neither FPR
+    assert "families < 0.5 @1e-3" in table and capacity.RECURRENT in table
+
+
+def test_each_run_counts_and_names_the_families_below_half_recall(tiny_run) -> None:
+    out, payload, _ = tiny_run
+    families = {row["family"] for row in payload["families"]}
+    assert len(families) == payload["test_families"] > 1
+    summary = {spec["spec"]: spec for spec in payload["specs"]}
+    for row in payload["rows"]:  # one seed at this size: each spec's summary is its one run
+        recall = {
+            entry["family"]: entry for entry in payload["families"] if entry["spec"] == row["spec"]
+        }
+        for suffix in ("", "_clean"):
+            named = [name for name in row[f"families_below_0.5_names{suffix}"].split(",") if name]
+            assert row[f"families_below_0.5{suffix}"] == len(named)
+            assert named == sorted(f for f, e in recall.items() if e[f"recall_1e-3{suffix}"] < 0.5)
+            spec = summary[row["spec"]]
+            assert spec[f"families_below_0.5_every_seed{suffix}"] == ", ".join(named) or "none"
+            assert spec[f"families_below_0.5_some_seeds{suffix}"] == "none"
+    header = (out / "families.csv").read_text().splitlines()[0]
+    assert header == "spec,family,recall_1e-3,recall_1e-3_clean"
 
 
 def test_no_name_from_the_data_is_written(tiny_run) -> None:
