@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from common.model import ModelSpec, parameter_count
-from common.training import TrainConfig, predict_scores, train_model
 from experiments import recurrent
 from experiments.recurrent import RecurrentLSTM
 
@@ -59,28 +58,3 @@ def test_the_last_step_reads_the_last_character() -> None:
         logits = model(_ids(["abcdef.com", "abcdef.co", "bbcdef.com"]))
     # A different last character or a different first one changes the score.
     assert logits[0] != logits[1] and logits[0] != logits[2]
-
-
-def test_the_same_seed_gives_the_same_model_and_it_trains_on_the_product_trainer() -> None:
-    first, second = RecurrentLSTM(SPEC, seed=1), RecurrentLSTM(SPEC, seed=1)
-    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    rng = np.random.default_rng(0)
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    dga = ["".join(rng.choice(letters, 16)) + ".com" for _ in range(64)]
-    benign = [word + ".com" for word in ("mail", "news", "shop", "bank", "maps", "docs") * 10]
-    domains = SPEC.encode(dga + benign)
-    labels = np.array([1] * len(dga) + [0] * len(benign))
-    model = RecurrentLSTM(SPEC, embedding_dim=16, units=16, seed=0)
-    before = predict_scores(model, domains=domains)
-    summary = train_model(
-        model,
-        domains=domains,
-        labels=labels,
-        config=TrainConfig(steps=60, batch_size=32, learning_rate=1e-2),
-        generator=np.random.default_rng(0),
-    )
-    after = predict_scores(model, domains=domains)
-    assert summary.final_loss < 0.3
-    gap = lambda scores: scores[labels == 1].mean() - scores[labels == 0].mean()  # noqa: E731
-    assert gap(after) > gap(before) + 0.5

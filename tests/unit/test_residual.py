@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from common.model import ModelSpec, parameter_count
-from common.training import TrainConfig, predict_scores, train_model
 from experiments import residual
 from experiments.residual import ResidualCNN
 
@@ -30,27 +29,5 @@ def test_cropping_shared_padding_changes_no_score(monkeypatch) -> None:
     torch.testing.assert_close(torch.cat(cropped[1:]), whole, rtol=1e-6, atol=1e-7)
 
 
-def test_the_same_seed_gives_the_same_model_and_it_trains_on_the_product_trainer() -> None:
-    first, second = ResidualCNN(SPEC, seed=1), ResidualCNN(SPEC, seed=1)
-    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    assert 100_000 < parameter_count(first) < 160_000  # B-ResNet class: ~10^5 parameters
-    rng = np.random.default_rng(0)
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    dga = ["".join(rng.choice(letters, 16)) + ".com" for _ in range(64)]
-    benign = [word + ".com" for word in ("mail", "news", "shop", "bank", "maps", "docs") * 10]
-    domains = SPEC.encode(dga + benign)
-    labels = np.array([1] * len(dga) + [0] * len(benign))
-    model = ResidualCNN(SPEC, channels=16, seed=0)
-    before = predict_scores(model, domains=domains)
-    summary = train_model(
-        model,
-        domains=domains,
-        labels=labels,
-        config=TrainConfig(steps=60, batch_size=32, learning_rate=1e-2),
-        generator=np.random.default_rng(0),
-    )
-    after = predict_scores(model, domains=domains)
-    assert summary.final_loss < 0.3
-    gap = lambda scores: scores[labels == 1].mean() - scores[labels == 0].mean()  # noqa: E731
-    assert gap(after) > gap(before) + 0.5
+def test_a_b_resnet_class_size() -> None:
+    assert 100_000 < parameter_count(ResidualCNN(SPEC, seed=1)) < 160_000  # ~10^5 parameters
