@@ -249,16 +249,27 @@ def build_model(spec: ModelSpec = ModelSpec(), *, seed: int) -> CharCNN:
     """A freshly initialised CharCNN; the same spec and seed always give the same weights."""
     model = _empty_model(spec)
     generator = torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
-        nn.init.normal_(model.embedding.weight, std=1.0, generator=generator)
-        model.embedding.weight[PAD_ID].zero_()
-        for layer in (*model.convs, model.hidden, model.output):
-            # Same scheme as torch's default reset_parameters, but from our generator.
-            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
-            fan_in = layer.weight[0].numel()
-            bound = 1.0 / math.sqrt(fan_in)
-            nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    seed_embedding(model.embedding, generator=generator)
+    seed_layers((*model.convs, model.hidden, model.output), generator=generator)
     return model
+
+
+@torch.no_grad()
+def seed_embedding(embedding: nn.Embedding, *, generator: torch.Generator) -> None:
+    """Standard-normal character vectors from `generator`, the padding id's at zero."""
+    nn.init.normal_(embedding.weight, std=1.0, generator=generator)
+    embedding.weight[PAD_ID].zero_()
+
+
+@torch.no_grad()
+def seed_layers(layers, *, generator: torch.Generator) -> None:
+    """torch's default scheme for Linear and Conv layers (Kaiming-uniform weights, biases
+    uniform in +-1/sqrt(fan-in)), drawn from `generator` in order: the same seed, the same
+    weights."""
+    for layer in layers:
+        nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+        bound = 1.0 / math.sqrt(layer.weight[0].numel())
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from common.features import PAD_ID
-from common.model import ModelSpec, _crop_shared_padding, _dropout
+from common.model import ModelSpec, _crop_shared_padding, _dropout, seed_embedding, seed_layers
 
 
 class RecurrentLSTM(nn.Module):
@@ -48,16 +48,14 @@ class RecurrentLSTM(nn.Module):
         self.embedding = nn.Embedding(spec.vocab_size, embedding_dim, padding_idx=PAD_ID)
         self.lstm = nn.LSTM(embedding_dim, units, batch_first=True)
         self.output = nn.Linear(units, 1)
-        with torch.no_grad():  # seeded like build_model: the same seed, the same weights
-            nn.init.normal_(self.embedding.weight, std=1.0, generator=generator)
-            self.embedding.weight[PAD_ID].zero_()
-            # torch's own schemes (LSTM: every weight uniform in +-1/sqrt(units); Linear:
-            # Kaiming-uniform, bias uniform in +-1/sqrt(fan-in)), drawn from our generator.
-            bound = 1.0 / math.sqrt(units)
+        # Seeded like build_model: the same seed, the same weights. The LSTM takes torch's own
+        # scheme (every weight uniform in +-1/sqrt(units)) from the same generator.
+        seed_embedding(self.embedding, generator=generator)
+        bound = 1.0 / math.sqrt(units)
+        with torch.no_grad():
             for weight in self.lstm.parameters():
                 nn.init.uniform_(weight, -bound, bound, generator=generator)
-            nn.init.kaiming_uniform_(self.output.weight, a=math.sqrt(5), generator=generator)
-            nn.init.uniform_(self.output.bias, -bound, bound, generator=generator)
+        seed_layers((self.output,), generator=generator)
 
     def forward(
         self, domains: torch.Tensor, *, generator: torch.Generator | None = None

@@ -11,13 +11,11 @@ product model only if a measurement says it should.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from common.features import PAD_ID
-from common.model import ModelSpec, _crop_shared_padding, _dropout
+from common.model import ModelSpec, _crop_shared_padding, _dropout, seed_embedding, seed_layers
 
 
 class ResidualCNN(nn.Module):
@@ -43,13 +41,9 @@ class ResidualCNN(nn.Module):
         self.conv2 = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
         self.hidden = nn.Linear(channels, hidden)
         self.output = nn.Linear(hidden, 1)
-        with torch.no_grad():  # seeded like build_model: the same seed, the same weights
-            nn.init.normal_(self.embedding.weight, std=1.0, generator=generator)
-            self.embedding.weight[PAD_ID].zero_()
-            for layer in (self.conv1, self.conv2, self.hidden, self.output):
-                nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
-                bound = 1.0 / math.sqrt(layer.weight[0].numel())
-                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+        # Seeded like build_model: the same seed, the same weights.
+        seed_embedding(self.embedding, generator=generator)
+        seed_layers((self.conv1, self.conv2, self.hidden, self.output), generator=generator)
 
     def forward(
         self, domains: torch.Tensor, *, generator: torch.Generator | None = None
