@@ -21,13 +21,13 @@ import argparse
 import multiprocessing
 import platform
 import re
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from common.families import GENERATOR_CLASSES
 from common.files import write_json
+from experiments.lab import PeakRss
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_report.json"
 FAMILIES = (*sorted(GENERATOR_CLASSES), "unknown")
@@ -83,11 +83,6 @@ def synthetic_results(sites: int, rounds: int, *, seed: int = 0) -> dict[str, An
     return {"config": {"mode": "fedavg", "num-rounds": rounds}, "rounds": entries}
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as stream:
-        return int(stream.read().split()[1]) * 4096 / 2**20
-
-
 def _render_once(sites: int, rounds: int, limit: int | None) -> dict[str, Any]:
     """In this (fresh) process: build the report, then render it while sampling RSS."""
     import base64
@@ -99,27 +94,16 @@ def _render_once(sites: int, rounds: int, limit: int | None) -> dict[str, Any]:
         html.MAX_SITES_DRAWN = limit
     report = build_federation_report(synthetic_results(sites, rounds))
     html.render_federation_html(build_federation_report(synthetic_results(3, 1)))  # warm-up
-    before = _rss_mib()
-    peak = [before]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.002):
-            peak[0] = max(peak[0], _rss_mib())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     cpu, wall = time.process_time(), time.perf_counter()
-    page = html.render_federation_html(report)
+    with PeakRss(interval=0.002) as rss:
+        page = html.render_federation_html(report)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    stop.set()
-    sampler.join()
     widths = [
         int.from_bytes(base64.b64decode(data)[16:20], "big")
         for data in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
     ]
     return {
-        "rss_rise_mib": max(peak[0], _rss_mib()) - before,
+        "rss_rise_mib": rss.added_mib,
         "cpu_s": cpu,
         "wall_s": wall,
         "page_mib": len(page.encode()) / 2**20,
